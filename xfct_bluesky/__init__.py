@@ -1,0 +1,13 @@
+"""xfct-bluesky: low-dose X-ray fluorescence nanotomography with DPC alignment.
+
+Subpackages
+-----------
+physics   pure-numpy simulator of the microprobe (specimen, probe, runout, detectors, dose)
+devices   Ophyd devices: simulated twins and EPICS classes with the same component names
+plans     Bluesky plans (fly maps, many-angle low-dose tomography, the dwell experiment)
+callbacks live analysis callbacks (alignment, reconstruction, plots)
+analysis  pure-numpy analysis kernels (DPC, registration, alignment, tomography)
+storage   Tiled storage (embedded server, TiledWriter, readers) and HDF5 writers
+"""
+
+__version__ = "0.1.0"
