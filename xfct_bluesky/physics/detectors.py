@@ -138,7 +138,8 @@ class VortexModel:
         Fraction of each peak's counts in a flat incomplete-charge shelf from 0
         to the peak energy (peak/background 10^3-10^4).
     background_cps : float
-        Constant background (cps over the whole spectrum): Zn/Cu in apertures.
+        Constant background (cps over the whole spectrum at 5e9 photons/s, scales
+        with flux): Zn/Cu in apertures and mounts.
     air_scatter_mass : float
         Areal mass (g/cm^2) of air/windows that scatter into the detector.
     self_absorption : bool
@@ -254,7 +255,7 @@ class VortexModel:
         scattering = flux * (mass + self.air_scatter_mass) * omega_scale
         out[-3] = C.SCATTER_ELASTIC_PER_MASS * scattering
         out[-2] = C.SCATTER_COMPTON_PER_MASS * scattering
-        out[-1] = self.background_cps
+        out[-1] = self.background_cps * flux / C.FLUX  # beam-induced (apertures, mounts)
         return out
 
     def live_fraction(self, rates: np.ndarray) -> np.ndarray:

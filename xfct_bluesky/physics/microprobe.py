@@ -209,6 +209,7 @@ class MicroprobeSimulator:
         defocus: float = 0.0,
         spectra: bool = True,
         record: bool = True,
+        beam_on: bool = True,
     ) -> MapResult:
         """Fly-scan one map at rotation angle ``theta`` (degrees).
 
@@ -226,6 +227,8 @@ class MicroprobeSimulator:
             Produce full spectra (slower) or ROI counts only.
         record : bool
             Advance the clock and the runout, and keep the truth.
+        beam_on : bool
+            False when the shutter is closed: no photons reach the specimen.
         """
         shape, pixel_size, dwell = self.check_map(shape, pixel_size, dwell, spectra=spectra)
         theta = finite("theta", theta, fix="Give the rotation angle in degrees.", unit=" deg")
@@ -243,7 +246,7 @@ class MicroprobeSimulator:
         y = cy + (np.arange(ny) - (ny - 1) / 2) * pixel_size - offset[0]
         quantities, grad_x, grad_y = self._blurred(theta, x, y, pixel_size, sx, sy)
         expected = Projection.from_stack(quantities)
-        maps = self._detect(quantities, grad_x, grad_y, dwell, spectra)
+        maps = self._detect(quantities, grad_x, grad_y, dwell, spectra, beam_on)
         spec = maps.pop("_spectra")
         duration = self.map_duration(shape, dwell)
         if record:
@@ -253,13 +256,14 @@ class MicroprobeSimulator:
             self.truth.offsets_m.append(np.asarray(offset, float))
             self.truth.pixel_sizes.append(pixel_size)
         return MapResult(theta, shape, pixel_size, dwell, (cy, cx), np.asarray(offset, float), start, duration,
-                         maps, spec, expected, self.dose(dwell, pixel_size))
+                         maps, spec, expected, self.dose(dwell, pixel_size) if beam_on else 0.0)
 
-    def point(self, dwell: float, theta: float = 0.0, *, center=(0.0, 0.0), defocus: float = 0.0):
+    def point(self, dwell: float, theta: float = 0.0, *, center=(0.0, 0.0), defocus: float = 0.0,
+              beam_on: bool = True, spectra: bool = True):
         """Counts of a single stationary point (for the standalone detectors)."""
         # a 1x1 "map" of 100 nm: the fly-scan box is then negligible against the spot
-        return self.simulate_map((1, 1), 100e-9, dwell, theta, center=center, defocus=defocus, spectra=True,
-                                 record=False)
+        return self.simulate_map((1, 1), 100e-9, dwell, theta, center=center, defocus=defocus, spectra=spectra,
+                                 record=False, beam_on=beam_on)
 
     # ---------------------------------------------------------- internals ---
     def _kernels(self, n_pix, n_fine, h, offset0, pixel_size, sigma, box):
@@ -326,10 +330,11 @@ class MicroprobeSimulator:
             grad_y += smooth[2]
         return quantities, grad_x, grad_y
 
-    def _detect(self, q, grad_x, grad_y, dwell, spectra):
+    def _detect(self, q, grad_x, grad_y, dwell, spectra, beam_on=True):
         rng = self.rng
         probe = self.probe
-        n_inc = probe.photons_per_pixel(dwell)
+        n_inc = probe.photons_per_pixel(dwell) if beam_on else 0.0
+        flux = probe.flux if beam_on else 0.0
         shape = q.shape[1:]
         i0 = rng.poisson(n_inc * self.i0_efficiency, size=shape).astype(np.uint32)
         mu_t = q[_QI["mu_t"]]
@@ -341,7 +346,7 @@ class MicroprobeSimulator:
         transmission = np.zeros(shape, np.float32)
         np.divide(dpc["sum"], incident_detected, out=transmission, where=incident_detected > 0, casting="unsafe")
         areal = {s: q[_QI[s]] for s in ELEMENT_SYMBOLS}
-        rates = self.vortex.rates(areal, q[_QI["mass"]], probe.flux)
+        rates = self.vortex.rates(areal, q[_QI["mass"]], flux)
         rois, spec, live = self.vortex.sample(rates, dwell, rng, spectra=spectra)
         maps = {
             "dpc_x": dpc["dpc_x"],

@@ -1,0 +1,445 @@
+"""Simulated microprobe: Ophyd devices backed by :mod:`xfct_bluesky.physics`.
+
+The classes here carry the same names and component names as the EPICS
+classes of :mod:`xfct_bluesky.devices.epics`, so plans cannot tell them apart:
+
+========================  ==================================================
+``RotationStage``         theta (deg), a motor with EpicsMotor's components;
+                          its runout lives in the simulator (ground truth)
+``ZonePlateStage``        x, y (beam position, um) and z (defocus, um)
+``Shutter``               open / close
+``VortexMCA``             spectrum, preset/elapsed real time, live time,
+                          dead time, element ROIs (EpicsMCA names)
+``SegmentedDPCDetector``  quadrant counts q1..q4, total, DPC x, y, diagonal
+``FlyRaster``             a triggerable detector: ``trigger()`` flies one map
+                          at the current stage positions, ``read()`` gives the
+                          2D maps, full spectra go to HDF5 (StreamResource)
+``Microprobe``            rotation, zone_plate, shutter, mca, dpc, scanner
+========================  ==================================================
+
+Build one with :func:`make_sim_microprobe`. Simulated time runs as fast as
+the CPU allows unless ``realtime=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from ophyd import Component as Cpt
+from ophyd import DynamicDeviceComponent as DDC
+from ophyd import Device, Signal
+from ophyd.status import DeviceStatus, Status
+
+from ..physics import MicroprobeSimulator
+from ..physics.specimen import ELEMENT_SYMBOLS
+from .signals import ArraySignal, SimMotor
+
+logger = logging.getLogger(__name__)
+
+#: Map keys (component names of the scanner) and their dtypes.
+MAP_DTYPES: dict[str, str] = {
+    "dpc_x": "<f4",
+    "dpc_y": "<f4",
+    "dpc_diag": "<f4",
+    "transmission": "<f4",
+    "i0": "<u4",
+    "q1": "<u4",
+    "q2": "<u4",
+    "q3": "<u4",
+    "q4": "<u4",
+    "live_time": "<f4",
+    **{sym: "<u4" for sym in ELEMENT_SYMBOLS},
+}
+
+
+# ----------------------------------------------------------------- stages ---
+class RotationStage(SimMotor):
+    """Rotation stage, theta in degrees (EpicsMotor component names)."""
+
+    def __init__(self, prefix="", *, name, limits=(-360.0, 360.0), velocity=30.0, **kwargs):
+        super().__init__(prefix, name=name, egu="deg", limits=limits, velocity=velocity, **kwargs)
+
+    @property
+    def truth(self):
+        """The simulator's ground truth (runout offsets of every projection)."""
+        return self.root.simulator.truth
+
+
+class ZonePlateStage(Device):
+    """Zone-plate stage: x, y move the beam (um), z defocuses it (um)."""
+
+    x = Cpt(SimMotor, "X", egu="um", limits=(-2000.0, 2000.0), velocity=100.0, kind="normal")
+    y = Cpt(SimMotor, "Y", egu="um", limits=(-2000.0, 2000.0), velocity=100.0, kind="normal")
+    z = Cpt(SimMotor, "Z", egu="um", limits=(-5000.0, 5000.0), velocity=100.0, kind="normal")
+
+
+class Shutter(Device):
+    """Fast shutter: ``set('open')`` / ``set('close')``; state 'open' or 'closed'."""
+
+    state = Cpt(Signal, value="closed", kind="normal")
+
+    def set(self, value):
+        value = str(value).lower()
+        if value not in ("open", "close", "closed"):
+            raise ValueError(f"{self.name}: {value!r} is not a shutter command; use 'open' or 'close'")
+        self.state.put("open" if value == "open" else "closed")
+        st = Status(obj=self)
+        st.set_finished()
+        return st
+
+    @property
+    def is_open(self) -> bool:
+        return self.state.get() == "open"
+
+
+# -------------------------------------------------------------- detectors ---
+def _beam_on(device) -> bool:
+    shutter = getattr(device.root, "shutter", None)
+    return shutter is None or shutter.is_open
+
+
+def _position_m(motor) -> float:
+    return motor.position * 1e-6  # um -> m
+
+
+def _probe_geometry(device):
+    """(theta deg, centre (y, x) m, defocus m) from the microprobe's stages."""
+    root = device.root
+    theta = root.rotation.position if hasattr(root, "rotation") else 0.0
+    zp = getattr(root, "zone_plate", None)
+    if zp is None:
+        return theta, (0.0, 0.0), 0.0
+    return theta, (_position_m(zp.y), _position_m(zp.x)), _position_m(zp.z)
+
+
+class _ROI(Device):
+    label = Cpt(Signal, value="", kind="config")
+    count = Cpt(Signal, value=0, kind="hinted")
+    lo_chan = Cpt(Signal, value=0, kind="config")
+    hi_chan = Cpt(Signal, value=0, kind="config")
+
+
+class VortexMCA(Device):
+    """Vortex SDD point spectrum (component names of ``ophyd.mca.EpicsMCA``).
+
+    ``trigger()`` counts for ``preset_real_time`` seconds at the current beam
+    position and fills the spectrum, the times and one ROI per element.
+    """
+
+    preset_real_time = Cpt(Signal, value=1.0, kind="config")
+    elapsed_real_time = Cpt(Signal, value=0.0, kind="normal")
+    elapsed_live_time = Cpt(Signal, value=0.0, kind="normal")
+    dead_time = Cpt(Signal, value=0.0, kind="normal")  # percent
+    spectrum = Cpt(ArraySignal, dtype="<u4", shape_getter=lambda: (2048,), kind="normal")
+    rois = DDC({f"roi{i}": (_ROI, f"R{i}", {}) for i in range(len(ELEMENT_SYMBOLS))}, kind="normal")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for i, sym in enumerate(ELEMENT_SYMBOLS):
+            roi = getattr(self.rois, f"roi{i}")
+            roi.count.name = f"{self.name}_{sym}"
+            roi.label.put(sym)
+
+    def _configure_rois(self, vortex):
+        for i, sym in enumerate(ELEMENT_SYMBOLS):
+            lo, hi = vortex.roi_window(sym)
+            roi = getattr(self.rois, f"roi{i}")
+            roi.lo_chan.put(lo)
+            roi.hi_chan.put(hi)
+
+    def trigger(self):
+        sim = self.root.simulator
+        preset = float(self.preset_real_time.get())
+        theta, center, defocus = _probe_geometry(self)
+        self._configure_rois(sim.vortex)
+        res = sim.point(preset, theta, center=center, defocus=defocus, beam_on=_beam_on(self))
+        spec = res.spectra[0, 0]
+        self.spectrum.put(spec)
+        live = float(res.maps["live_time"][0, 0])
+        self.elapsed_real_time.put(preset)
+        self.elapsed_live_time.put(live)
+        self.dead_time.put(100.0 * (1 - live / preset))
+        for i, sym in enumerate(ELEMENT_SYMBOLS):
+            getattr(self.rois, f"roi{i}").count.put(int(res.maps[sym][0, 0]))
+        return _delayed_status(self, preset if self.root.realtime else 0.0)
+
+
+class SegmentedDPCDetector(Device):
+    """Segmented transmission detector: quadrant counts and DPC at one point."""
+
+    preset_time = Cpt(Signal, value=0.1, kind="config")
+    central_stop_ratio = Cpt(Signal, value=0.4, kind="config")
+    q1 = Cpt(Signal, value=0, kind="normal")
+    q2 = Cpt(Signal, value=0, kind="normal")
+    q3 = Cpt(Signal, value=0, kind="normal")
+    q4 = Cpt(Signal, value=0, kind="normal")
+    total = Cpt(Signal, value=0, kind="normal")
+    dpc_x = Cpt(Signal, value=0.0, kind="hinted")
+    dpc_y = Cpt(Signal, value=0.0, kind="hinted")
+    dpc_diag = Cpt(Signal, value=0.0, kind="hinted")
+
+    def trigger(self):
+        sim = self.root.simulator
+        self.central_stop_ratio.put(sim.dpc.central_stop_ratio)
+        preset = float(self.preset_time.get())
+        theta, center, defocus = _probe_geometry(self)
+        res = sim.point(preset, theta, center=center, defocus=defocus, beam_on=_beam_on(self), spectra=False)
+        q = [int(res.maps[k][0, 0]) for k in ("q1", "q2", "q3", "q4")]
+        for k, v in zip(("q1", "q2", "q3", "q4"), q, strict=True):
+            getattr(self, k).put(v)
+        self.total.put(sum(q))
+        for k in ("dpc_x", "dpc_y", "dpc_diag"):
+            getattr(self, k).put(float(res.maps[k][0, 0]))
+        return _delayed_status(self, preset if self.root.realtime else 0.0)
+
+
+def _delayed_status(device, delay: float):
+    st = DeviceStatus(device)
+    if delay > 0:
+        timer = threading.Timer(delay, st.set_finished)
+        timer.daemon = True
+        timer.start()
+    else:
+        st.set_finished()
+    return st
+
+
+class FlyRaster(Device):
+    """Fly-scan raster: one triggered acquisition is one whole 2D map.
+
+    Configuration: ``num_rows``, ``num_cols``, ``pixel_size`` (m), ``dwell``
+    (s per pixel), ``travel`` (m, half-range of the scanning stage),
+    ``save_spectra``. ``read()`` returns the maps (DPC x/y/diagonal,
+    transmission, I0, quadrants, live time, one ROI map per element); the
+    full spectra (ny, nx, n_channels) are written to an HDF5 file under
+    ``hdf5_directory`` and announced with StreamResource/StreamDatum
+    documents (data key ``<name>_spectra``).
+    """
+
+    num_rows = Cpt(Signal, value=32, kind="config")
+    num_cols = Cpt(Signal, value=32, kind="config")
+    pixel_size = Cpt(Signal, value=300e-9, kind="config")  # m
+    dwell = Cpt(Signal, value=3e-3, kind="config")  # s per pixel
+    travel = Cpt(Signal, value=100e-6, kind="config")  # m, half-range of the scanning stage
+    save_spectra = Cpt(Signal, value=True, kind="config")
+
+    dpc_x = Cpt(ArraySignal, dtype=MAP_DTYPES["dpc_x"], kind="normal")
+    dpc_y = Cpt(ArraySignal, dtype=MAP_DTYPES["dpc_y"], kind="normal")
+    dpc_diag = Cpt(ArraySignal, dtype=MAP_DTYPES["dpc_diag"], kind="normal")
+    transmission = Cpt(ArraySignal, dtype=MAP_DTYPES["transmission"], kind="normal")
+    i0 = Cpt(ArraySignal, dtype=MAP_DTYPES["i0"], kind="normal")
+    q1 = Cpt(ArraySignal, dtype=MAP_DTYPES["q1"], kind="normal")
+    q2 = Cpt(ArraySignal, dtype=MAP_DTYPES["q2"], kind="normal")
+    q3 = Cpt(ArraySignal, dtype=MAP_DTYPES["q3"], kind="normal")
+    q4 = Cpt(ArraySignal, dtype=MAP_DTYPES["q4"], kind="normal")
+    live_time = Cpt(ArraySignal, dtype=MAP_DTYPES["live_time"], kind="normal")
+    P = Cpt(ArraySignal, dtype="<u4", kind="normal")
+    S = Cpt(ArraySignal, dtype="<u4", kind="normal")
+    Cl = Cpt(ArraySignal, dtype="<u4", kind="normal")
+    K = Cpt(ArraySignal, dtype="<u4", kind="normal")
+    Ca = Cpt(ArraySignal, dtype="<u4", kind="normal")
+    Fe = Cpt(ArraySignal, dtype="<u4", kind="normal")
+    Cu = Cpt(ArraySignal, dtype="<u4", kind="normal")
+    Zn = Cpt(ArraySignal, dtype="<u4", kind="normal")
+
+    def __init__(self, *args, hdf5_directory=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.hdf5_directory = hdf5_directory
+        self._writer = None
+        self._acquiring = threading.Lock()
+        self.last_result = None
+
+    # -- configuration ------------------------------------------------------
+    def expected_shape(self) -> tuple[int, int]:
+        return int(self.num_rows.get()), int(self.num_cols.get())
+
+    @property
+    def spectra_key(self) -> str:
+        return f"{self.name}_spectra"
+
+    def check_configuration(self) -> None:
+        """Raise ValueError for a map the stage or the memory cannot do."""
+        sim = self.root.simulator
+        shape, pixel, dwell = sim.check_map(self.expected_shape(), self.pixel_size.get(), self.dwell.get(),
+                                            spectra=bool(self.save_spectra.get()))
+        _, center, _ = _probe_geometry(self)
+        half = max(shape) * pixel / 2
+        travel = float(self.travel.get())
+        reach = max(abs(center[0]), abs(center[1])) + half
+        if reach > travel:
+            raise ValueError(
+                f"{self.name}: a {shape[0]}x{shape[1]} field of {pixel * 1e9:.0f} nm pixels centred at "
+                f"({center[0] * 1e6:.1f}, {center[1] * 1e6:.1f}) um reaches {reach * 1e6:.1f} um, beyond the "
+                f"scanning stage travel of +-{travel * 1e6:.1f} um; use fewer or smaller pixels or re-centre"
+            )
+
+    # -- staging and external data -------------------------------------------
+    def stage(self):
+        staged = super().stage()
+        if self.save_spectra.get():
+            from ..storage.hdf5 import StreamHDF5Writer
+            from ..storage.tiled import ASSETS_SUBDIR, default_data_dir
+
+            directory = Path(self.hdf5_directory or default_data_dir() / ASSETS_SUBDIR)
+            directory.mkdir(parents=True, exist_ok=True)
+            ny, nx = self.expected_shape()
+            self._writer = StreamHDF5Writer(
+                directory, data_key=self.spectra_key, dtype="<u4",
+                frame_shape=(ny, nx, self.root.simulator.vortex.n_channels), source="sim://xfct-bluesky/vortex",
+            )
+            self._writer.open(name=self.name)
+        return staged
+
+    def unstage(self):
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        finally:
+            self._writer = None
+        return super().unstage()
+
+    def describe(self):
+        desc = super().describe()
+        if self._writer is not None:
+            desc.update(self._writer.describe_key())
+        return desc
+
+    def collect_asset_docs(self, index=None):
+        if self._writer is not None:
+            yield from self._writer.collect_asset_docs(index)
+
+    def get_index(self) -> int:
+        return self._writer.get_index() if self._writer is not None else 0
+
+    # -- acquisition ----------------------------------------------------------
+    def trigger(self):
+        self.check_configuration()
+        status = DeviceStatus(self)
+        theta, center, defocus = _probe_geometry(self)
+        beam = _beam_on(self)
+        t0 = time.monotonic()
+
+        def acquire():
+            try:
+                with self._acquiring:
+                    self._acquire(theta, center, defocus, beam)
+                if self.root.realtime:
+                    remaining = self.last_result.duration - (time.monotonic() - t0)
+                    if remaining > 0:
+                        time.sleep(remaining)
+            except Exception as exc:  # reported through the status, never lost
+                logger.exception("%s: acquisition failed", self.name)
+                status.set_exception(exc)
+            else:
+                status.set_finished()
+
+        threading.Thread(target=acquire, name=f"{self.name}-fly", daemon=True).start()
+        return status
+
+    def _acquire(self, theta, center, defocus, beam):
+        sim = self.root.simulator
+        spectra = self._writer is not None
+        res = sim.simulate_map(self.expected_shape(), self.pixel_size.get(), self.dwell.get(), theta,
+                               center=center, defocus=defocus, spectra=spectra, beam_on=beam)
+        ts = time.time()
+        for key in MAP_DTYPES:
+            getattr(self, key).put(res.maps[key], timestamp=ts)
+        if spectra:
+            self._writer.write(res.spectra)
+        res.spectra = None  # on disk; do not keep 100s of MB in memory
+        self.last_result = res
+
+
+class Microprobe(Device):
+    """The scanning XRF microprobe as one Device."""
+
+    rotation = Cpt(RotationStage, "Rot", kind="normal")
+    zone_plate = Cpt(ZonePlateStage, "ZP:", kind="normal")
+    shutter = Cpt(Shutter, "Shtr:", kind="normal")
+    mca = Cpt(VortexMCA, "MCA:", kind="normal")
+    dpc = Cpt(SegmentedDPCDetector, "DPC:", kind="normal")
+    scanner = Cpt(FlyRaster, "Fly:", kind="normal")
+
+    def __init__(self, prefix="", *, simulator: MicroprobeSimulator, realtime: bool = False, **kwargs):
+        self.simulator = simulator
+        self.realtime = realtime
+        super().__init__(prefix, **kwargs)
+
+    @property
+    def truth(self):
+        """Ground truth: ``.specimen``, and ``.offsets`` (n, 2) true (dy, dx) in pixels."""
+        return self.simulator.truth
+
+    # let bp.count([microprobe]) carry the scanner's external spectra
+    def collect_asset_docs(self, index=None):
+        yield from self.scanner.collect_asset_docs(index)
+
+    def get_index(self) -> int:
+        return self.scanner.get_index()
+
+
+def make_sim_microprobe(
+    shape: tuple[int, int] = (32, 32),
+    pixel_size: float = 300e-9,
+    seed: int = 0,
+    *,
+    dwell: float = 3e-3,
+    name: str = "microprobe",
+    realtime: bool = False,
+    specimen=None,
+    hdf5_directory=None,
+    save_spectra: bool = True,
+    **physics,
+) -> Microprobe:
+    """Build a simulated microprobe.
+
+    Parameters
+    ----------
+    shape : (ny, nx)
+        Map shape the scanner starts with.
+    pixel_size : float
+        Pixel size (m).
+    seed : int
+        Seeds the specimen, the runout and the detector noise.
+    dwell : float
+        Per-pixel dwell (s) the scanner starts with.
+    realtime : bool
+        Pace moves and acquisitions in real time (default: as fast as the CPU).
+    specimen : Specimen, optional
+        Default: the mouse egg of the founding paper.
+    hdf5_directory : path, optional
+        Where the spectra files go (must be readable by the Tiled server);
+        default ``<data dir>/assets``.
+    **physics
+        Passed to :class:`~xfct_bluesky.physics.MicroprobeSimulator`
+        (``probe``, ``runout``, ``dpc``, ``vortex``, ``oversample``, ...).
+
+    Returns
+    -------
+    Microprobe
+        with components ``rotation``, ``zone_plate``, ``shutter``, ``mca``,
+        ``dpc``, ``scanner``, the simulator as ``.simulator`` and the ground
+        truth as ``.truth``.
+    """
+    if specimen is None:
+        from ..physics import mouse_egg
+
+        specimen = mouse_egg(seed=seed)
+    sim = MicroprobeSimulator(specimen, seed=seed, **physics)
+    shape, pixel_size, dwell = sim.check_map(shape, pixel_size, dwell, spectra=save_spectra)
+    mp = Microprobe("SIM:", name=name, simulator=sim, realtime=realtime)
+    for motor in (mp.rotation, mp.zone_plate.x, mp.zone_plate.y, mp.zone_plate.z):
+        motor.realtime = realtime
+    mp.scanner.hdf5_directory = hdf5_directory
+    mp.scanner.num_rows.put(shape[0])
+    mp.scanner.num_cols.put(shape[1])
+    mp.scanner.pixel_size.put(pixel_size)
+    mp.scanner.dwell.put(dwell)
+    mp.scanner.save_spectra.put(bool(save_spectra))
+    mp.mca._configure_rois(sim.vortex)
+    mp.shutter.set("open")
+    return mp
+
