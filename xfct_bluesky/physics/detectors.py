@@ -268,6 +268,12 @@ class VortexModel:
         counts = rates * (dwell * live)[None]
         return np.moveaxis(np.tensordot(self._shapes.T, counts, axes=(1, 0)), 0, -1)
 
+    def expected_rois(self, rates: np.ndarray, dwell: float) -> dict[str, np.ndarray]:
+        """Mean recorded ROI counts per element for component ``rates`` (n_comp, ...)."""
+        lam = rates * (dwell * self.live_fraction(rates))[None]
+        roi = np.tensordot(self.roi_fractions().T, lam, axes=(1, 0))
+        return {sym: roi[j] for j, sym in enumerate(self.elements)}
+
     def roi_fractions(self) -> np.ndarray:
         """(n_comp, n_elements): fraction of each component's counts in each ROI."""
         cum = np.concatenate([np.zeros((len(self._shapes), 1)), np.cumsum(self._shapes, axis=1)], axis=1)

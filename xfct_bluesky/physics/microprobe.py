@@ -372,6 +372,9 @@ def expected_counts(sim: MicroprobeSimulator, result: MapResult) -> dict[str, np
     transmitted = n_inc * np.exp(-q.mu_t)
     detected = transmitted * sim.dpc.efficiency
     out = {"transmitted": transmitted, "dpc_diag_noise": sim.dpc.diagonal_noise(detected)}
+    rates = sim.vortex.rates(q.elements, q.mass, sim.probe.flux)
+    for s, roi in sim.vortex.expected_rois(rates, result.dwell).items():
+        out[f"{s}_roi"] = roi
     for s in ELEMENT_SYMBOLS:
         el = C.ELEMENTS[s]
         out[f"{s}_ka"] = sim.vortex.element_sensitivity(s, sim.probe.flux) / (1 + el.kb_over_ka) * q.elements[s] \

@@ -409,7 +409,7 @@ class VoxelSpecimen(Specimen):
         out = []
         for vol in vols:
             # specimen rotates by theta about y: lab u = x cos + z sin.
-            rot = ndimage.rotate(vol, -theta_deg, axes=(2, 1), reshape=False, order=1, mode="constant")
+            rot = ndimage.rotate(vol, theta_deg, axes=(2, 1), reshape=False, order=1, mode="constant")
             out.append(rot.sum(axis=1) * self.voxel_size * 100.0)  # measure in (unit)*cm
         return np.stack(out)
 
