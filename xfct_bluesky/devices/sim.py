@@ -213,7 +213,8 @@ class FlyRaster(Device):
     Configuration: ``num_rows``, ``num_cols``, ``pixel_size`` (m), ``dwell``
     (s per pixel), ``travel`` (m, half-range of the scanning stage),
     ``save_spectra``. ``read()`` returns the maps (DPC x/y/diagonal,
-    transmission, I0, quadrants, live time, one ROI map per element); the
+    transmission, I0, quadrants, live time, one ROI map per element) and
+    ``map_dwell``, the dwell the map was acquired with; the
     full spectra (ny, nx, n_channels) are written to an HDF5 file under
     ``hdf5_directory`` and announced with StreamResource/StreamDatum
     documents (data key ``<name>_spectra``).
@@ -226,6 +227,7 @@ class FlyRaster(Device):
     travel = Cpt(Signal, value=100e-6, kind="config")  # m, half-range of the scanning stage
     save_spectra = Cpt(Signal, value=True, kind="config")
 
+    map_dwell = Cpt(Signal, value=0.0, kind="normal")  # s per pixel of the last map (readback)
     dpc_x = Cpt(ArraySignal, dtype=MAP_DTYPES["dpc_x"], kind="normal")
     dpc_y = Cpt(ArraySignal, dtype=MAP_DTYPES["dpc_y"], kind="normal")
     dpc_diag = Cpt(ArraySignal, dtype=MAP_DTYPES["dpc_diag"], kind="normal")
@@ -260,11 +262,10 @@ class FlyRaster(Device):
     def spectra_key(self) -> str:
         return f"{self.name}_spectra"
 
-    def check_configuration(self) -> None:
-        """Raise ValueError for a map the stage or the memory cannot do."""
+    def check_field(self, shape, pixel_size) -> tuple[tuple[int, int], float]:
+        """Validate a field (shape, pixel size) against memory and stage travel; return it normalised."""
         sim = self.root.simulator
-        shape, pixel, dwell = sim.check_map(self.expected_shape(), self.pixel_size.get(), self.dwell.get(),
-                                            spectra=bool(self.save_spectra.get()))
+        shape, pixel, _ = sim.check_map(shape, pixel_size, 1e-3, spectra=bool(self.save_spectra.get()))
         _, center, _ = _probe_geometry(self)
         half = max(shape) * pixel / 2
         travel = float(self.travel.get())
@@ -275,6 +276,17 @@ class FlyRaster(Device):
                 f"({center[0] * 1e6:.1f}, {center[1] * 1e6:.1f}) um reaches {reach * 1e6:.1f} um, beyond the "
                 f"scanning stage travel of +-{travel * 1e6:.1f} um; use fewer or smaller pixels or re-centre"
             )
+        return shape, pixel
+
+    def check_configuration(self) -> None:
+        """Raise ValueError for a configured map the stage or the memory cannot do."""
+        self.check_field(self.expected_shape(), self.pixel_size.get())
+        self.root.simulator.check_map(self.expected_shape(), self.pixel_size.get(), self.dwell.get(),
+                                      spectra=bool(self.save_spectra.get()))
+
+    def map_duration(self, shape, dwell) -> float:
+        """Seconds to fly one map."""
+        return self.root.simulator.map_duration(shape, dwell)
 
     # -- staging and external data -------------------------------------------
     def stage(self):
@@ -345,6 +357,7 @@ class FlyRaster(Device):
         res = sim.simulate_map(self.expected_shape(), self.pixel_size.get(), self.dwell.get(), theta,
                                center=center, defocus=defocus, spectra=spectra, beam_on=beam)
         ts = time.time()
+        self.map_dwell.put(float(res.dwell), timestamp=ts)
         for key in MAP_DTYPES:
             getattr(self, key).put(res.maps[key], timestamp=ts)
         if spectra:
@@ -372,6 +385,17 @@ class Microprobe(Device):
     def truth(self):
         """Ground truth: ``.specimen``, and ``.offsets`` (n, 2) true (dy, dx) in pixels."""
         return self.simulator.truth
+
+    def beam_parameters(self) -> dict:
+        """Energy (keV), flux (photons/s) and spot FWHM (m, [h, v]) for plans' metadata."""
+        probe = self.simulator.probe
+        return {"energy_kev": probe.energy_kev, "flux": probe.flux, "spot_fwhm": list(probe.fwhm)}
+
+    def simulation_metadata(self) -> dict:
+        """What a simulated run needs to be reproduced."""
+        sim = self.simulator
+        return {"seed": sim.seed, "specimen": sim.specimen.name, "specimen_info": dict(getattr(sim.specimen,
+                "info", {})), "runout_seed": sim.runout.seed, "oversample": sim.oversample}
 
     # let bp.count([microprobe]) carry the scanner's external spectra
     def collect_asset_docs(self, index=None):
