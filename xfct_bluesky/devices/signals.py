@@ -48,13 +48,13 @@ class ArraySignal(Signal):
         super().put(np.asarray(value, dtype=self._np_dtype), **kwargs)
 
     def expected_shape(self) -> list[int]:
-        value = self._readback
-        if isinstance(value, np.ndarray) and value.size:
-            return list(value.shape)
+        """The configured shape (getter or parent's ``expected_shape``), else the value's."""
         if self._shape_getter is not None:
             return list(self._shape_getter())
         getter = getattr(self.parent, "expected_shape", None)
-        return list(getter()) if getter is not None else list(np.shape(value))
+        if getter is not None:
+            return list(getter())
+        return list(np.shape(self._readback))
 
     def describe(self):
         desc = super().describe()

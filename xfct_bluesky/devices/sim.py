@@ -148,7 +148,7 @@ class VortexMCA(Device):
             lo, hi = vortex.roi_window(sym)
             roi = getattr(self.rois, f"roi{i}")
             roi.lo_chan.put(lo)
-            roi.hi_chan.put(hi)
+            roi.hi_chan.put(hi - 1)  # inclusive, as the EPICS mca record sums lo..hi
 
     def trigger(self):
         sim = self.root.simulator
@@ -290,6 +290,8 @@ class FlyRaster(Device):
 
     # -- staging and external data -------------------------------------------
     def stage(self):
+        # refuse a bad configuration before the run opens a file or emits a document
+        self.check_configuration()
         staged = super().stage()
         if self.save_spectra.get():
             from ..storage.hdf5 import StreamHDF5Writer

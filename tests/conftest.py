@@ -1,0 +1,111 @@
+"""Fixtures shared by the test modules.
+
+* ``RE``: a fresh RunEngine per test (``RunEngine({})``, default
+  ``call_returns_result``, so ``RE(plan)`` returns the tuple of run uids).
+* ``docs``: subscribes to ``RE``, validates every document against
+  event-model's JSON schemas as it is emitted and keeps a deep copy of it.
+* ``microprobe``: a small, fast simulated microprobe (16 x 20 map of a 5 um
+  cell, small runout) writing its spectra under ``tmp_path``.
+
+A test module may override any of them with a fixture of the same name.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+
+import pytest
+
+
+class DocumentCollector:
+    """RunEngine subscriber: validate each document, then keep a copy of it.
+
+    A document that fails validation raises inside the RunEngine's dispatch,
+    which aborts the run, and is also kept in ``invalid`` so the failure is
+    visible even if a plan swallows the exception.
+    """
+
+    def __init__(self):
+        self.docs: list[tuple[str, dict]] = []
+        self.invalid: list[tuple[str, dict, Exception]] = []
+
+    def __call__(self, name, doc):
+        import event_model
+
+        try:
+            event_model.schema_validators[event_model.DocumentNames(name)].validate(doc)
+        except Exception as exc:
+            self.invalid.append((name, copy.deepcopy(doc), exc))
+            raise
+        self.docs.append((name, copy.deepcopy(doc)))
+
+    def __len__(self):
+        return len(self.docs)
+
+    def __iter__(self):
+        return iter(self.docs)
+
+    def names(self) -> list[str]:
+        """Document names in emission order."""
+        return [name for name, _ in self.docs]
+
+    def counts(self) -> collections.Counter:
+        """``{document name: number emitted}``."""
+        return collections.Counter(self.names())
+
+    def of(self, name: str) -> list[dict]:
+        """Every document of one kind (``"event"``, ``"stream_datum"``...), in order."""
+        return [doc for n, doc in self.docs if n == name]
+
+    def clear(self) -> None:
+        self.docs.clear()
+        self.invalid.clear()
+
+
+@pytest.fixture
+def RE():
+    """A fresh RunEngine, halted at teardown if a test left it running or paused."""
+    from bluesky import RunEngine
+
+    engine = RunEngine({})
+    yield engine
+    if engine.state != "idle":
+        engine.halt()
+
+
+@pytest.fixture
+def docs(RE):
+    """Every document ``RE`` emits, schema-validated; no invalid one at teardown."""
+    collector = DocumentCollector()
+    token = RE.subscribe(collector)
+    yield collector
+    RE.unsubscribe(token)
+    assert not collector.invalid, f"documents failing event-model validation: {collector.invalid}"
+
+
+@pytest.fixture
+def microprobe(tmp_path):
+    """Small simulated microprobe: 16 x 20 map, 300 nm pixels, 5 um cell, seed 0, spectra in ``tmp_path``."""
+    from xfct_bluesky.devices.sim import make_sim_microprobe
+    from xfct_bluesky.physics import RunoutModel, small_cell
+
+    runout = RunoutModel(
+        eccentricity=0.5e-6,
+        harmonics=(0.05e-6,),
+        wobble=5e-6,
+        lever_arm=20e-3,
+        vertical_harmonics=(0.02e-6,),
+        jitter=10e-9,
+        drift_rate=0.01e-6,
+        drift_trend=(0.0, 0.0),
+        seed=0,
+    )
+    return make_sim_microprobe(
+        shape=(16, 20),
+        pixel_size=300e-9,
+        seed=0,
+        specimen=small_cell(5e-6),
+        hdf5_directory=tmp_path,
+        runout=runout,
+    )
