@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 
 def positive(name: str, value, *, fix: str, unit: str = "") -> float:
     """Return ``value`` as a float if it is finite and > 0, else raise ValueError."""
@@ -39,13 +41,17 @@ def finite(name: str, value, *, fix: str, unit: str = "") -> float:
 
 def shape2d(name: str, value, *, fix: str, max_side: int = 8192) -> tuple[int, int]:
     """Return ``value`` as an (ny, nx) tuple of positive ints."""
-    if isinstance(value, int | float):
+    if np.ndim(value) == 0 and not isinstance(value, str | bytes):
         value = (value, value)
-    if not isinstance(value, Sequence) or len(value) != 2:
+    if isinstance(value, str | bytes) or not (isinstance(value, Sequence) or np.ndim(value) == 1) or len(value) != 2:
         raise ValueError(f"{name}={value!r} must be a pair (ny, nx) of integers in 1..{max_side}. {fix}")
     out = []
     for v in value:
-        if isinstance(v, bool) or not float(v).is_integer() or not 1 <= int(v) <= max_side:
+        try:
+            ok = not isinstance(v, bool) and float(v).is_integer() and 1 <= int(v) <= max_side
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
             raise ValueError(f"{name}={value!r}: each side must be an integer in 1..{max_side}. {fix}")
         out.append(int(v))
     return out[0], out[1]

@@ -68,6 +68,7 @@ def cell(
     fe_cu_over_zn: float = 0.1,
     spindle: bool = True,
     capillary: bool = True,
+    capillary_diameter: float | None = None,
     probe_fwhm: tuple[float, float] = C.PROBE_FWHM,
     name: str | None = None,
 ) -> AnalyticSpecimen:
@@ -100,6 +101,9 @@ def cell(
         Fe and Cu atoms each, relative to Zn.
     spindle, capillary : bool
         Include the spindle with chromosomes, and the capillary.
+    capillary_diameter : float, optional
+        Outer diameter (m) of the capillary; default twice the cell's (150 um
+        for the egg, whose walls then lie outside a 69 um field).
     probe_fwhm : (float, float)
         Probe FWHM used to set the granule count for ``granularity``.
     """
@@ -194,7 +198,7 @@ def cell(
     # --- methylcellulose capillary (OD = 2 x cell diameter, wall 10 um for the egg)
     outer = R
     if capillary:
-        outer = 2 * R
+        outer = (capillary_diameter or 4 * R) / 2
         wall = 10e-6 * scale
         comps.append(HollowCylinder(outer, outer - wall, Material(
             density=1.30,
@@ -210,6 +214,12 @@ def mouse_egg(seed: int = 0, **kwargs) -> AnalyticSpecimen:
 
 
 def small_cell(diameter: float = 8e-6, seed: int = 0, **kwargs) -> AnalyticSpecimen:
-    """A small cell for fast tests (same concentrations as the egg)."""
+    """A small cell for fast tests (same concentrations as the egg).
+
+    Its capillary is three cell diameters wide, so that fields of 1.5-2 cell
+    diameters (typical of tests) keep the walls out of view, as a 230 px
+    field does for the egg.
+    """
     kwargs.setdefault("name", f"small cell {diameter * 1e6:.0f} um")
+    kwargs.setdefault("capillary_diameter", 3 * diameter)
     return cell(diameter, seed=seed, **kwargs)

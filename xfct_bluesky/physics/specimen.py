@@ -301,9 +301,11 @@ class Specimen:
         return None
 
     def project(self, theta_deg: float, u, v, energy_kev: float = C.BEAM_ENERGY_KEV) -> Projection:
-        """Exact (unblurred) projection on the grid ``u`` x ``v`` (m, regular)."""
-        u = np.asarray(u, float)
-        v = np.asarray(v, float)
+        """Exact (unblurred) projection on the grid ``u`` x ``v`` (m, regular, >= 2 points each)."""
+        u = np.atleast_1d(np.asarray(u, float))
+        v = np.atleast_1d(np.asarray(v, float))
+        if u.ndim != 1 or v.ndim != 1 or len(u) < 2 or len(v) < 2:
+            raise ValueError(f"u and v must be 1D regular grids of >= 2 points; got shapes {u.shape}, {v.shape}")
         basis, coef = self.fine_basis(theta_deg, u, v, energy_kev)
         stack = np.tensordot(coef, basis, axes=(1, 0)) if len(basis) else np.zeros((len(QUANTITIES), len(v), len(u)))
         smooth = self.smooth_terms(theta_deg, u, v, 0.0, 0.0, energy_kev)
