@@ -389,6 +389,120 @@ def test_latest_run_and_rotation_readback(RE, catalog, device_class, data_dir):
         load_tomo(latest, theta_key="phi")
 
 
+def test_load_tomo_prefers_the_start_documents_theta_key(RE, catalog, device_class, data_dir):
+    """The plans record ``theta_key``; it wins over the 'theta' / '*rotation' guess."""
+    import bluesky.plans as bp
+    from ophyd.sim import SynAxis
+
+    det = device_class(name="tk", asset_dir=data_dir / ASSETS_SUBDIR, seed=3)
+    theta, stage = SynAxis(name="theta"), SynAxis(name="stage_rotation")
+    (uid,) = RE(bp.list_scan([det], theta, [1.0, 2.0], stage, [30.0, 60.0]), theta_key="stage_rotation")
+    data = load_tomo(catalog[uid])
+    assert data.theta_key == "stage_rotation"
+    np.testing.assert_allclose(data.theta, [30.0, 60.0])
+    explicit = load_tomo(catalog[uid], theta_key="theta")  # the argument still comes first
+    assert explicit.theta_key == "theta"
+    np.testing.assert_allclose(explicit.theta, [1.0, 2.0])
+
+
+def test_choose_theta_key_order(caplog):
+    from xfct_bluesky.storage.tiled import _choose_theta_key
+
+    keys = {"theta": {"shape": []}, "mp_rotation": {"shape": []}, "det_fe": {"shape": [NY, NX]}}
+    assert _choose_theta_key(keys, None, {"theta_key": "mp_rotation"}) == "mp_rotation"
+    assert _choose_theta_key(keys, "theta", {"theta_key": "mp_rotation"}) == "theta"
+    assert _choose_theta_key(keys, None, {}) == "theta"
+    # A recorded key that this stream does not have: warn, then guess.
+    with caplog.at_level("WARNING", logger="xfct_bluesky.storage.tiled"):
+        assert _choose_theta_key(keys, None, {"theta_key": "gone"}) == "theta"
+    assert "theta_key='gone'" in caplog.text
+    with pytest.raises(KeyError, match="Several candidate"):
+        _choose_theta_key({"a_rotation": {}, "b_rotation": {}}, None, {"theta_key": "gone"})
+
+
+def test_is_loopback():
+    from xfct_bluesky.storage.tiled import _is_loopback
+
+    assert _is_loopback("http://127.0.0.1:8000/api/v1/")
+    assert _is_loopback("http://localhost/api/v1/")
+    assert _is_loopback("http://[::1]:8000/api/v1/")
+    assert not _is_loopback("https://tiled.example.org/api/v1/")
+    assert not _is_loopback("http://10.0.0.5:8000/api/v1/")
+
+
+@pytest.fixture
+def counting_client(server):
+    """A client of its own whose HTTP requests are recorded as (path, Accept-Encoding)."""
+    from tiled.client import from_uri
+
+    requests = []
+    tiled_client = from_uri(server.uri)
+    tiled_client.context.http_client.event_hooks = {
+        "request": [lambda request: requests.append((request.url.path, request.headers.get("accept-encoding")))]
+    }
+    yield tiled_client, requests
+    tiled_client.context.close()
+
+
+def test_load_tomo_request_count_and_encoding(scan, counting_client):
+    """Regression: load_tomo asked the composite stream for each key, two requests per key
+    before each read (4.1 s for 18 maps of 360x128x128 in benchmarks/bench_storage.py).
+    Now: the stream, one listing, one table request, one request per map."""
+    tiled_client, requests = counting_client
+    run = runs_container(tiled_client)[scan["uid"]]
+    requests.clear()
+    data = load_tomo(run)
+    n_maps = len(data.maps)
+    assert n_maps == 2
+    assert len(requests) == n_maps + 3, requests
+    array_requests = [enc for path, enc in requests if "/array/full/" in path]
+    assert array_requests == ["identity"] * n_maps  # raw bytes: the server is on loopback
+
+    requests.clear()
+    compressed = load_tomo(run, compression=True, max_workers=1)
+    assert all(enc != "identity" for path, enc in requests if "/array/full/" in path)
+    for key in data.maps:
+        np.testing.assert_array_equal(compressed.maps[key], data.maps[key])
+        assert compressed.maps[key].dtype == data.maps[key].dtype
+
+
+def test_load_tomo_arrays_are_writable_and_owned(scan, catalog):
+    data = load_tomo(catalog[scan["uid"]])
+    for arr in data.maps.values():
+        assert arr.flags.writeable and arr.flags.c_contiguous and arr.flags.owndata
+    with pytest.raises(ValueError, match="max_workers"):
+        load_tomo(catalog[scan["uid"]], max_workers=0)
+
+
+def test_load_tomo_splits_large_arrays(scan, counting_client, monkeypatch):
+    """Arrays above tiled's response limit come in blocks of rows, as ArrayClient.read splits them."""
+    from tiled.client.array import ArrayClient
+
+    tiled_client, requests = counting_client
+    run = runs_container(tiled_client)[scan["uid"]]
+    # One float32 row per request: 3 for det_fe; two uint16 rows per request: 2 for det_total.
+    monkeypatch.setattr(ArrayClient, "RESPONSE_BYTESIZE_LIMIT", NY * NX * 4)
+    requests.clear()
+    data = load_tomo(run, max_workers=2)
+    assert sum("/array/full/" in path for path, _ in requests) == 5
+    np.testing.assert_array_equal(data.maps["det_fe"], np.stack(scan["det"].produced["fe"]))
+    np.testing.assert_array_equal(data.maps["det_total"], np.stack(scan["det"].produced["total"]))
+    assert data.maps["det_total"].dtype == np.uint16
+
+
+def test_load_tomo_with_a_dask_client(scan, server):
+    from tiled.client import from_uri
+
+    dask_client = from_uri(server.uri, "dask")
+    try:
+        data = load_tomo(runs_container(dask_client)[scan["uid"]])
+    finally:
+        dask_client.context.close()
+    assert type(data.maps["det_fe"]) is np.ndarray and type(data.theta) is np.ndarray
+    np.testing.assert_allclose(data.theta, [0.0, 10.0, 20.0])
+    np.testing.assert_array_equal(data.maps["det_fe"], np.stack(scan["det"].produced["fe"]))
+
+
 def test_run_documents_replay(scan, catalog):
     """The server-side json-seq exporter was registered: stored runs replay as documents."""
     names = collections.Counter(name for name, _ in catalog[scan["uid"]].documents())

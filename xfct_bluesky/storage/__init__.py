@@ -17,6 +17,7 @@ from .tiled import (
     read_backup,
     replay_backup,
     runs_container,
+    v1_broker,
 )
 
 __all__ = [
@@ -31,4 +32,5 @@ __all__ = [
     "read_backup",
     "replay_backup",
     "runs_container",
+    "v1_broker",
 ]
