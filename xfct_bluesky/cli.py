@@ -1,24 +1,237 @@
-"""Command-line interface ``xfct-bluesky`` (sub-commands are added by later issues)."""
+"""Command-line interface ``xfct-bluesky``.
+
+demo    a small simulated low-dose tomography end to end, stored in Tiled
+serve   a standalone Tiled server on the data folder (loopback, API key)
+shell   IPython with the beamline profile (simulated hardware by default)
+ls      recent runs: plan, sample, angles, dose
+show    one run's metadata and streams
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import secrets
+import shutil
+import subprocess
 import sys
+from pathlib import Path
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+def _data_dir(args) -> Path:
+    from .storage import default_data_dir
+
+    return Path(args.data_dir).expanduser().resolve() if args.data_dir else default_data_dir()
+
+
+def _api_key(data_dir: Path, given: str | None) -> str:
+    """The given key, else the one stored in the data folder (created, mode 0600)."""
+    if given:
+        return given
+    path = data_dir / "api_key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key
+
+
+# ---------------------------------------------------------------- commands ---
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    res = run_demo(_data_dir(args), n_angles=args.n_angles, shape=(args.size, args.size),
+                   total_dose=args.total_dose, seed=args.seed, output=args.output)
+    print(f"""
+Demo tomography done in {res.seconds:.1f} s: {res.n_angles} projections of {res.shape[0]}x{res.shape[1]} px,
+{res.total_dose:.3g} Gy in total.
+
+  run uid     {res.uid}
+  data        {res.data_dir}   (Tiled catalog in tiled/, HDF5 spectra in assets/)
+  overview    {res.figure}
+
+Query it:
+  xfct-bluesky ls
+  xfct-bluesky show {res.uid[:8]}
+
+or from Python:
+  from tiled.client import from_uri
+  from tiled.queries import Key
+  from xfct_bluesky.storage import embedded_server, runs_container, load_tomo
+  with embedded_server("{res.data_dir}") as server:
+      cat = runs_container(from_uri(server.uri))
+      run = cat["{res.uid}"]
+      tomo = load_tomo(run)            # tomo.theta, tomo.maps[...] as (n_angles, ny, nx)
+      cat.search(Key("start.plan_name") == "xfct_tomo")
+""")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    data_dir = _data_dir(args)
+    if args.host not in LOOPBACK and not args.allow_remote:
+        print(f"refusing to bind {args.host!r}: the server binds loopback only (127.0.0.1); "
+              "pass --allow-remote to expose it, behind a firewall", file=sys.stderr)
+        return 2
+    key = _api_key(data_dir, args.api_key)
+    tiled_dir = data_dir / "tiled"
+    assets = data_dir / "assets"
+    (tiled_dir / "data").mkdir(parents=True, exist_ok=True)
+    assets.mkdir(parents=True, exist_ok=True)
+    tiled = shutil.which("tiled") or str(Path(sys.executable).with_name("tiled"))
+    cmd = [tiled, "serve", "catalog", str(tiled_dir / "catalog.db"), "--init",
+           "-w", str(tiled_dir / "data"), "-w", f"duckdb:///{tiled_dir / 'storage.duckdb'}",
+           "-r", str(assets), "--host", args.host, "--port", str(args.port)]
+    print(f"Tiled server on http://{args.host}:{args.port} for {data_dir}\n"
+          f"API key in {data_dir / 'api_key'} (or the one given); clients:\n"
+          f"  from tiled.client import from_uri\n"
+          f"  c = from_uri('http://{args.host}:{args.port}', api_key=open('{data_dir / 'api_key'}').read().strip())",
+          flush=True)
+    env = dict(os.environ, TILED_SINGLE_USER_API_KEY=key)
+    return subprocess.call(cmd + ["--api-key", key], env=env)
+
+
+def profile_dir() -> Path:
+    """The profile_collection folder: $XFCT_BLUESKY_PROFILE, else the one beside the package."""
+    env = os.environ.get("XFCT_BLUESKY_PROFILE")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1] / "profile_collection"
+
+
+def cmd_shell(args) -> int:
+    import IPython
+
+    prof = profile_dir()
+    if not (prof / "startup").is_dir():
+        print(f"no profile at {prof}: set XFCT_BLUESKY_PROFILE to a profile_collection folder", file=sys.stderr)
+        return 2
+    os.environ["XFCT_BLUESKY_HARDWARE"] = "epics" if args.epics else os.environ.get("XFCT_BLUESKY_HARDWARE", "sim")
+    if args.data_dir:
+        os.environ["XFCT_BLUESKY_DATA"] = str(_data_dir(args))
+    IPython.start_ipython(argv=[f"--profile-dir={prof}"])
+    return 0
+
+
+def _open_catalog(args):
+    """(context manager, catalog) on --uri or an embedded server over the data folder."""
+    from contextlib import ExitStack
+
+    from tiled.client import from_uri
+
+    from .storage import embedded_server, runs_container
+
+    stack = ExitStack()
+    if args.uri:
+        client = from_uri(args.uri, api_key=args.api_key)
+    else:
+        server = stack.enter_context(embedded_server(_data_dir(args)))
+        client = from_uri(server.uri)
+    return stack, runs_container(client)
+
+
+def _summary(start: dict) -> str:
+    import datetime
+
+    when = datetime.datetime.fromtimestamp(start.get("time", 0)).strftime("%Y-%m-%d %H:%M")
+    n = start.get("n_angles", start.get("num_points", ""))
+    dose = start.get("total_dose")
+    dose_s = f"{dose:.3g} Gy" if isinstance(dose, int | float) else ""
+    return (f"{start['uid'][:8]}  {when}  {start.get('plan_name', ''):18s} {str(start.get('sample', '')):24.24s} "
+            f"{n!s:>6} {dose_s:>11}")
+
+
+def cmd_ls(args) -> int:
+    stack, cat = _open_catalog(args)
+    with stack:
+        runs = list(cat.values().tail(args.n)) if len(cat) else []
+        print(f"{'uid':8s}  {'time':16s}  {'plan':18s} {'sample':24s} {'angles':>6} {'total dose':>11}")
+        for run in runs:
+            print(_summary(run.metadata["start"]))
+        if not runs:
+            print("(no runs yet: try `xfct-bluesky demo`)")
+    return 0
+
+
+def cmd_show(args) -> int:
+    import json
+
+    stack, cat = _open_catalog(args)
+    with stack:
+        try:
+            run = cat[args.uid]
+        except KeyError:
+            print(f"no run {args.uid!r} in the catalog; `xfct-bluesky ls` lists them", file=sys.stderr)
+            return 1
+        start = run.metadata["start"]
+        stop = run.metadata.get("stop") or {}
+        print(_summary(start))
+        keep = ("plan_name", "sample", "n_angles", "shape", "pixel_size", "dwell", "energy", "flux", "spot_size",
+                "dose_per_projection", "total_dose", "estimated_duration", "order", "theta_key", "simulation")
+        print(json.dumps({k: start[k] for k in keep if k in start}, indent=2, default=str))
+        print(f"exit status: {stop.get('exit_status', 'running?')}, events: {stop.get('num_events', {})}")
+        for name in run:
+            print(f"stream {name}: {', '.join(run[name].metadata.get('data_keys', {}) or [])}")
+    return 0
+
+
+# ------------------------------------------------------------------ parser ---
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xfct-bluesky", description=__doc__)
-    parser.add_subparsers(dest="command")
+    parser = argparse.ArgumentParser(prog="xfct-bluesky", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command")
+
+    def with_data_dir(p):
+        p.add_argument("--data-dir", help="data folder (default $XFCT_BLUESKY_DATA or the user data dir)")
+        return p
+
+    p = with_data_dir(sub.add_parser("demo", help="a small simulated low-dose tomography end to end"))
+    p.add_argument("--n-angles", type=int, default=60)
+    p.add_argument("--size", type=int, default=56, help="map side in pixels (300 nm)")
+    p.add_argument("--total-dose", type=float, default=5e6, help="Gy for the whole tomography")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", help="folder for the overview PNG (default <data dir>/demo)")
+    p.set_defaults(func=cmd_demo)
+
+    p = with_data_dir(sub.add_parser("serve", help="standalone Tiled server on the data folder"))
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", help="default: generated once and kept in <data dir>/api_key (mode 0600)")
+    p.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
+    p.set_defaults(func=cmd_serve)
+
+    p = with_data_dir(sub.add_parser("shell", help="IPython with the beamline profile"))
+    p.add_argument("--epics", action="store_true", help="EPICS hardware instead of the simulation")
+    p.set_defaults(func=cmd_shell)
+
+    for name, func, helptext in (("ls", cmd_ls, "recent runs"), ("show", cmd_show, "one run")):
+        p = with_data_dir(sub.add_parser(name, help=helptext))
+        p.add_argument("--uri", help="a running Tiled server (default: open the data folder in-process)")
+        p.add_argument("--api-key", help="API key for --uri")
+        if name == "ls":
+            p.add_argument("-n", type=int, default=20, help="how many runs")
+        else:
+            p.add_argument("uid", help="run uid (or a unique prefix)")
+        p.set_defaults(func=func)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     if args.command is None:
         parser.print_help()
         return 0
-    return 0
+    return args.func(args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,95 @@
+"""What a beamline session sets up: RunEngine, Tiled storage, devices.
+
+The IPython profile (``profile_collection/startup``) calls these, so that the
+startup files stay thin and the logic is tested with the package.
+
+Environment
+-----------
+XFCT_BLUESKY_DATA        data folder (default: the user data dir)
+XFCT_BLUESKY_TILED_URI   a running Tiled server to write to (default: an
+                         embedded server over the data folder)
+XFCT_BLUESKY_API_KEY     API key for that server
+XFCT_BLUESKY_HARDWARE    "sim" (default) or "epics"
+XFCT_BLUESKY_PREFIX      EPICS PV prefix of the microprobe (with "epics")
+XFCT_BLUESKY_SEED        seed of the simulated microprobe (default 0)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def make_run_engine(data_dir: Path):
+    """A RunEngine whose metadata (scan_id, proposal, ...) persists across sessions."""
+    from bluesky import RunEngine
+    from bluesky.utils import PersistentDict
+
+    md_dir = Path(data_dir) / "runengine-metadata"
+    md_dir.mkdir(parents=True, exist_ok=True)
+    RE = RunEngine()
+    RE.md = PersistentDict(str(md_dir))
+    return RE
+
+
+def connect_storage(RE, data_dir: Path):
+    """Subscribe a TiledWriter (with a backup folder) to ``RE``; return the runs catalog.
+
+    Uses $XFCT_BLUESKY_TILED_URI if set, else starts an embedded server over
+    ``data_dir`` that stops when the interpreter exits.
+    """
+    from tiled.client import from_uri
+
+    from .storage import embedded_server, make_tiled_writer, runs_container
+
+    uri = os.environ.get("XFCT_BLUESKY_TILED_URI")
+    if uri:
+        client = from_uri(uri, api_key=os.environ.get("XFCT_BLUESKY_API_KEY"))
+    else:
+        stack = ExitStack()
+        server = stack.enter_context(embedded_server(data_dir))
+        _close_at_exit(stack)
+        client = from_uri(server.uri)
+    catalog = runs_container(client)
+    RE.subscribe(make_tiled_writer(catalog, Path(data_dir) / "backup"))
+    return catalog
+
+
+def _close_at_exit(stack: ExitStack) -> None:
+    """Stop the embedded server when the interpreter ends.
+
+    ``atexit`` is too late: at exit Python first joins the non-daemon threads,
+    among them the server's, and would wait forever. A daemon thread that
+    waits for the main thread to finish (it is marked finished before that
+    join) closes the server in time.
+    """
+    main = threading.main_thread()
+
+    def watch():
+        main.join()
+        stack.close()
+
+    threading.Thread(target=watch, name="xfct-tiled-closer", daemon=True).start()
+
+
+def make_microprobe(data_dir: Path, hardware: str | None = None):
+    """The microprobe: simulated (default) or EPICS, chosen by $XFCT_BLUESKY_HARDWARE."""
+    from .storage.tiled import ASSETS_SUBDIR
+
+    hardware = (hardware or os.environ.get("XFCT_BLUESKY_HARDWARE", "sim")).lower()
+    if hardware == "sim":
+        from .devices.sim import make_sim_microprobe
+
+        seed = int(os.environ.get("XFCT_BLUESKY_SEED", "0"))
+        return make_sim_microprobe(shape=(64, 64), pixel_size=300e-9, seed=seed,
+                                   hdf5_directory=Path(data_dir) / ASSETS_SUBDIR)
+    if hardware == "epics":
+        from .devices import epics  # noqa: F401  (EPICS classes: a later issue)
+
+        raise RuntimeError("EPICS hardware is not available yet; use XFCT_BLUESKY_HARDWARE=sim")
+    raise ValueError(f"XFCT_BLUESKY_HARDWARE={hardware!r}: allowed 'sim' or 'epics'")
