@@ -89,7 +89,5 @@ def make_microprobe(data_dir: Path, hardware: str | None = None):
         return make_sim_microprobe(shape=(64, 64), pixel_size=300e-9, seed=seed,
                                    hdf5_directory=Path(data_dir) / ASSETS_SUBDIR)
     if hardware == "epics":
-        from .devices import epics  # noqa: F401  (EPICS classes: a later issue)
-
-        raise RuntimeError("EPICS hardware is not available yet; use XFCT_BLUESKY_HARDWARE=sim")
+        raise RuntimeError("the EPICS device classes are not written yet (issue 6); use XFCT_BLUESKY_HARDWARE=sim")
     raise ValueError(f"XFCT_BLUESKY_HARDWARE={hardware!r}: allowed 'sim' or 'epics'")
