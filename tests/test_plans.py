@@ -297,6 +297,12 @@ def test_round_trip_through_tiled(RE, docs, tmp_path, tiled_catalog):
     assert list(cat.search(Key("start.sample") == "other")) == [other]
     assert cat[-1].metadata["start"]["uid"] == other
 
+    from tiled.client.container import DEFAULT_STRUCTURE_CLIENT_DISPATCH
+
+    before = DEFAULT_STRUCTURE_CLIENT_DISPATCH["numpy"]["BlueskyRun"]
     table = v1_broker(cat)[uid].table()
     assert len(table) == 5
     np.testing.assert_allclose(table[mp.rotation.name].to_numpy(), tomo.theta)
+    # regression: databroker's Broker must not switch every later client to the v2 run layout
+    assert DEFAULT_STRUCTURE_CLIENT_DISPATCH["numpy"]["BlueskyRun"] is before
+    np.testing.assert_array_equal(load_tomo(cat[uid]).theta, tomo.theta)

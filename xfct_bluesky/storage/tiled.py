@@ -760,11 +760,27 @@ def v1_broker(catalog: Any):
 
     Notes
     -----
-    ``run.v1`` of bluesky-tiled-plugins 2.0.12 builds its ``Broker`` over the
-    run itself rather than its catalog, so the header then looks the run up
-    inside itself and fails (HTTP 404); a Broker over the catalog works.
+    Two upstream defects are worked around (bluesky-tiled-plugins 2.0.12):
+
+    * ``run.v1`` builds its ``Broker`` over the run rather than its catalog,
+      so the header looks the run up inside itself and fails (HTTP 404);
+      a Broker over the catalog works.
+    * ``CatalogOfBlueskyRuns.v2``, which ``Broker`` calls, shallow-copies the
+      client's ``structure_clients`` map and sets "BlueskyRun" to the v2
+      class in it; the copy shares its mapping with tiled's process-wide
+      default, so every later client in the process would read runs in the v2
+      layout. The Broker here gets a catalog client with a map of its own.
+
     Needs databroker's v1 extras ``doct`` and ``humanize`` (``.[legacy]``).
     """
-    from databroker.v1 import Broker
+    import functools
 
-    return Broker(catalog)
+    from databroker.v1 import Broker
+    from tiled.utils import OneShotCachedMap
+
+    shared = catalog.structure_clients
+    own = OneShotCachedMap()
+    for key in shared:  # lazily delegate: nothing is imported or instantiated here
+        own.set(key, functools.partial(shared.__getitem__, key))
+    isolated = type(catalog)(catalog.context, item=catalog.item, structure_clients=own)
+    return Broker(isolated)
