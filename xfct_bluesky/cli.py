@@ -94,7 +94,7 @@ def cmd_serve(args) -> int:
           f"  c = from_uri('http://{args.host}:{args.port}', api_key=open('{data_dir / 'api_key'}').read().strip())",
           flush=True)
     env = dict(os.environ, TILED_SINGLE_USER_API_KEY=key)
-    return subprocess.call(cmd + ["--api-key", key], env=env)
+    return subprocess.call(cmd, env=env)  # the key reaches tiled by TILED_SINGLE_USER_API_KEY, never argv (ps)
 
 
 def profile_dir() -> Path:
@@ -133,6 +133,7 @@ def _open_catalog(args):
     else:
         server = stack.enter_context(embedded_server(_data_dir(args)))
         client = from_uri(server.uri)
+    stack.callback(client.context.close)  # LIFO: the client closes before the server stops
     return stack, runs_container(client)
 
 
@@ -166,7 +167,7 @@ def cmd_show(args) -> int:
     with stack:
         try:
             run = cat[args.uid]
-        except KeyError:
+        except (KeyError, ValueError):  # ValueError: a partial uid under 5 characters (bluesky-tiled-plugins)
             print(f"no run {args.uid!r} in the catalog; `xfct-bluesky ls` lists them", file=sys.stderr)
             return 1
         start = run.metadata["start"]

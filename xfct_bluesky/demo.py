@@ -96,7 +96,8 @@ def run_demo(
     with embedded_server(data_dir) as server:
         from tiled.client import from_uri
 
-        catalog = runs_container(from_uri(server.uri))
+        client = from_uri(server.uri)
+        catalog = runs_container(client)
         RE = RunEngine({})
         RE.subscribe(make_tiled_writer(catalog, data_dir / "backup"))
         if progress:
@@ -112,4 +113,5 @@ def run_demo(
         figure = overview_figure(tomo, Path(output or data_dir / "demo") / f"overview-{uid[:8]}.png",
                                  title=f"xfct-bluesky demo, run {uid[:8]}: {n_angles} projections, "
                                        f"{total_dose:.2g} Gy in total")
+        client.context.close()
     return DemoResult(uid, data_dir, figure, n_angles, tuple(shape), total_dose, time.perf_counter() - t0)
