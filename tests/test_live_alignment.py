@@ -1,0 +1,70 @@
+"""LiveDPCAlignment under a RunEngine: accurate, off the RunEngine's thread, published as a derived run."""
+
+from __future__ import annotations
+
+import logging
+
+import event_model
+import numpy as np
+import pytest
+
+from xfct_bluesky.analysis.align import alignment_error
+from xfct_bluesky.callbacks.alignment import LiveDPCAlignment
+from xfct_bluesky.devices.sim import make_sim_microprobe
+from xfct_bluesky.physics import RunoutModel, small_cell
+from xfct_bluesky.plans import xfct_tomo
+
+
+@pytest.fixture
+def mp(tmp_path):
+    return make_sim_microprobe(shape=(36, 44), seed=4, specimen=small_cell(6e-6, seed=4), hdf5_directory=tmp_path,
+                               runout=RunoutModel(eccentricity=1e-6, seed=4), save_spectra=False)
+
+
+def _validated(collected):
+    def emit(name, doc):
+        event_model.schema_validators[event_model.DocumentNames(name)].validate(doc)
+        collected.append((name, doc))
+
+    return emit
+
+
+def test_live_alignment_tracks_the_runout(RE, docs, mp):
+    derived = []
+    live = LiveDPCAlignment(emit=_validated(derived))
+    RE.subscribe(live)
+    (uid,) = RE(xfct_tomo(mp, shape=(36, 44), pixel_size=300e-9, n_angles=36, dwell=3e-3, order="golden"))
+    assert live.errors == []
+    result = live.results[uid]
+    theta, shifts = result["theta"], result["shifts"]
+    assert shifts.shape == (36, 2)
+    err = alignment_error(shifts, mp.truth.offsets, theta)
+    assert np.all(err < 0.15), err  # measured ~0.05 px
+    assert np.ptp(mp.truth.offsets[:, 1]) > 3  # there was real runout to correct
+    # the derived run: start linked to the raw run, one event per projection, stop
+    names = [n for n, _ in derived]
+    assert names[0] == "start" and names[-1] == "stop" and names.count("event") == 36
+    start = derived[0][1]
+    assert start["raw_uid"] == uid and start["plan_name"] == "dpc_alignment"
+    events = [d for n, d in derived if n == "event"]
+    np.testing.assert_allclose([e["data"]["dx"] for e in events], shifts[:, 1])
+    assert result["derived_uid"] == start["uid"]
+
+    # replaying the stored documents gives the same shifts
+    replay = LiveDPCAlignment()
+    for name, doc in docs:
+        replay(name, doc)
+    np.testing.assert_allclose(replay.results[uid]["shifts"], shifts, atol=1e-9)
+
+
+def test_live_alignment_never_raises(caplog):
+    live = LiveDPCAlignment()
+    with caplog.at_level(logging.ERROR):
+        live("start", {"uid": "x", "time": 0})
+        live("descriptor", {"uid": "d", "name": "primary", "run_start": "x", "time": 0,
+                            "data_keys": {"m_dpc_diag": {"shape": [4, 4], "dtype": "array", "source": ""},
+                                          "m_rotation": {"shape": [], "dtype": "number", "source": ""}}})
+        live("event", {"uid": "e", "descriptor": "d", "seq_num": 1, "time": 0, "data": {}, "timestamps": {}})
+        live("stop", {"uid": "s", "run_start": "x", "time": 0, "exit_status": "success"})
+    assert live.errors  # the bad event was logged and kept, not raised
+    assert "LiveDPCAlignment" in caplog.text
