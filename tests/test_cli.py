@@ -1,8 +1,11 @@
-"""The xfct-bluesky command: demo, ls, show, serve (loopback, API key enforced)."""
+"""The xfct-bluesky command: demo, ls, show, serve (loopback only, API key enforced)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import re
 import signal
 import socket
 import stat
@@ -16,60 +19,85 @@ import pytest
 
 from xfct_bluesky import cli
 
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+CONSOLE_SCRIPT = Path(sys.executable).with_name("xfct-bluesky")
+
 
 @pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    """A data folder holding one small demo run; yields (folder, uid)."""
-    root = tmp_path_factory.mktemp("cli")
-    from xfct_bluesky.demo import run_demo
+def demo(tmp_path_factory):
+    """``xfct-bluesky demo --n-angles 6 --size 24`` into a fresh data folder: (folder, stdout, uid)."""
+    root = tmp_path_factory.mktemp("cli") / "data"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):  # and the progress bar
+        code = cli.main(["demo", "--data-dir", str(root), "--n-angles", "6", "--size", "24"])
+    assert code == 0, out.getvalue()
+    match = re.search(r"run uid\s+([0-9a-f-]{36})", out.getvalue())
+    assert match, out.getvalue()
+    return root, out.getvalue(), match.group(1)
 
-    res = run_demo(root, n_angles=6, shape=(24, 24), progress=False)
-    return root, res
 
-
-def test_help_lists_commands(capsys):
-    with pytest.raises(SystemExit) as info:
-        cli.main(["--help"])
-    assert info.value.code == 0
-    out = capsys.readouterr().out
+def test_help_lists_the_commands():
+    proc = subprocess.run([sys.executable, "-m", "xfct_bluesky.cli", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
     for command in ("demo", "serve", "shell", "ls", "show"):
-        assert command in out
+        assert re.search(rf"^\s+{command}\b", proc.stdout, re.MULTILINE), (command, proc.stdout)
 
 
-def test_demo_prints_where_data_went(tmp_path, capsys):
-    assert cli.main(["demo", "--data-dir", str(tmp_path), "--n-angles", "4", "--size", "20"]) == 0
-    out = capsys.readouterr().out
-    assert "run uid" in out and str(tmp_path) in out and "xfct-bluesky ls" in out
-    png = next((tmp_path / "demo").glob("overview-*.png"))
+def test_no_command_prints_help(capsys):
+    assert cli.main([]) == 0
+    assert "usage: xfct-bluesky" in capsys.readouterr().out
+
+
+def test_demo_reports_uid_data_and_figure(demo):
+    root, out, uid = demo
+    assert re.search(rf"^\s+data\s+{re.escape(str(root))}\s", out, re.MULTILINE), out
+    match = re.search(r"^\s+overview\s+(\S+\.png)$", out, re.MULTILINE)
+    assert match, out
+    png = Path(match.group(1))
+    assert png == root / "demo" / f"overview-{uid[:8]}.png"
     data = png.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
-    assert list((tmp_path / "assets").glob("*.h5"))  # spectra went to HDF5
+    assert data[:8] == PNG_MAGIC and data[12:16] == b"IHDR" and data[-8:-4] == b"IEND"
+    assert len(data) > 20_000  # four panels with colour bars, not an empty canvas
+    assert f"xfct-bluesky show {uid[:8]}" in out
+    assert list((root / "assets").glob("*.h5"))  # spectra went to HDF5 beside the catalog
 
 
-def test_ls_and_show(demo_dir, capsys):
-    root, res = demo_dir
+def test_ls_lists_the_demo_run(demo, capsys):
+    root, _, uid = demo
     assert cli.main(["ls", "--data-dir", str(root)]) == 0
-    out = capsys.readouterr().out
-    line = next(l for l in out.splitlines() if l.startswith(res.uid[:8]))
-    assert "xfct_tomo" in line and "demo cell" in line and " 6 " in line and "Gy" in line
-    assert cli.main(["show", res.uid[:8], "--data-dir", str(root)]) == 0
-    out = capsys.readouterr().out
-    assert '"plan_name": "xfct_tomo"' in out and '"n_angles": 6' in out and "stream primary" in out
-    assert cli.main(["show", "nonexistent", "--data-dir", str(root)]) == 1
-    assert "no run 'nonexistent'" in capsys.readouterr().err
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["uid", "time", "plan", "sample"]
+    (line,) = [line for line in lines if line.startswith(uid[:8])]
+    assert re.search(r"\sxfct_tomo\s+demo cell \(simulated\)\s+6\s+5e\+06 Gy$", line), line
 
 
-def test_serve_refuses_non_loopback(tmp_path, capsys):
+def test_show_prints_the_run_metadata(demo, capsys):
+    root, _, uid = demo
+    assert cli.main(["show", uid[:8], "--data-dir", str(root)]) == 0
+    out = capsys.readouterr().out
+    for text in ('"plan_name": "xfct_tomo"', '"sample": "demo cell (simulated)"', '"n_angles": 6',
+                 '"total_dose": 5000000.0', '"order": "golden"', "exit status: success",
+                 "'primary': 6", "stream primary:", "microprobe_scanner_Zn"):
+        assert text in out, (text, out)
+
+
+def test_serve_refuses_a_non_loopback_host(tmp_path, capsys):
     assert cli.main(["serve", "--data-dir", str(tmp_path), "--host", "0.0.0.0"]) == 2
-    assert "loopback only" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "refusing to bind '0.0.0.0'" in err and "--allow-remote" in err
+    assert not (tmp_path / "api_key").exists()  # refused before anything is written
 
 
 def test_api_key_file_is_private_and_reused(tmp_path):
-    key = cli._api_key(tmp_path, None)
-    path = tmp_path / "api_key"
+    folder = tmp_path / "new" / "data"
+    key = cli._api_key(folder, None)  # creates the folder
+    path = folder / "api_key"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert len(key) == 64 and cli._api_key(tmp_path, None) == key
-    assert cli._api_key(tmp_path, "given") == "given"
+    assert re.fullmatch(r"[0-9a-f]{64}", key)  # tiled wants an alphanumeric key
+    assert path.read_text() == key + "\n"
+    assert cli._api_key(folder, None) == key  # kept across runs
+    assert cli._api_key(folder, "given") == "given"
 
 
 def _free_port() -> int:
@@ -78,39 +106,89 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_serve_requires_the_api_key(demo_dir):
+def _answers(url: str) -> bool:
+    try:
+        httpx.get(f"{url}/api/v1/", timeout=1)
+    except httpx.TransportError:
+        return False
+    return True
+
+
+def _start_server(root: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    """``xfct-bluesky serve`` in its own process group, up and answering within 20 s."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(CONSOLE_SCRIPT), "serve", "--data-dir", str(root), "--port", str(port)],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 20
+    while not _answers(url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+            pytest.fail(f"server on {url} did not come up in 20 s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    return proc, url
+
+
+def _group_pids(pgid: int) -> list[int]:
+    """Processes of a process group (Linux /proc)."""
+    pids = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:
+                pids.append(int(stat_file.parent.name))
+    return pids
+
+
+def test_serve_requires_the_api_key(demo, tmp_path, capsys):
     from tiled.client import from_uri
 
     from xfct_bluesky.storage import runs_container
 
-    root, res = demo_dir
-    port = _free_port()
-    exe = Path(sys.executable).with_name("xfct-bluesky")
-    proc = subprocess.Popen([str(exe), "serve", "--data-dir", str(root), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    root, _, uid = demo
+    proc, url = _start_server(root, tmp_path / "serve.log")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{url}/api/v1/", timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
-                assert time.monotonic() < deadline, "server did not come up"
-                time.sleep(0.3)
-        # without the key: refused
-        r = httpx.get(f"{url}/api/v1/metadata/raw", timeout=10)
+        # without a key, or with a wrong one: refused
+        for headers in ({}, {"Authorization": "Apikey 0123abcd"}):
+            r = httpx.get(f"{url}/api/v1/metadata/", headers=headers, timeout=10)
+            assert r.status_code in (401, 403), (headers, r.status_code, r.text)
+        r = httpx.get(f"{url}/api/v1/search/raw", timeout=10)
         assert r.status_code in (401, 403), r.status_code
-        r = httpx.post(f"{url}/api/v1/metadata/raw", json={}, timeout=10)
-        assert r.status_code in (401, 403), r.status_code
-        # with the key: the demo run is there
+
+        # with the key kept in the data folder: the demo run is there
         key = (root / "api_key").read_text().strip()
         client = from_uri(url, api_key=key)
-        assert res.uid in list(runs_container(client))
-        client.context.close()
+        try:
+            cat = runs_container(client)
+            assert uid in list(cat)
+            assert cat[uid].metadata["start"]["plan_name"] == "xfct_tomo"
+        finally:
+            client.context.close()
+
+        # ls / show --uri against it
+        assert cli.main(["ls", "--uri", url, "--api-key", key]) == 0
+        assert uid[:8] in capsys.readouterr().out
+        assert cli.main(["show", "nonexistent", "--uri", url, "--api-key", key]) == 1
+        assert "no run 'nonexistent' in the catalog" in capsys.readouterr().err
+        # regression: a uid under 5 characters (or a scan id) raised ValueError from
+        # bluesky-tiled-plugins' partial-uid lookup, a traceback instead of the message
+        assert cli.main(["show", "zzzz", "--uri", url, "--api-key", key]) == 1
+        assert "no run 'zzzz' in the catalog" in capsys.readouterr().err
+
+        # the key stays off the command lines (readable by every local user through ps)
+        if Path("/proc").is_dir():
+            pids = _group_pids(proc.pid)
+            assert len(pids) >= 2, pids  # xfct-bluesky and its tiled server
+            for pid in pids:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                assert key.encode() not in cmdline, cmdline
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
-        proc.stdout.close()
     assert proc.returncode is not None
+    deadline = time.monotonic() + 10
+    while _answers(url):
+        assert time.monotonic() < deadline, f"{url} still answers after SIGTERM to the process group"
+        time.sleep(0.2)

@@ -55,6 +55,8 @@ Demo tomography done in {res.seconds:.1f} s: {res.n_angles} projections of {res.
   run uid     {res.uid}
   data        {res.data_dir}   (Tiled catalog in tiled/, HDF5 spectra in assets/)
   overview    {res.figure}
+  alignment   run {res.alignment_uid[:8]} (live DPC alignment, linked by raw_uid); error against the
+              simulator's true runout: {res.alignment_error[0]:.3f} px (y), {res.alignment_error[1]:.3f} px (x)
 
 Query it:
   xfct-bluesky ls

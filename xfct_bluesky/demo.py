@@ -27,10 +27,12 @@ class DemoResult:
     shape: tuple[int, int]
     total_dose: float
     seconds: float
+    alignment_uid: str | None = None
+    alignment_error: tuple[float, float] | None = None
 
 
-def overview_figure(tomo, path: Path, *, title: str = "") -> Path:
-    """Save a PNG of the first DPC map, the first Zn map and sinograms of the central row."""
+def overview_figure(tomo, path: Path, *, title: str = "", shifts=None, truth=None) -> Path:
+    """Save a PNG of the first DPC map, the first Zn map, sinograms of the central row and the shifts."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -46,7 +48,8 @@ def overview_figure(tomo, path: Path, *, title: str = "") -> Path:
     zn = find("_Zn")
     order = np.argsort(tomo.theta)
     row = dpc.shape[1] // 2
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4.2), constrained_layout=True)
+    ncol = 5 if shifts is not None else 4
+    fig, axes = plt.subplots(1, ncol, figsize=(4 * ncol, 4.2), constrained_layout=True)
     extent_sino = [0, dpc.shape[2], tomo.theta[order][-1], tomo.theta[order][0]]
     panels = [
         (dpc[0], f"DPC diagonal, theta = {tomo.theta[0]:.1f} deg", "RdBu_r", None),
@@ -54,7 +57,18 @@ def overview_figure(tomo, path: Path, *, title: str = "") -> Path:
         (dpc[order, row, :], f"DPC sinogram, row {row}", "RdBu_r", extent_sino),
         (zn[order, row, :], f"Zn sinogram, row {row}", "magma", extent_sino),
     ]
-    for ax, (img, label, cmap, extent) in zip(axes, panels, strict=True):
+    if shifts is not None:
+        ax = axes[4]
+        ax.plot(tomo.theta, shifts[:, 1], "o", ms=3, label="dx (DPC alignment)")
+        ax.plot(tomo.theta, shifts[:, 0], "s", ms=3, label="dy (DPC alignment)")
+        if truth is not None:
+            ax.plot(tomo.theta, -truth[:, 1], "k.", ms=2, label="-(true runout)")
+            ax.plot(tomo.theta, -truth[:, 0], "k.", ms=2)
+        ax.set_xlabel("theta (deg)")
+        ax.set_ylabel("shift (px)")
+        ax.set_title("live DPC alignment", fontsize=10)
+        ax.legend(fontsize=7)
+    for ax, (img, label, cmap, extent) in zip(axes[:4], panels, strict=True):
         lo, hi = np.percentile(img, [1, 99])
         im = ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi, aspect="auto" if extent else "equal",
                        extent=extent, origin="upper" if extent else "lower", interpolation="nearest")
@@ -84,6 +98,8 @@ def run_demo(
     """Run the demo tomography; return where its data and figure went."""
     from bluesky import RunEngine
 
+    from .analysis.align import alignment_error
+    from .callbacks.alignment import LiveDPCAlignment
     from .callbacks.progress import ProgressBar
     from .devices.sim import make_sim_microprobe
     from .physics import RunoutModel, small_cell
@@ -99,7 +115,10 @@ def run_demo(
         client = from_uri(server.uri)
         catalog = runs_container(client)
         RE = RunEngine({})
-        RE.subscribe(make_tiled_writer(catalog, data_dir / "backup"))
+        writer = make_tiled_writer(catalog, data_dir / "backup")
+        RE.subscribe(writer)
+        live = LiveDPCAlignment(emit=writer)  # shifts stored in Tiled as a derived run
+        RE.subscribe(live)
         if progress:
             RE.subscribe(ProgressBar())
         # a 10 um cell in a 16.8 um field: the stage's runout (2 um) stays in view
@@ -110,8 +129,13 @@ def run_demo(
         (uid,) = RE(xfct_tomo(mp, shape=shape, pixel_size=300e-9, n_angles=n_angles, total_dose=total_dose,
                               order="golden", md={"sample": "demo cell (simulated)", "purpose": "xfct-bluesky demo"}))
         tomo = load_tomo(catalog[uid])
+        aligned = live.results[uid]
+        truth = mp.truth.offsets
+        err = alignment_error(aligned["shifts"], truth, aligned["theta"])
         figure = overview_figure(tomo, Path(output or data_dir / "demo") / f"overview-{uid[:8]}.png",
                                  title=f"xfct-bluesky demo, run {uid[:8]}: {n_angles} projections, "
-                                       f"{total_dose:.2g} Gy in total")
+                                       f"{total_dose:.2g} Gy in total",
+                                 shifts=aligned["shifts"], truth=truth)
         client.context.close()
-    return DemoResult(uid, data_dir, figure, n_angles, tuple(shape), total_dose, time.perf_counter() - t0)
+    return DemoResult(uid, data_dir, figure, n_angles, tuple(shape), total_dose, time.perf_counter() - t0,
+                      aligned["derived_uid"], (float(err[0]), float(err[1])))

@@ -38,7 +38,7 @@ def make_run_engine(data_dir: Path):
 
 
 def connect_storage(RE, data_dir: Path):
-    """Subscribe a TiledWriter (with a backup folder) to ``RE``; return the runs catalog.
+    """Subscribe a TiledWriter (with a backup folder) to ``RE``; return the runs catalog and the writer.
 
     Uses $XFCT_BLUESKY_TILED_URI if set, else starts an embedded server over
     ``data_dir`` that stops when the interpreter exits.
@@ -56,8 +56,9 @@ def connect_storage(RE, data_dir: Path):
         _close_at_exit(stack)
         client = from_uri(server.uri)
     catalog = runs_container(client)
-    RE.subscribe(make_tiled_writer(catalog, Path(data_dir) / "backup"))
-    return catalog
+    writer = make_tiled_writer(catalog, Path(data_dir) / "backup")
+    RE.subscribe(writer)
+    return catalog, writer
 
 
 def _close_at_exit(stack: ExitStack) -> None:
