@@ -40,7 +40,7 @@ def test_help_lists_the_commands():
     proc = subprocess.run([sys.executable, "-m", "xfct_bluesky.cli", "--help"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    for command in ("demo", "serve", "shell", "ls", "show"):
+    for command in ("demo", "serve", "shell", "ls", "show", "paper-table"):
         assert re.search(rf"^\s+{command}\b", proc.stdout, re.MULTILINE), (command, proc.stdout)
 
 

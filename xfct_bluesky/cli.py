@@ -5,6 +5,7 @@ serve   a standalone Tiled server on the data folder (loopback, API key)
 shell   IPython with the beamline profile (simulated hardware by default)
 ls      recent runs: plan, sample, angles, dose
 show    one run's metadata and streams
+paper-table  the founding paper's CC peak widths of Zn and DPC, on the simulated egg
 """
 
 from __future__ import annotations
@@ -184,6 +185,37 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_paper_table(args) -> int:
+    import contextlib
+
+    from .paper import format_table, paper_figure, paper_table
+
+    data_dir = _data_dir(args)
+    output = Path(args.output or data_dir / "paper").expanduser()
+    with contextlib.ExitStack() as stack:
+        subscribers = []
+        if not args.no_store:
+            from tiled.client import from_uri
+
+            from .storage import embedded_server, make_tiled_writer, runs_container
+
+            server = stack.enter_context(embedded_server(data_dir))
+            client = from_uri(server.uri)
+            stack.callback(client.context.close)
+            subscribers.append(make_tiled_writer(runs_container(client), data_dir / "backup"))
+        rows = paper_table(seed=args.seed, shape=(args.size, args.size), region=args.region,
+                           upsample=args.upsample, subscribers=subscribers)
+    table = format_table(rows)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "paper-table.txt").write_text(table + "\n")
+    figure = paper_figure(rows, output / "paper-figure.png", upsample=args.upsample)
+    print(table)
+    print(f"\ntable  {output / 'paper-table.txt'}\nfigure {figure}")
+    if not args.no_store:
+        print("runs   " + ", ".join(sorted({r.uid[:8] for r in rows})) + f" (dwell_pair_series) in {data_dir}")
+    return 0
+
+
 # ------------------------------------------------------------------ parser ---
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xfct-bluesky", description=__doc__,
@@ -213,6 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_data_dir(sub.add_parser("shell", help="IPython with the beamline profile"))
     p.add_argument("--epics", action="store_true", help="EPICS hardware instead of the simulation")
     p.set_defaults(func=cmd_shell)
+
+    p = with_data_dir(sub.add_parser("paper-table", help="the founding paper's CC peak widths, simulated"))
+    p.add_argument("--size", type=int, default=230, help="map side in pixels (300 nm), the paper's 230")
+    p.add_argument("--region", type=int, default=96, help="central sub-region cross-correlated (px)")
+    p.add_argument("--upsample", type=int, default=6, help="CC upsampling, the paper's 6")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", help="folder for the table and figure (default <data dir>/paper)")
+    p.add_argument("--no-store", action="store_true", help="do not store the maps in Tiled")
+    p.set_defaults(func=cmd_paper_table)
 
     for name, func, helptext in (("ls", cmd_ls, "recent runs"), ("show", cmd_show, "one run")):
         p = with_data_dir(sub.add_parser(name, help=helptext))
