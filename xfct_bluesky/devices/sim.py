@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 from ophyd import Component as Cpt
-from ophyd import DynamicDeviceComponent as DDC
 from ophyd import Device, Signal
+from ophyd import DynamicDeviceComponent as DDC
 from ophyd.status import DeviceStatus, Status
 
 from ..physics import MicroprobeSimulator
@@ -96,9 +96,16 @@ class Shutter(Device):
 
 
 # -------------------------------------------------------------- detectors ---
+#: Storage-ring current (mA) below which the simulated beam is off (a beam dump).
+BEAM_OFF_CURRENT = 1.0
+
+
 def _beam_on(device) -> bool:
-    shutter = getattr(device.root, "shutter", None)
-    return shutter is None or shutter.is_open
+    root = device.root
+    shutter = getattr(root, "shutter", None)
+    current = getattr(root, "beam_current", None)
+    ring_up = current is None or float(current.get()) >= BEAM_OFF_CURRENT
+    return ring_up and (shutter is None or shutter.is_open)
 
 
 def _position_m(motor) -> float:
@@ -252,6 +259,8 @@ class FlyRaster(Device):
         self.hdf5_directory = hdf5_directory
         self._writer = None
         self._acquiring = threading.Lock()
+        self._interrupt: threading.Event | None = None
+        self._unread = False  # a map published but not read into an event yet
         self.last_result = None
 
     # -- configuration ------------------------------------------------------
@@ -330,20 +339,34 @@ class FlyRaster(Device):
 
     # -- acquisition ----------------------------------------------------------
     def trigger(self):
+        """Fly one map at the current stage positions; maps are published when it completes.
+
+        A map interrupted by :meth:`pause` (a RunEngine pause or suspension,
+        e.g. a beam dump) or :meth:`stop` is thrown away: nothing is published
+        or written, and the RunEngine repeats it after resuming. Its status
+        then completes without error, so that a status the RunEngine has
+        already given up on cannot fail the run later.
+        """
         self.check_configuration()
         status = DeviceStatus(self)
         theta, center, defocus = _probe_geometry(self)
         beam = _beam_on(self)
+        interrupt = self._interrupt = threading.Event()
         t0 = time.monotonic()
 
         def acquire():
             try:
                 with self._acquiring:
-                    self._acquire(theta, center, defocus, beam)
-                if self.root.realtime:
-                    remaining = self.last_result.duration - (time.monotonic() - t0)
-                    if remaining > 0:
-                        time.sleep(remaining)
+                    res = self._simulate(theta, center, defocus, beam)
+                    if self.root.realtime:
+                        interrupt.wait(max(res.duration - (time.monotonic() - t0), 0.0))
+                    if interrupt.is_set():
+                        self.root.simulator.truth.discard_last()
+                        logger.warning("%s: the map at theta=%.3f deg was interrupted and thrown away",
+                                       self.name, theta)
+                    else:
+                        self._publish(res)
+                        self._unread = True
             except Exception as exc:  # reported through the status, never lost
                 logger.exception("%s: acquisition failed", self.name)
                 status.set_exception(exc)
@@ -353,16 +376,42 @@ class FlyRaster(Device):
         threading.Thread(target=acquire, name=f"{self.name}-fly", daemon=True).start()
         return status
 
-    def _acquire(self, theta, center, defocus, beam):
+    def pause(self):
+        """Interrupt the map in flight (the RunEngine calls this on a pause or suspension).
+
+        A map finished but not yet read is dropped from the ground truth too:
+        the RunEngine rewinds and takes it again, so ``truth.offsets`` keeps
+        one row per map that reaches an event.
+        """
+        if self._interrupt is not None:
+            self._interrupt.set()
+        with self._acquiring:  # let a map being computed see the interrupt and throw itself away
+            if self._unread:
+                self.root.simulator.truth.discard_last()
+                self._unread = False
+
+    def read(self):
+        reading = super().read()
+        self._unread = False
+        return reading
+
+    def resume(self):
+        pass
+
+    def stop(self, *, success=False):
+        self.pause()
+
+    def _simulate(self, theta, center, defocus, beam):
         sim = self.root.simulator
-        spectra = self._writer is not None
-        res = sim.simulate_map(self.expected_shape(), self.pixel_size.get(), self.dwell.get(), theta,
-                               center=center, defocus=defocus, spectra=spectra, beam_on=beam)
+        return sim.simulate_map(self.expected_shape(), self.pixel_size.get(), self.dwell.get(), theta,
+                                center=center, defocus=defocus, spectra=self._writer is not None, beam_on=beam)
+
+    def _publish(self, res):
         ts = time.time()
         self.map_dwell.put(float(res.dwell), timestamp=ts)
         for key in MAP_DTYPES:
             getattr(self, key).put(res.maps[key], timestamp=ts)
-        if spectra:
+        if self._writer is not None:
             self._writer.write(res.spectra)
         res.spectra = None  # on disk; do not keep 100s of MB in memory
         self.last_result = res
@@ -377,6 +426,8 @@ class Microprobe(Device):
     mca = Cpt(VortexMCA, "MCA:", kind="normal")
     dpc = Cpt(SegmentedDPCDetector, "DPC:", kind="normal")
     scanner = Cpt(FlyRaster, "Fly:", kind="normal")
+    #: storage-ring current (mA): the beam-loss suspender watches it; below 1 mA there is no beam
+    beam_current = Cpt(Signal, value=100.0, kind="omitted")
 
     def __init__(self, prefix="", *, simulator: MicroprobeSimulator, realtime: bool = False, **kwargs):
         self.simulator = simulator

@@ -83,6 +83,12 @@ class Truth:
             return np.zeros((0, 2))
         return np.array([o / p for o, p in zip(self.offsets_m, self.pixel_sizes, strict=True)])
 
+    def discard_last(self) -> None:
+        """Forget the last map (an acquisition interrupted and thrown away, to be repeated)."""
+        for values in (self.thetas, self.times, self.offsets_m, self.pixel_sizes):
+            if values:
+                values.pop()
+
     def clear(self) -> None:
         self.thetas.clear()
         self.times.clear()
