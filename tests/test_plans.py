@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bluesky.simulators import summarize_plan
-from bluesky.utils import FailedStatus, RunEngineInterrupted
+from bluesky.utils import RunEngineInterrupted
 
 from xfct_bluesky.physics.dose import dose_per_projection
-from xfct_bluesky.plans import dwell_pair_series, estimate_tomo, tomo_angles, xfct_tomo, xrf_fly_map
+from xfct_bluesky.plans import DetectorTimeout, dwell_pair_series, estimate_tomo, tomo_angles, xfct_tomo, xrf_fly_map
 
 SHAPE = (12, 16)
 PIXEL = 300e-9
@@ -138,20 +138,22 @@ def test_cleanup_after_failure(RE, docs, microprobe, monkeypatch):
     real = mp.simulator.simulate_map
     calls = {"n": 0}
 
-    def flaky(*args, **kwargs):  # a detector fault on the 2nd map
+    def flaky(*args, **kwargs):  # a detector fault from the 2nd map on, through every retry
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] >= 2:
             raise RuntimeError("detector fault (test)")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(mp.simulator, "simulate_map", flaky)
-    with pytest.raises(FailedStatus) as info:  # the RunEngine wraps the device's exception
-        RE(xfct_tomo(mp, shape=SHAPE, pixel_size=PIXEL, n_angles=4, dwell=1e-3))
+    with pytest.raises(DetectorTimeout) as info:
+        RE(xfct_tomo(mp, shape=SHAPE, pixel_size=PIXEL, n_angles=4, dwell=1e-3, retries=1))
+    assert calls["n"] == 3  # the 2nd map and its one retry
     chain, exc = [], info.value
     while exc is not None:
         chain.append(str(exc))
         exc = exc.__cause__ or exc.__context__
     assert any("detector fault" in text for text in chain), chain
+    assert "after 2 tries" in chain[0] and "resume=" in chain[0]
     assert mp.rotation.position == 5.0 and mp.shutter.state.get() == "closed"
     assert docs.of("stop")[0]["exit_status"] == "fail"
     assert len(_primary_events(docs)) == 1

@@ -131,6 +131,7 @@ def estimate_tomo(
     angular_range: float = 180.0,
     order: str = "sequential",
     max_dose: float | None = None,
+    min_angles: int = 2,
 ) -> TomoEstimate:
     """Validate tomography arguments and estimate dose and duration.
 
@@ -138,7 +139,9 @@ def estimate_tomo(
     ``total_dose`` must be given. With ``total_dose`` (Gy) the dwell per
     projection is derived so that the whole tomography gives that dose (dose
     fractionation). ``max_dose`` (default: Howells' ~1e8 Gy per nm at the
-    pixel size) is the budget the total may not exceed.
+    pixel size) is the budget the total may not exceed. ``min_angles`` is
+    the fewest explicit angles accepted (1 when resuming a tomography that
+    lacks a single angle).
 
     Raises
     ------
@@ -154,8 +157,8 @@ def estimate_tomo(
         )
     if angles is not None:
         arr = np.asarray(angles, dtype=float).ravel()
-        if arr.size < 2:
-            raise ValueError(f"angles has {arr.size} value(s); allowed: at least 2 angles for a tomography")
+        if arr.size < min_angles:
+            raise ValueError(f"angles has {arr.size} value(s); allowed: at least {min_angles} angles for a tomography")
         if not np.all(np.isfinite(arr)):
             raise ValueError("angles contains NaN or infinity; give finite angles in degrees")
         low, high = float(arr.min()), float(arr.max())

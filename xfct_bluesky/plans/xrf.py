@@ -10,16 +10,20 @@ rotation stage returns to where it started (``finalize_wrapper``).
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import numpy as np
-from bluesky.utils import MsgGenerator
+from bluesky.utils import FailedStatus, MsgGenerator
 
 from ..physics.dose import dose_per_projection
 from .planning import TomoEstimate, _check_dwell, estimate_tomo
+
+logger = logging.getLogger(__name__)
 
 UNITS = {
     "energy": "keV",
@@ -79,6 +83,65 @@ def _with_cleanup(microprobe, plan: MsgGenerator, return_to: float) -> MsgGenera
 
 def _baseline_devices(microprobe) -> list:
     return [microprobe.rotation, microprobe.zone_plate, microprobe.shutter]
+
+
+#: Default tries after a map that times out or fails, before the plan stops.
+DEFAULT_RETRIES = 2
+
+
+class DetectorTimeout(RuntimeError):
+    """The fly scanner did not deliver a map after all its retries."""
+
+
+def _check_retry_options(detector_timeout, retries) -> None:
+    if isinstance(retries, bool) or not isinstance(retries, int | np.integer) or retries < 0:
+        raise ValueError(f"retries={retries!r}: allowed an integer >= 0 (tries after a failed map); e.g. 2")
+    if detector_timeout is not None:
+        t = float(detector_timeout) if isinstance(detector_timeout, int | float | np.number) else float("nan")
+        if not np.isfinite(t) or t <= 0:
+            raise ValueError(f"detector_timeout={detector_timeout!r}: allowed None (automatic) or seconds > 0; "
+                             "e.g. 60")
+
+
+def _map_timeout(scanner, shape, dwell, detector_timeout) -> float:
+    """Seconds a map may take before it counts as hung: 3x its duration plus 30 s unless given."""
+    if detector_timeout is not None:
+        return float(detector_timeout)
+    return 3 * scanner.map_duration(shape, dwell) + 30.0
+
+
+def _acquire(scanner, rotation, timeout: float, retries: int) -> MsgGenerator:
+    """Trigger one map and read it into ``primary``; retry a map that times out or fails.
+
+    The event is only created once the map is complete, so a failed try
+    leaves no trace in the run; after ``retries`` failed tries the plan
+    stops with :class:`DetectorTimeout`, everything acquired so far stored.
+    """
+    for attempt in range(retries + 1):
+        group = f"{scanner.name}-map-{uuid.uuid4().hex[:8]}"
+        try:
+            yield from bps.trigger(scanner, group=group)
+            yield from bps.wait(group=group, timeout=timeout)
+        except (TimeoutError, FailedStatus) as exc:
+            status = exc.args[0] if exc.args else None
+            cause = status.exception() if hasattr(status, "exception") else None
+            problem = (f"no map within {timeout:.3g} s" if isinstance(exc, TimeoutError)
+                       else f"the map failed ({cause or exc})")
+            yield from bps.stop(scanner)
+            if attempt == retries:
+                raise DetectorTimeout(
+                    f"{scanner.name}: {problem} at theta={rotation.position:.3f} deg after {retries + 1} "
+                    f"tries; the plan stopped. Every map acquired before is stored in this run. Check the "
+                    "detector, then resume the tomography with xfct_tomo(..., resume=<this run>)."
+                ) from exc
+            logger.warning("%s: %s at theta=%.3f deg; trying again (%d of %d)", scanner.name, problem,
+                           rotation.position, attempt + 1, retries)
+            continue
+        break
+    yield from bps.create("primary")
+    yield from bps.read(scanner)
+    yield from bps.read(rotation)
+    yield from bps.save()
 
 
 def xrf_fly_map(
@@ -144,7 +207,7 @@ def xrf_fly_map(
         yield from bps.mv(microprobe.shutter, "open")
         if theta is not None:
             yield from bps.mv(rotation, theta)
-        yield from bps.trigger_and_read([scanner, rotation])
+        yield from _acquire(scanner, rotation, _map_timeout(scanner, shape, dwell, None), DEFAULT_RETRIES)
 
     def plan():
         start = rotation.position
@@ -157,8 +220,8 @@ def xrf_fly_map(
 def xfct_tomo(
     microprobe,
     *,
-    shape: Sequence[int],
-    pixel_size: float,
+    shape: Sequence[int] | None = None,
+    pixel_size: float | None = None,
     n_angles: int | None = None,
     angles: Sequence[float] | None = None,
     dwell: float | None = None,
@@ -166,6 +229,10 @@ def xfct_tomo(
     angular_range: float = 180.0,
     order: str = "sequential",
     max_dose: float | None = None,
+    detector_timeout: float | None = None,
+    retries: int = DEFAULT_RETRIES,
+    resume: Any = None,
+    catalog: Any = None,
     md: Mapping[str, Any] | None = None,
 ) -> MsgGenerator[str]:
     """Many-angle, low-dose XRF tomography: one run, one event per projection.
@@ -174,9 +241,9 @@ def xfct_tomo(
     ----------
     microprobe : Microprobe
     shape : (ny, nx)
-        Pixels per projection.
+        Pixels per projection (required unless ``resume``).
     pixel_size : float
-        Metres.
+        Metres (required unless ``resume``).
     n_angles : int, optional
         Number of projections over ``angular_range`` (with ``order``).
     angles : sequence of float, optional
@@ -194,6 +261,19 @@ def xfct_tomo(
     max_dose : float, optional
         Refuse a tomography whose total dose exceeds this (Gy); default
         Howells' tolerable ~1e8 Gy per nm at the pixel size.
+    detector_timeout : float, optional
+        Seconds a map may take before it counts as hung; default three times
+        its expected duration plus 30 s.
+    retries : int
+        Tries after a map that times out or fails (default 2); then the plan
+        stops with :class:`DetectorTimeout`, every projection so far stored.
+    resume : str or BlueskyRun, optional
+        An interrupted ``xfct_tomo`` run (a Tiled run, or its uid with
+        ``catalog``): acquire only the angles it lacks, with its field and
+        dwell, in a new run whose start document links it
+        (``resumed_from``). Give no field, angle or dose argument with it.
+    catalog : tiled container, optional
+        Where to find ``resume`` when it is a uid (e.g. the session's ``cat``).
     md : dict, optional
 
     Returns
@@ -217,18 +297,85 @@ def xfct_tomo(
     >>> RE(xfct_tomo(mp, shape=(64, 64), pixel_size=300e-9, n_angles=240, total_dose=2.3e7,
     ...              order="golden", md={"sample": "egg 3"}))
     """
+    _check_retry_options(detector_timeout, retries)
+    extra: dict[str, Any] = {}
+    if resume is None and (shape is None or pixel_size is None):
+        raise ValueError(f"shape={shape!r}, pixel_size={pixel_size!r}: both are required, e.g. shape=(64, 64), "
+                         "pixel_size=300e-9 (only resume= takes them from an earlier run)")
+    if resume is not None:
+        given = {k: v for k, v in {"shape": shape, "pixel_size": pixel_size, "n_angles": n_angles, "angles": angles,
+                                   "dwell": dwell, "total_dose": total_dose}.items() if v is not None}
+        if given:
+            raise ValueError(f"resume= takes the field, angles and dwell from the interrupted run; got also "
+                             f"{sorted(given)}: omit them")
+        first, missing = _missing_angles(resume, catalog, microprobe)
+        # the user's metadata (sample, proposal, ...) carries over; what this plan writes is written anew
+        extra = {k: v for k, v in first.items() if k not in _NOT_CARRIED}
+        extra.update(resumed_from=first["uid"], planned_angles=first["angles"],
+                     resumed_angles=[float(a) for a in missing])
+        shape, pixel_size, dwell, angles = first["shape"], first["pixel_size"], first["dwell"], missing
+        angular_range, order = first.get("angular_range", angular_range), first.get("order", order)
     est = estimate_tomo(microprobe, shape=shape, pixel_size=pixel_size, n_angles=n_angles, angles=angles,
                         dwell=dwell, total_dose=total_dose, angular_range=angular_range, order=order,
-                        max_dose=max_dose)
+                        max_dose=max_dose, min_angles=1 if resume is not None else 2)
     plan_args = {
         "microprobe": repr(microprobe), "shape": list(est.shape), "pixel_size": pixel_size, "n_angles": n_angles,
         "angles": None if angles is None else [float(a) for a in angles], "dwell": dwell,
         "total_dose": total_dose, "angular_range": angular_range, "order": order, "max_dose": max_dose,
+        "detector_timeout": detector_timeout, "retries": retries,
+        "resume": None if resume is None else extra["resumed_from"],
     }
-    return (yield from _tomo(microprobe, est, "xfct_tomo", plan_args, md))
+    timeout = _map_timeout(microprobe.scanner, est.shape, est.dwell, detector_timeout)
+    return (yield from _tomo(microprobe, est, "xfct_tomo", plan_args, {**extra, **(md or {})}, timeout, retries))
 
 
-def _tomo(microprobe, est: TomoEstimate, plan_name: str, plan_args: dict, md) -> MsgGenerator[str]:
+#: Start-document keys of an interrupted tomography that its resumption writes anew rather than copies.
+_NOT_CARRIED = frozenset({
+    "uid", "time", "scan_id", "versions", "plan_name", "plan_args", "plan_type", "plan_pattern",
+    "plan_pattern_module", "plan_pattern_args", "num_points", "num_intervals", "detectors", "motors", "hints",
+    "angles", "n_angles", "total_dose", "estimated_duration", "dose_per_projection", "simulation", "theta_key",
+    "energy", "flux", "spot_size", "units", "resumed_from", "planned_angles", "resumed_angles",
+})
+
+
+#: Angles closer than this (deg) count as the same projection when resuming.
+ANGLE_TOLERANCE = 1e-3
+
+
+def _missing_angles(resume, catalog, microprobe) -> tuple[dict, np.ndarray]:
+    """The interrupted run's start document and the planned angles it lacks (in planned order)."""
+    from ..storage.tiled import load_theta
+
+    run = resume
+    if isinstance(resume, str):
+        if catalog is None:
+            raise ValueError(f"resume={resume!r} is a uid: give catalog= (e.g. the session's cat) to find it, "
+                             "or pass the run itself, resume=cat[uid]")
+        try:
+            run = catalog[resume]
+        except KeyError:
+            raise ValueError(f"resume={resume!r}: no such run in the catalog; check the uid (xfct-bluesky ls)") \
+                from None
+    start = dict(getattr(run, "metadata", {}).get("start") or {})
+    if start.get("plan_name") != "xfct_tomo":
+        raise ValueError(f"resume: run {start.get('uid', resume)!r} is a {start.get('plan_name')!r} run, not an "
+                         "xfct_tomo; only a tomography can be resumed")
+    planned = np.asarray(start["angles"], dtype=float)
+    acquired = load_theta(run, start.get("theta_key"))
+    done = np.zeros(planned.size, bool)
+    if acquired.size:
+        done = np.abs(planned[:, None] - acquired[None, :]).min(axis=1) <= ANGLE_TOLERANCE
+    missing = planned[~done]
+    if missing.size == 0:
+        raise ValueError(f"resume: run {start['uid']!r} already has all {planned.size} angles; nothing to resume")
+    if start.get("theta_key") not in (None, microprobe.rotation.name):
+        raise ValueError(f"resume: run {start['uid']!r} was taken with rotation {start['theta_key']!r}, this "
+                         f"microprobe's is {microprobe.rotation.name!r}; resume with the same hardware")
+    return start, missing
+
+
+def _tomo(microprobe, est: TomoEstimate, plan_name: str, plan_args: dict, md, timeout: float,
+          retries: int) -> MsgGenerator[str]:
     scanner, rotation = microprobe.scanner, microprobe.rotation
     _md = _common_md(microprobe, plan_name, plan_args)
     _md.update(est.as_metadata())
@@ -247,9 +394,12 @@ def _tomo(microprobe, est: TomoEstimate, plan_name: str, plan_args: dict, md) ->
     def inner():
         yield from bps.mv(microprobe.shutter, "open")
         for theta in est.angles:
+            # a pause or suspension rewinds to the last checkpoint: the projection in flight is
+            # repeated, and the one just saved is never taken twice
             yield from bps.checkpoint()
             yield from bps.mv(rotation, theta)
-            yield from bps.trigger_and_read([scanner, rotation])
+            yield from _acquire(scanner, rotation, timeout, retries)
+            yield from bps.checkpoint()
 
     def plan():
         start = rotation.position
@@ -324,7 +474,8 @@ def dwell_pair_series(
             yield from bps.mv(scanner.dwell, d)
             for _ in range(2):
                 yield from bps.checkpoint()
-                yield from bps.trigger_and_read([scanner, rotation])
+                yield from _acquire(scanner, rotation, _map_timeout(scanner, shape, d, None), DEFAULT_RETRIES)
+                yield from bps.checkpoint()
 
     def plan():
         start = rotation.position
