@@ -7,7 +7,6 @@ import io
 import os
 import re
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -16,6 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from servers import answers as _answers
+from servers import group_pids as _group_pids
+from servers import start_server
 
 from xfct_bluesky import cli
 
@@ -100,55 +102,13 @@ def test_api_key_file_is_private_and_reused(tmp_path):
     assert cli._api_key(folder, "given") == "given"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _answers(url: str) -> bool:
-    try:
-        httpx.get(f"{url}/api/v1/", timeout=1)
-    except httpx.TransportError:
-        return False
-    return True
-
-
-def _start_server(root: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    """``xfct-bluesky serve`` in its own process group, up and answering within 20 s."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(CONSOLE_SCRIPT), "serve", "--data-dir", str(root), "--port", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 20
-    while not _answers(url):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-            pytest.fail(f"server on {url} did not come up in 20 s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
-    return proc, url
-
-
-def _group_pids(pgid: int) -> list[int]:
-    """Processes of a process group (Linux /proc)."""
-    pids = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = stat_file.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid:
-                pids.append(int(stat_file.parent.name))
-    return pids
-
-
 def test_serve_requires_the_api_key(demo, tmp_path, capsys):
     from tiled.client import from_uri
 
     from xfct_bluesky.storage import runs_container
 
     root, _, uid = demo
-    proc, url = _start_server(root, tmp_path / "serve.log")
+    proc, url = start_server(root, tmp_path / "serve.log")
     try:
         # without a key, or with a wrong one: refused
         for headers in ({}, {"Authorization": "Apikey 0123abcd"}):

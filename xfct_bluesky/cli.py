@@ -5,6 +5,7 @@ serve   a standalone Tiled server on the data folder (loopback, API key)
 shell   IPython with the beamline profile (simulated hardware by default)
 ls      recent runs: plan, sample, angles, dose
 show    one run's metadata and streams
+replay  store runs kept in the backup folder (the server was away) into Tiled
 paper-table  the founding paper's CC peak widths of Zn and DPC, on the simulated egg
 """
 
@@ -185,6 +186,24 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_replay(args) -> int:
+    from .storage import replay_directory
+
+    directory = Path(args.directory).expanduser() if args.directory else _data_dir(args) / "backup"
+    if not directory.is_dir():
+        print(f"no backup folder {directory}: nothing to replay", file=sys.stderr)
+        return 1
+    stack, cat = _open_catalog(args)
+    with stack:
+        results = replay_directory(directory, cat)
+    for path, uid, outcome in results:
+        print(f"{(uid or '-')[:8]:8s}  {outcome}  {path}")
+    failed = [r for r in results if r[1] is None]
+    print(f"{len(results) - len(failed)} run(s) stored, {len(failed)} kept in {directory}"
+          if results else f"no backup files in {directory}")
+    return 1 if failed else 0
+
+
 def cmd_paper_table(args) -> int:
     import contextlib
 
@@ -255,14 +274,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-store", action="store_true", help="do not store the maps in Tiled")
     p.set_defaults(func=cmd_paper_table)
 
-    for name, func, helptext in (("ls", cmd_ls, "recent runs"), ("show", cmd_show, "one run")):
+    for name, func, helptext in (("ls", cmd_ls, "recent runs"), ("show", cmd_show, "one run"),
+                                 ("replay", cmd_replay, "store the runs kept in a backup folder into Tiled")):
         p = with_data_dir(sub.add_parser(name, help=helptext))
         p.add_argument("--uri", help="a running Tiled server (default: open the data folder in-process)")
         p.add_argument("--api-key", help="API key for --uri")
         if name == "ls":
             p.add_argument("-n", type=int, default=20, help="how many runs")
-        else:
+        elif name == "show":
             p.add_argument("uid", help="run uid (or a unique prefix)")
+        else:
+            p.add_argument("directory", nargs="?", help="backup folder (default <data dir>/backup)")
         p.set_defaults(func=func)
     return parser
 

@@ -338,9 +338,13 @@ def replay_backup(path: str | Path, container: Any) -> str:
 
     Notes
     -----
-    Array dtypes are restored from the descriptors' ``dtype_numpy``. External
-    files (HDF5 spectra) are registered where the documents point: they must
-    lie in the server's readable storage to be read.
+    A run the server lost mid-scan is usually there in part (its start
+    document, perhaps some streams, no stop): that partial node is replaced
+    by the full run from the backup. A run already stored complete (with its
+    stop document) is left alone. Array dtypes are restored from the
+    descriptors' ``dtype_numpy``. External files (HDF5 spectra) are
+    registered where the documents point: they must lie in the server's
+    readable storage to be read.
     """
     from bluesky_tiled_plugins import TiledWriter
 
@@ -348,13 +352,51 @@ def replay_backup(path: str | Path, container: Any) -> str:
     first = next(documents, None)
     if first is None or first[0] != "start":
         raise ValueError(f"{path} does not begin with a start document; is it a run backup?")
+    uid = first[1]["uid"]
+    if uid in container:
+        if container[uid].metadata.get("stop"):
+            logger.info("Run %s is already stored complete; %s not replayed", uid, path)
+            return uid
+        logger.info("Replacing the partial run %s left by the interrupted write", uid)
+        container.delete_contents(uid, recursive=True, external_only=False)
     writer = TiledWriter(container)
     writer(*first)
     for name, doc in documents:
         writer(name, doc)
-    uid = first[1]["uid"]
     logger.info("Replayed run %s from %s", uid, path)
     return uid
+
+
+#: Where :func:`replay_directory` moves the backup files it has stored.
+REPLAYED_SUBDIR = "replayed"
+
+
+def replay_directory(directory: str | Path, container: Any) -> list[tuple[Path, str | None, str]]:
+    """Replay every backup file of ``directory`` into Tiled; move each stored one aside.
+
+    Returns
+    -------
+    list of (path, uid or None, outcome)
+        ``outcome`` is "stored" (then the file is moved to ``replayed/`` beside
+        it, never deleted) or the error that kept it in place.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError(f"{directory} is not a folder; give the backup folder (default <data dir>/backup)")
+    done = directory / REPLAYED_SUBDIR
+    results: list[tuple[Path, str | None, str]] = []
+    for path in sorted(directory.glob("*.jsonl")):
+        try:
+            uid = replay_backup(path, container)
+        except Exception as exc:  # keep the file, report, go on with the others
+            logger.exception("Could not replay %s", path)
+            results.append((path, None, f"kept: {type(exc).__name__}: {exc}"))
+            continue
+        done.mkdir(exist_ok=True)
+        target = done / path.name
+        path.replace(target)
+        results.append((target, uid, "stored"))
+    return results
 
 
 @dataclass
@@ -714,6 +756,20 @@ def load_tomo(
 
     logger.debug("Loaded run %s: %d angles from %r, maps %s", start.get("uid"), theta.size, tkey, sorted(maps))
     return TomoData(theta=theta, maps=maps, metadata=start, uid=start["uid"], theta_key=tkey)
+
+
+def load_theta(run: Any, theta_key: str | None = None, *, stream: str = _DEFAULT_STREAM) -> np.ndarray:
+    """The rotation angles of a stored run's events, without its maps.
+
+    Same choice of ``theta_key`` as :func:`load_tomo`. A run interrupted
+    before its first event has no stream: an empty array is returned.
+    """
+    try:
+        node = run[stream]
+    except KeyError:
+        return np.zeros(0)
+    tkey = _choose_theta_key(_data_keys(node), theta_key, dict(run.metadata["start"]))
+    return np.array(_read_key(node, tkey), dtype=float).reshape(-1)
 
 
 def load_spectra(run: Any, key: str, *, stream: str = _DEFAULT_STREAM, index: Any = None) -> np.ndarray:
