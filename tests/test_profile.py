@@ -125,5 +125,10 @@ def test_unknown_hardware_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="bogus"):  # the argument wins over the environment, same check
         make_microprobe(tmp_path, "Bogus")
     assert not (tmp_path / "assets").exists()  # refused before anything is made
-    with pytest.raises(RuntimeError, match="not written yet"):
+    # the EPICS microprobe with no IOC answering: a clear timeout, not a hang
+    monkeypatch.setenv("XFCT_BLUESKY_PREFIX", "XFCTNOBODY:")
+    monkeypatch.setenv("EPICS_CA_ADDR_LIST", "127.0.0.1")
+    monkeypatch.setenv("EPICS_CA_AUTO_ADDR_LIST", "NO")
+    monkeypatch.setenv("XFCT_BLUESKY_CONNECT_TIMEOUT", "1")
+    with pytest.raises(TimeoutError, match="XFCTNOBODY:"):
         make_microprobe(tmp_path, "epics")

@@ -79,7 +79,13 @@ def _close_at_exit(stack: ExitStack) -> None:
 
 
 def make_microprobe(data_dir: Path, hardware: str | None = None):
-    """The microprobe: simulated (default) or EPICS, chosen by $XFCT_BLUESKY_HARDWARE."""
+    """The microprobe: simulated (default) or EPICS, chosen by $XFCT_BLUESKY_HARDWARE.
+
+    EPICS devices take their PV prefix from $XFCT_BLUESKY_PREFIX (default
+    ``XFCT:``) and wait $XFCT_BLUESKY_CONNECT_TIMEOUT seconds (10) for it;
+    the IOC must write its HDF5 spectra into ``<data dir>/assets``
+    (``xfct-bluesky ioc --data-dir <data dir>/assets``), where Tiled reads them.
+    """
     from .storage.tiled import ASSETS_SUBDIR
 
     hardware = (hardware or os.environ.get("XFCT_BLUESKY_HARDWARE", "sim")).lower()
@@ -90,5 +96,9 @@ def make_microprobe(data_dir: Path, hardware: str | None = None):
         return make_sim_microprobe(shape=(64, 64), pixel_size=300e-9, seed=seed,
                                    hdf5_directory=Path(data_dir) / ASSETS_SUBDIR)
     if hardware == "epics":
-        raise RuntimeError("the EPICS device classes are not written yet (issue 6); use XFCT_BLUESKY_HARDWARE=sim")
+        from .devices.epics import make_epics_microprobe
+
+        return make_epics_microprobe(os.environ.get("XFCT_BLUESKY_PREFIX", "XFCT:"),
+                                     hdf5_directory=Path(data_dir) / ASSETS_SUBDIR,
+                                     connection_timeout=float(os.environ.get("XFCT_BLUESKY_CONNECT_TIMEOUT", "10")))
     raise ValueError(f"XFCT_BLUESKY_HARDWARE={hardware!r}: allowed 'sim' or 'epics'")
