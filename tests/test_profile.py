@@ -42,12 +42,16 @@ out = {"missing": [n for n in promised if n not in ns], "data_dir": str(ns["DATA
 uids = list(RE(ns["xrf_fly_map"](mp, shape=(12, 16), pixel_size=300e-9, dwell=1e-3)))
 if session == "first":
     uids += RE(ns["xfct_tomo"](mp, shape=(12, 16), pixel_size=300e-9, n_angles=4, dwell=1e-3))
+    ns["live_reconstruction"].wait(60)  # it publishes the volumes from its worker thread
     tomo = ns["load_tomo"](cat[uids[-1]])
     out["tomo"] = [int(tomo.theta.size), [list(a.shape) for k, a in tomo.maps.items() if k.endswith("_Zn")]]
     out["search"] = list(cat.search(Key("start.plan_name") == "xfct_tomo"))
     derived = cat.search(Key("start.plan_name") == "dpc_alignment")
     out["derived"] = [[r.metadata["start"]["raw_uid"], int(r["primary"]["dx"].read().size)]
                       for r in derived.values()]
+    volumes = cat.search(Key("start.plan_name") == "xfct_reconstruction")
+    out["volumes"] = [[r.metadata["start"]["raw_uid"], list(r["primary"]["Zn"].read().shape)]
+                      for r in volumes.values()]
 out["uids"] = uids
 out["plans"] = [cat[u].metadata["start"]["plan_name"] for u in uids]
 out["scan_ids"] = [cat[u].metadata["start"]["scan_id"] for u in uids]
@@ -100,7 +104,8 @@ def test_profile_runs_plans_into_tiled_and_exits(profile_env):
     assert first["tomo"] == [4, [[4, 12, 16]]]  # load_tomo: 4 angles, (n_angles, ny, nx) Zn map
     # the live DPC alignment stored its shifts as a derived run linked to the tomography (not the map)
     assert first["derived"] == [[first["uids"][1], 4]]
-    assert first["runs"] == 3
+    assert first["volumes"] == [[first["uids"][1], [1, 12, 16, 16]]]  # ... and the live reconstruction its volumes
+    assert first["runs"] == 4
     assert (data / "tiled" / "catalog.db").is_file()
     assert list((data / "assets").glob("*.h5"))  # spectra in the data folder the server may read
     assert not list((data / "backup").glob("*.jsonl"))  # nothing fell back to the backup
@@ -110,9 +115,9 @@ def test_profile_runs_plans_into_tiled_and_exits(profile_env):
 
     # ... and so does a second session: scan ids go on, the catalog still holds the runs
     second, seconds = _run_session("second")
-    assert second["scan_id_at_start"] == 2 and second["runs_at_start"] == 3
+    assert second["scan_id_at_start"] == 2 and second["runs_at_start"] == 4
     assert second["plans"] == ["xrf_fly_map"] and second["scan_ids"] == [3]
-    assert second["runs"] == 4
+    assert second["runs"] == 5
     assert seconds < 60, f"a session that loads and runs one small map took {seconds:.0f} s: slow exit?"
 
 

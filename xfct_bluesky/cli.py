@@ -6,6 +6,9 @@ shell   IPython with the beamline profile (simulated hardware by default)
 ls      recent runs: plan, sample, angles, dose
 show    one run's metadata and streams
 replay  store runs kept in the backup folder (the server was away) into Tiled
+reconstruct  align and reconstruct a stored tomography; store the volumes in Tiled (and DXchange HDF5)
+dose-study   many low-dose projections against few high-dose ones, at equal dose
+ioc     the microprobe's caproto IOC (simulated hardware over Channel Access, loopback by default)
 paper-table  the founding paper's CC peak widths of Zn and DPC, on the simulated egg
 """
 
@@ -59,6 +62,8 @@ Demo tomography done in {res.seconds:.1f} s: {res.n_angles} projections of {res.
   overview    {res.figure}
   alignment   run {res.alignment_uid[:8]} (live DPC alignment, linked by raw_uid); error against the
               simulator's true runout: {res.alignment_error[0]:.3f} px (y), {res.alignment_error[1]:.3f} px (x)
+  volumes     run {(res.reconstruction_uid or '(none)')[:8]} (live reconstruction: Zn by MLEM, phase by FBP,
+              linked by raw_uid)
 
 Query it:
   xfct-bluesky ls
@@ -148,7 +153,7 @@ def _summary(start: dict) -> str:
     n = start.get("n_angles", start.get("num_points", ""))
     dose = start.get("total_dose")
     dose_s = f"{dose:.3g} Gy" if isinstance(dose, int | float) else ""
-    return (f"{start['uid'][:8]}  {when}  {start.get('plan_name', ''):18s} {str(start.get('sample', '')):24.24s} "
+    return (f"{start['uid'][:8]}  {when}  {start.get('plan_name', ''):20s} {str(start.get('sample', '')):24.24s} "
             f"{n!s:>6} {dose_s:>11}")
 
 
@@ -156,7 +161,7 @@ def cmd_ls(args) -> int:
     stack, cat = _open_catalog(args)
     with stack:
         runs = list(cat.values().tail(args.n)) if len(cat) else []
-        print(f"{'uid':8s}  {'time':16s}  {'plan':18s} {'sample':24s} {'angles':>6} {'total dose':>11}")
+        print(f"{'uid':8s}  {'time':16s}  {'plan':20s} {'sample':24s} {'angles':>6} {'total dose':>11}")
         for run in runs:
             print(_summary(run.metadata["start"]))
         if not runs:
@@ -202,6 +207,69 @@ def cmd_replay(args) -> int:
     print(f"{len(results) - len(failed)} run(s) stored, {len(failed)} kept in {directory}"
           if results else f"no backup files in {directory}")
     return 1 if failed else 0
+
+
+def cmd_reconstruct(args) -> int:
+    from .reconstruction import check_options, reconstruct_tomo, write_dxchange
+    from .storage import load_tomo, make_tiled_writer
+
+    elements = [e.strip() for e in args.elements.split(",") if e.strip()]
+    try:  # bad options are refused before anything is read
+        check_options(args.algorithm, args.iterations, args.subsets, args.align)
+        if not elements:
+            raise ValueError(f"--elements {args.elements!r}: give at least one element, e.g. Zn or Zn,Fe")
+    except ValueError as err:
+        print(f"xfct-bluesky reconstruct: {err}", file=sys.stderr)
+        return 2
+    stack, cat = _open_catalog(args)
+    with stack:
+        try:
+            run = cat[args.uid]
+        except (KeyError, ValueError):
+            print(f"no run {args.uid!r} in the catalog; `xfct-bluesky ls` lists them", file=sys.stderr)
+            return 1
+        start = run.metadata["start"]
+        if start.get("plan_name") != "xfct_tomo":
+            print(f"run {args.uid!r} is a {start.get('plan_name')!r} run; reconstruct takes an xfct_tomo run",
+                  file=sys.stderr)
+            return 1
+        tomo = load_tomo(run)
+        try:
+            rec = reconstruct_tomo(tomo, elements=elements, algorithm=args.algorithm, iterations=args.iterations,
+                                   subsets=args.subsets, align=args.align, center=args.center,
+                                   progress=lambda text: print(f"  {text}", flush=True))
+        except ValueError as err:
+            print(f"xfct-bluesky reconstruct: {err}", file=sys.stderr)
+            return 1
+        writer = make_tiled_writer(cat, _data_dir(args) / "backup") if not args.uri else make_tiled_writer(cat)
+        from .reconstruction import publish
+
+        uid = publish(rec, writer)
+    print(f"reconstructed {', '.join(rec.volumes)} of run {tomo.uid[:8]} ({rec.algorithm}"
+          f"{f', {rec.iterations} iterations' if rec.algorithm != 'fbp' else ''}, {rec.align} alignment, "
+          f"axis at column {rec.center:.2f}): volumes {next(iter(rec.volumes.values())).shape}")
+    print(f"stored as run {uid} (plan_name xfct_reconstruction, raw_uid {tomo.uid})")
+    if args.dxchange:
+        path = write_dxchange(args.dxchange, rec)
+        print(f"DXchange file {path}")
+    return 0
+
+
+def cmd_dose_study(args) -> int:
+    from .dose_study import dose_study, format_study, study_figure
+
+    res = dose_study(size=args.size, rows=args.rows, seed=args.seed, algorithm=args.algorithm,
+                     iterations=args.iterations,
+                     schedules=((args.few, args.few_dwell * 1e-3), (args.many, args.many_dwell * 1e-3)),
+                     progress=lambda text: print(f"  {text}", flush=True))
+    table = format_study(res)
+    output = Path(args.output or _data_dir(args) / "dose-study").expanduser()
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "dose-study.txt").write_text(table + "\n")
+    figure = study_figure(res, output / "dose-study.png")
+    print(table)
+    print(f"\n{res.seconds:.0f} s; table {output / 'dose-study.txt'}, figure {figure}")
+    return 0
 
 
 def cmd_paper_table(args) -> int:
@@ -274,8 +342,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-store", action="store_true", help="do not store the maps in Tiled")
     p.set_defaults(func=cmd_paper_table)
 
+    p = with_data_dir(sub.add_parser("dose-study", help="many low-dose against few high-dose projections"))
+    p.add_argument("--few", type=int, default=24, help="projections of the long-dwell tomography")
+    p.add_argument("--few-dwell", type=float, default=30.0, help="its dwell, ms")
+    p.add_argument("--many", type=int, default=240, help="projections of the short-dwell tomography")
+    p.add_argument("--many-dwell", type=float, default=3.0, help="its dwell, ms")
+    p.add_argument("--size", type=int, default=56, help="field width, px of 300 nm")
+    p.add_argument("--rows", type=int, default=16, help="rows compared")
+    p.add_argument("--algorithm", default="mlem", help="fbp, sirt, mlem or osem")
+    p.add_argument("--iterations", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", help="folder for the table and figure (default <data dir>/dose-study)")
+    p.set_defaults(func=cmd_dose_study)
+
+    from .ioc import add_arguments as add_ioc_arguments
+    from .ioc import main_from_args as ioc_main
+
+    p = sub.add_parser("ioc", help="the microprobe's caproto IOC (simulated, loopback only by default)")
+    add_ioc_arguments(p)  # its --data-dir is the folder of the HDF5 spectra (use <data dir>/assets)
+    p.set_defaults(func=ioc_main)
+
     for name, func, helptext in (("ls", cmd_ls, "recent runs"), ("show", cmd_show, "one run"),
-                                 ("replay", cmd_replay, "store the runs kept in a backup folder into Tiled")):
+                                 ("replay", cmd_replay, "store the runs kept in a backup folder into Tiled"),
+                                 ("reconstruct", cmd_reconstruct, "align, reconstruct, store the volumes")):
         p = with_data_dir(sub.add_parser(name, help=helptext))
         p.add_argument("--uri", help="a running Tiled server (default: open the data folder in-process)")
         p.add_argument("--api-key", help="API key for --uri")
@@ -283,6 +372,15 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("-n", type=int, default=20, help="how many runs")
         elif name == "show":
             p.add_argument("uid", help="run uid (or a unique prefix)")
+        elif name == "reconstruct":
+            p.add_argument("uid", help="uid (or unique prefix) of an xfct_tomo run")
+            p.add_argument("--algorithm", default="mlem", help="fbp, sirt, mlem (default) or osem")
+            p.add_argument("--iterations", type=int, help="default 50 (sirt), 30 (mlem), 6 (osem)")
+            p.add_argument("--subsets", type=int, default=1, help="OSEM ordered subsets (default 8 for osem)")
+            p.add_argument("--align", default="dpc", help="dpc (default), zn or none")
+            p.add_argument("--elements", default="Zn", help="comma-separated, e.g. Zn,Fe,Cu (default Zn)")
+            p.add_argument("--center", type=float, help="rotation-axis column (default: from the alignment)")
+            p.add_argument("--dxchange", help="also write a DXchange HDF5 file here")
         else:
             p.add_argument("directory", nargs="?", help="backup folder (default <data dir>/backup)")
         p.set_defaults(func=func)

@@ -29,10 +29,12 @@ class DemoResult:
     seconds: float
     alignment_uid: str | None = None
     alignment_error: tuple[float, float] | None = None
+    reconstruction_uid: str | None = None
 
 
-def overview_figure(tomo, path: Path, *, title: str = "", shifts=None, truth=None) -> Path:
-    """Save a PNG of the first DPC map, the first Zn map, sinograms of the central row and the shifts."""
+def overview_figure(tomo, path: Path, *, title: str = "", shifts=None, truth=None, volume=None) -> Path:
+    """Save a PNG of the first DPC map, the first Zn map, sinograms of the central row, the shifts
+    and the central slice of the reconstructed Zn ``volume``."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -48,7 +50,7 @@ def overview_figure(tomo, path: Path, *, title: str = "", shifts=None, truth=Non
     zn = find("_Zn")
     order = np.argsort(tomo.theta)
     row = dpc.shape[1] // 2
-    ncol = 5 if shifts is not None else 4
+    ncol = 4 + (shifts is not None) + (volume is not None)
     fig, axes = plt.subplots(1, ncol, figsize=(4 * ncol, 4.2), constrained_layout=True)
     extent_sino = [0, dpc.shape[2], tomo.theta[order][-1], tomo.theta[order][0]]
     panels = [
@@ -68,6 +70,13 @@ def overview_figure(tomo, path: Path, *, title: str = "", shifts=None, truth=Non
         ax.set_ylabel("shift (px)")
         ax.set_title("live DPC alignment", fontsize=10)
         ax.legend(fontsize=7)
+    if volume is not None:
+        ax = axes[-1]
+        central = volume[volume.shape[0] // 2]
+        ax.imshow(central, cmap="magma", vmin=0, vmax=np.percentile(central, 99.5), origin="upper")
+        ax.set_title(f"Zn, reconstructed slice {volume.shape[0] // 2} (MLEM)", fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
     for ax, (img, label, cmap, extent) in zip(axes[:4], panels, strict=True):
         lo, hi = np.percentile(img, [1, 99])
         im = ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi, aspect="auto" if extent else "equal",
@@ -101,6 +110,7 @@ def run_demo(
     from .analysis.align import alignment_error
     from .callbacks.alignment import LiveDPCAlignment
     from .callbacks.progress import ProgressBar
+    from .callbacks.reconstruction import LiveReconstruction
     from .devices.sim import make_sim_microprobe
     from .physics import RunoutModel, small_cell
     from .plans import xfct_tomo
@@ -119,6 +129,8 @@ def run_demo(
         RE.subscribe(writer)
         live = LiveDPCAlignment(emit=writer)  # shifts stored in Tiled as a derived run
         RE.subscribe(live)
+        recon = LiveReconstruction(emit=writer, alignment=live, elements=("Zn",))  # after the alignment
+        RE.subscribe(recon)
         if progress:
             RE.subscribe(ProgressBar())
         # a 10 um cell in a 16.8 um field: the stage's runout (2 um) stays in view
@@ -128,14 +140,17 @@ def run_demo(
         )
         (uid,) = RE(xfct_tomo(mp, shape=shape, pixel_size=300e-9, n_angles=n_angles, total_dose=total_dose,
                               order="golden", md={"sample": "demo cell (simulated)", "purpose": "xfct-bluesky demo"}))
+        recon.wait()  # the volumes are published from its worker thread
         tomo = load_tomo(catalog[uid])
         aligned = live.results[uid]
+        rebuilt = recon.results.get(uid, {})
         truth = mp.truth.offsets
         err = alignment_error(aligned["shifts"], truth, aligned["theta"])
         figure = overview_figure(tomo, Path(output or data_dir / "demo") / f"overview-{uid[:8]}.png",
                                  title=f"xfct-bluesky demo, run {uid[:8]}: {n_angles} projections, "
                                        f"{total_dose:.2g} Gy in total",
-                                 shifts=aligned["shifts"], truth=truth)
+                                 shifts=aligned["shifts"], truth=truth,
+                                 volume=rebuilt["reconstruction"].volumes["Zn"] if rebuilt else None)
         client.context.close()
     return DemoResult(uid, data_dir, figure, n_angles, tuple(shape), total_dose, time.perf_counter() - t0,
-                      aligned["derived_uid"], (float(err[0]), float(err[1])))
+                      aligned["derived_uid"], (float(err[0]), float(err[1])), rebuilt.get("derived_uid"))

@@ -1,0 +1,228 @@
+"""From a stored tomography to volumes: the pipeline, the live callback, the CLI, the dose study."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import h5py
+import numpy as np
+import pytest
+from bluesky import RunEngine
+
+from xfct_bluesky.callbacks import LiveDPCAlignment
+from xfct_bluesky.callbacks.reconstruction import LiveReconstruction
+from xfct_bluesky.dose_study import compare, phantom_zn
+from xfct_bluesky.plans import xfct_tomo
+from xfct_bluesky.reconstruction import check_options, reconstruct_maps
+
+ROWS, SIZE, MARGIN = 16, 40, 3
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    """A 48-angle golden-order tomography of a small cell with runout: (theta, maps, truth, specimen, docs)."""
+    from xfct_bluesky.devices.sim import make_sim_microprobe
+    from xfct_bluesky.physics import RunoutModel, small_cell
+    from xfct_bluesky.physics.cells import EGG_DIAMETER, EGG_ZN_ATOMS
+
+    specimen = small_cell(8e-6, seed=1, zn_atoms=EGG_ZN_ATOMS * (8e-6 / EGG_DIAMETER) ** 2)
+    mp = make_sim_microprobe(shape=(ROWS, SIZE), pixel_size=300e-9, seed=1, specimen=specimen,
+                             runout=RunoutModel(eccentricity=1.5e-6, seed=1), save_spectra=False)
+    docs = []
+    RE = RunEngine({})
+    RE.subscribe(lambda name, doc: docs.append((name, doc)))
+    RE(xfct_tomo(mp, shape=(ROWS, SIZE), pixel_size=300e-9, n_angles=48, dwell=10e-3, order="golden"))
+    events = [d["data"] for n, d in docs if n == "event" and f"{mp.scanner.name}_Zn" in d["data"]]
+    theta = np.array([e[mp.rotation.name] for e in events])
+    maps = {k: np.stack([e[k] for e in events]) for k in events[0] if np.ndim(events[0][k]) == 2}
+    return theta, maps, mp.truth.offsets.copy(), specimen, docs
+
+
+@pytest.fixture(scope="module")
+def phantom(scan):
+    full = phantom_zn(scan[3], ROWS, SIZE)
+    return full, full > 0.02 * full.max()
+
+
+def _score(volume, phantom):
+    full, mask = phantom
+    inner = slice(MARGIN, ROWS - MARGIN)  # rows the vertical runout keeps in the field
+    from xfct_bluesky.dose_study import _register_to
+
+    registered = _register_to(volume, full)[inner]
+    return compare(registered, full[inner], mask[inner], register=False)
+
+
+@pytest.mark.parametrize("algorithm, bound", [("mlem", 0.30), ("osem", 0.32), ("sirt", 0.38), ("fbp", 0.45)])
+def test_every_algorithm_recovers_the_phantom_with_dpc_alignment(scan, phantom, algorithm, bound):
+    theta, maps, truth, *_ = scan
+    iterations = {"mlem": 10, "osem": 2, "sirt": 30, "fbp": None}[algorithm]
+    rec = reconstruct_maps(theta, maps, algorithm=algorithm, iterations=iterations, align="dpc", phase=True)
+    assert set(rec.volumes) == {"Zn", "phase"} and rec.volumes["Zn"].shape == (ROWS, SIZE, SIZE)
+    assert rec.volumes["Zn"].dtype == np.float32
+    nrmse, ssim = _score(rec.volumes["Zn"], phantom)
+    assert nrmse < bound, (algorithm, nrmse, ssim)
+    if algorithm in ("mlem", "osem"):
+        assert rec.volumes["Zn"].min() >= 0  # Poisson methods keep non-negativity
+
+
+def test_dpc_alignment_reconstructs_as_well_as_the_true_shifts_and_better_than_none(scan, phantom):
+    theta, maps, truth, *_ = scan
+    scores = {al: _score(reconstruct_maps(theta, maps, iterations=10, align=al, phase=False,
+                                          true_offsets=truth).volumes["Zn"], phantom)[0]
+              for al in ("truth", "dpc", "none")}
+    assert scores["dpc"] < 1.1 * scores["truth"], scores
+    assert scores["none"] > 1.3 * scores["truth"], scores  # the runout blurs an unaligned reconstruction
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"algorithm": "art"}, r"algorithm='art' is not known; allowed: 'fbp', 'sirt', 'mlem', 'osem'"),
+    ({"iterations": 0}, r"iterations=0: allowed an integer >= 1 for mlem"),
+    ({"subsets": 0}, r"subsets=0: allowed an integer >= 1"),
+    ({"align": "phase"}, r"align='phase' is not known; allowed: 'dpc', 'zn', 'none', 'truth'"),
+])
+def test_bad_options_are_refused(kwargs, message):
+    opts = {"algorithm": "mlem", "iterations": None, "subsets": 1, "align": "dpc", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        check_options(**opts)
+
+
+def test_bad_input_is_refused(scan):
+    theta, maps, *_ = scan
+    with pytest.raises(ValueError, match=r"element 'Xe' has no map in this run"):
+        reconstruct_maps(theta, maps, elements=("Xe",))
+    with pytest.raises(ValueError, match=r"1 projection\(s\): a reconstruction needs at least 2 angles"):
+        reconstruct_maps(theta[:1], {k: v[:1] for k, v in maps.items()})
+    with pytest.raises(ValueError, match=r"align='truth' needs the simulator's true offsets"):
+        reconstruct_maps(theta, maps, align="truth")
+
+
+# ------------------------------------------------------------------ live, Tiled, replay
+@pytest.fixture
+def catalog(tmp_path):
+    from tiled.client import from_uri
+
+    from xfct_bluesky.storage import embedded_server, runs_container
+
+    with embedded_server(tmp_path / "data") as server:
+        client = from_uri(server.uri)
+        try:
+            yield runs_container(client), tmp_path / "data"
+        finally:
+            client.context.close()
+
+
+def test_live_reconstruction_publishes_volumes_to_tiled_and_replays(microprobe, catalog):
+    from tiled.queries import Key
+
+    from xfct_bluesky.storage import make_tiled_writer
+
+    cat, _ = catalog
+    RE = RunEngine({})
+    writer = make_tiled_writer(cat)
+    RE.subscribe(writer)
+    alignment = LiveDPCAlignment(emit=writer)
+    live = LiveReconstruction(emit=writer, alignment=alignment, elements=("Zn", "Fe"), iterations=5,
+                              preview_every=4)
+    RE.subscribe(alignment)
+    RE.subscribe(live)
+    (uid,) = RE(xfct_tomo(microprobe, shape=(16, 20), pixel_size=300e-9, n_angles=16, dwell=2e-3, order="golden"))
+    live.wait(60)
+    assert live.errors == [] and alignment.errors == []
+    assert live.preview is not None and live.preview.shape == (20, 20)  # the central slice shown live
+
+    (derived,) = cat.search(Key("start.plan_name") == "xfct_reconstruction").values()
+    start = derived.metadata["start"]
+    assert start["raw_uid"] == uid and start["alignment_source"] == "live dpc alignment"
+    assert start["alignment_uid"] == alignment.results[uid]["derived_uid"]
+    volumes = derived["primary"]
+    stored = {k: np.asarray(volumes[k].read())[0] for k in ("Zn", "Fe", "phase")}
+    mine = live.results[uid]["reconstruction"].volumes
+    for key, volume in stored.items():
+        assert volume.shape == (16, 20, 20) and volume.dtype == np.float32
+        np.testing.assert_array_equal(volume, mine[key])
+    np.testing.assert_allclose(np.asarray(derived["shifts"]["dx"].read()), alignment.results[uid]["shifts"][:, 1])
+
+    # replay the stored raw run through a fresh pair of callbacks: the same volumes
+    again_alignment = LiveDPCAlignment()
+    again = LiveReconstruction(alignment=again_alignment, elements=("Zn", "Fe"), iterations=5)
+    for name, doc in cat[uid].documents():
+        again_alignment(name, doc)
+        again(name, doc)
+    again.wait(60)
+    replayed = again.results[uid]["reconstruction"].volumes
+    for key in stored:
+        np.testing.assert_allclose(replayed[key], stored[key], rtol=1e-4, atol=1e-4 * float(stored[key].max()))
+
+
+def test_live_reconstruction_never_raises_into_the_run_engine(microprobe, caplog):
+    live = LiveReconstruction(elements=("Zn",))
+    RE = RunEngine({})
+    RE.subscribe(live)
+
+    def broken(name, doc):  # a malformed map reaches the callback
+        if name == "event":
+            live("event", {**doc, "data": {**doc["data"], "microprobe_scanner_Zn": "not a map"}})
+
+    RE.subscribe(broken)
+    (uid,) = RE(xfct_tomo(microprobe, shape=(16, 20), pixel_size=300e-9, n_angles=4, dwell=1e-3))
+    live.wait(60)
+    assert uid  # the scan completed
+    assert live.errors and "could not reconstruct" in caplog.text
+
+
+# ------------------------------------------------------------------ the CLI
+def test_cli_reconstruct_stores_volumes_and_writes_dxchange(microprobe, catalog, tmp_path):
+    from xfct_bluesky import cli
+    from xfct_bluesky.storage import make_tiled_writer
+
+    cat, data = catalog
+    RE = RunEngine({})
+    RE.subscribe(make_tiled_writer(cat))
+    (uid,) = RE(xfct_tomo(microprobe, shape=(16, 20), pixel_size=300e-9, n_angles=12, dwell=2e-3))
+    uri = str(cat.context.api_uri).rstrip("/").removesuffix("/api/v1")
+    key = ["--api-key", cat.context.api_key] if cat.context.api_key else []
+    out, h5 = io.StringIO(), tmp_path / "recon.h5"
+    with contextlib.redirect_stdout(out):
+        code = cli.main(["reconstruct", uid[:8], "--uri", uri, *key, "--algorithm", "osem", "--iterations", "2",
+                         "--elements", "Zn,Fe", "--dxchange", str(h5)])
+    assert code == 0, out.getvalue()
+    assert "stored as run" in out.getvalue()
+    derived_uid = out.getvalue().split("stored as run ")[1].split()[0]
+    derived = cat[derived_uid]
+    assert derived.metadata["start"]["raw_uid"] == uid and derived.metadata["start"]["algorithm"] == "osem"
+    with h5py.File(h5) as f:
+        assert f["exchange/data"].shape == (12, 16, 20) and f["exchange/theta"].shape == (12,)
+        assert f["exchange/theta"].attrs["units"] == "degrees"
+        assert f["exchange/recon_Zn"].shape == (16, 20, 20) and "recon_phase" in f["exchange"]
+        np.testing.assert_array_equal(f["exchange/recon_Fe"][()], np.asarray(derived["primary"]["Fe"].read())[0])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--algorithm", "bogus"], "algorithm='bogus' is not known"),
+    (["--iterations", "0"], "iterations=0: allowed an integer >= 1"),
+    (["--elements", ","], "give at least one element"),
+])
+def test_cli_reconstruct_refuses_bad_options_before_reading(argv, message, capsys, tmp_path):
+    from xfct_bluesky import cli
+
+    assert cli.main(["reconstruct", "0123abcd", "--data-dir", str(tmp_path / "nothing"), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "nothing").exists()  # nothing opened, nothing written
+
+
+# ------------------------------------------------------------------ the dose study
+def test_dose_study_small(tmp_path):
+    from xfct_bluesky.dose_study import dose_study, format_study, study_figure
+
+    res = dose_study(schedules=((8, 15e-3), (24, 5e-3)), size=32, rows=8, margin=2, cell_diameter=6e-6)
+    by = {(c.n_angles, c.align): c for c in res.cases}
+    assert len(res.cases) == 8 and {c.total_dose for c in res.cases} == {res.cases[0].total_dose}  # equal dose
+    for n in (8, 24):
+        assert by[(n, "none")].nrmse > by[(n, "truth")].nrmse  # the runout must be corrected
+        assert by[(n, "dpc")].nrmse < 1.2 * by[(n, "truth")].nrmse
+        assert by[(n, "dpc")].alignment_error[1] < 0.5
+    text = format_study(res)
+    assert len(text.splitlines()) == 1 + 8 + 1 and "NRMSE" in text  # header, a line per case, footer
+    assert study_figure(res, tmp_path / "study.png").read_bytes()[:4] == b"\x89PNG"
