@@ -27,6 +27,7 @@ few basis maps instead of every quantity.
 
 from __future__ import annotations
 
+import abc
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -287,14 +288,14 @@ class GaussianBlobs:
 
 
 # --------------------------------------------------------------- specimens ---
-class Specimen:
+class Specimen(abc.ABC):
     """Base class: a specimen projects to basis maps times a coefficient matrix."""
 
     name = "specimen"
 
-    def fine_basis(self, theta_deg, u, v, energy_kev):  # pragma: no cover - interface
+    @abc.abstractmethod
+    def fine_basis(self, theta_deg, u, v, energy_kev):
         """Return (basis (nb, nv, nu), coefficients (nq, nb)) on the regular grid u x v."""
-        raise NotImplementedError
 
     def smooth_terms(self, theta_deg, x, y, var_x, var_y, energy_kev):
         """Return analytic blurred (values (nq, ny, nx), dopd/dx, dopd/dy) or None."""
