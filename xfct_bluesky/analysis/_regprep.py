@@ -1,0 +1,227 @@
+"""Input checks and spectra for :mod:`xfct_bluesky.analysis.registration`.
+
+Validation of images, options and regions of interest (clear ``ValueError``
+messages naming the value, the allowed range and the fix), the taper
+windows, mean subtraction and the float32 ``rfft2`` of stacks with their
+energies, and the one-BLAS-thread context the small DFT products run in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import numbers
+
+import numpy as np
+from scipy import fft as _fft
+
+NORMALIZATIONS = (None, "phase")
+WINDOWS = (None, "hann", "tukey")
+_TUKEY_ALPHA = 0.25
+
+
+# ---------------------------------------------------------- threading ---
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    try:
+        from threadpoolctl import ThreadpoolController
+
+        return ThreadpoolController()
+    except Exception:  # threadpoolctl missing or unable to inspect the BLAS: leave it alone
+        return None
+
+
+def _one_blas_thread():
+    """Context limiting the BLAS to one thread, if threadpoolctl is installed.
+
+    Our matrix products are small (at most ~17 x 230 x 116): a second BLAS
+    thread gains nothing, and when the other cores are busy OpenBLAS's
+    spin-waiting threads make every product many times slower.
+    """
+    controller = _blas_controller()
+    if controller is None:
+        return contextlib.nullcontext()
+    return controller.limit(limits=1, user_api="blas")
+
+
+# --------------------------------------------------------------- checks ---
+def _check_upsample(upsample, *, integer: bool = True):
+    bad = isinstance(upsample, bool) or not isinstance(upsample, numbers.Real)
+    if not bad:
+        bad = not math.isfinite(upsample) or upsample < 1 or (integer and upsample != int(upsample))
+    if bad:
+        kind = "an integer" if integer else "a number"
+        raise ValueError(
+            f"upsample={upsample!r} is not allowed; give {kind} >= 1 "
+            "(1/upsample px precision, e.g. 20 or 100; 1 for whole pixels)"
+        )
+    return int(upsample) if integer else float(upsample)
+
+
+def _check_option(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not allowed; allowed: {', '.join(map(repr, allowed))}")
+    return value
+
+
+def _check_workers(workers):
+    if workers is None:
+        return None
+    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers == 0:
+        raise ValueError(f"workers={workers!r}: give a non-zero integer (-1 = all CPUs) or None")
+    return int(workers)
+
+
+def _workers(workers, k):
+    """scipy.fft threads: as given, else all CPUs for a batch and one for a single image."""
+    if workers is not None:
+        return workers
+    return -1 if k > 1 else 1
+
+
+def _as_images(name, value):
+    """``value`` as an array of 2D images (no copy: views and broadcasts are kept)."""
+    a = np.asarray(value)
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise ValueError(f"{name} has dtype {a.dtype}; give a real-valued numeric image")
+    if np.iscomplexobj(a):
+        raise ValueError(f"{name} is complex ({a.dtype}); give real-valued images")
+    if a.ndim not in (2, 3):
+        raise ValueError(f"{name} has shape {a.shape}; give one image (ny, nx) or a stack (n, ny, nx)")
+    n = a.shape[0] if a.ndim == 3 else None
+    if a.ndim == 3 and a.shape[0] > 1 and a.strides[0] == 0:
+        # np.broadcast_to of one image: transform that image once
+        a = a[:1]
+    return a, n
+
+
+def _roi_slices(roi, shape) -> tuple[slice, slice]:
+    """(slice_y, slice_x) of ``roi`` for images of ``shape`` (ny, nx)."""
+    ny, nx = shape
+    if roi is None:
+        return slice(0, ny), slice(0, nx)
+    if isinstance(roi, tuple) and len(roi) == 2 and all(isinstance(s, slice) for s in roi):
+        out = []
+        for s, n, axis in zip(roi, (ny, nx), "yx"):
+            start, stop, step = s.indices(n)
+            if step != 1:
+                raise ValueError(f"roi {axis} slice {s!r} has step {step}; give a contiguous slice (step 1)")
+            if stop - start < 2:
+                raise ValueError(
+                    f"roi={roi!r} selects {max(stop - start, 0)} px along {axis} of images {shape}; "
+                    "give a region at least 2 x 2 px inside the image"
+                )
+            out.append(slice(start, stop))
+        return out[0], out[1]
+    mask = np.asarray(roi)
+    if mask.dtype != bool or mask.ndim != 2:
+        raise ValueError(
+            f"roi of type {type(roi).__name__} (shape {getattr(mask, 'shape', None)}, dtype "
+            f"{getattr(mask, 'dtype', None)}) is not allowed; give (slice_y, slice_x) or a 2D boolean mask"
+        )
+    if mask.shape != (ny, nx):
+        raise ValueError(f"roi mask has shape {mask.shape} but the images are {shape}; give a mask of the image shape")
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        raise ValueError("roi mask selects no pixels (all False); give a mask with a region at least 2 x 2 px")
+    sy, sx = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    if sy.stop - sy.start < 2 or sx.stop - sx.start < 2:
+        raise ValueError(
+            f"roi mask's bounding box is {sy.stop - sy.start} x {sx.stop - sx.start} px; "
+            "give a region at least 2 x 2 px"
+        )
+    return sy, sx
+
+
+def _check_pair(reference, moving, roi):
+    ref, n_ref = _as_images("reference", reference)
+    mov, n_mov = _as_images("moving", moving)
+    if ref.shape[-2:] != mov.shape[-2:]:
+        raise ValueError(
+            f"reference images are {ref.shape[-2:]} but moving images are {mov.shape[-2:]}; "
+            "give images of the same shape (crop or pad them)"
+        )
+    if n_ref is not None and n_mov is not None and n_ref != n_mov:
+        raise ValueError(
+            f"reference stack has {n_ref} images but moving stack has {n_mov}; "
+            "give stacks of equal length (pairwise) or a single 2D reference"
+        )
+    if min(ref.shape[-2:]) < 2:
+        raise ValueError(f"images are {ref.shape[-2:]} px; registration needs at least 2 x 2 px")
+    sl = _roi_slices(roi, ref.shape[-2:])
+    return ref, mov, sl, n_ref, n_mov
+
+
+# -------------------------------------------------------- preparation ---
+@functools.lru_cache(maxsize=64)
+def _window(kind, ny, nx) -> np.ndarray:
+    def one(n):
+        if kind == "hann":
+            return np.hanning(n + 2)[1:-1]  # never exactly 0 at the border pixels
+        # Tukey: cosine taper over alpha/2 of the length at each end, flat in between
+        w = np.ones(n)
+        m = int(_TUKEY_ALPHA * (n - 1) / 2)
+        if m > 0:
+            t = np.arange(m) / m
+            w[:m] = 0.5 * (1 - np.cos(np.pi * (t + 1 / m) / (1 + 1 / m)))
+            w[n - m:] = w[:m][::-1]
+        return w
+
+    w = np.outer(one(ny), one(nx)).astype(np.float32)
+    w.setflags(write=False)
+    return w
+
+
+def _prepare(parts, sl, window) -> np.ndarray:
+    """The images of ``parts`` cropped into one float32 stack (k, ny, nx), means subtracted, window applied.
+
+    The means only need to be close (the product spectrum's DC term is
+    zeroed anyway): they keep the float32 FFT's rounding, which scales with
+    the DC term, away from the signal.
+    """
+    ny, nx = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
+    counts = [1 if a.ndim == 2 else a.shape[0] for a in parts]
+    out = np.empty((sum(counts), ny, nx), np.float32)
+    i = 0
+    for a, c in zip(parts, counts):
+        out[i : i + c] = a[..., sl[0], sl[1]]
+        i += c
+    k, n = out.shape[0], ny * nx
+    mean = np.matmul(out.reshape(k, n), np.ones(n, np.float32)) / np.float32(n)  # BLAS gemv
+    out -= mean[:, None, None]
+    if window is not None:
+        out *= _window(window, ny, nx)
+    return out
+
+
+def _spectra(parts, sl, window, workers):
+    """rfft2 (k, ny, nx//2+1) of the prepared images of ``parts`` ((name, images) pairs,
+    stacked in order) and their energies (k,) without the mean.
+
+    The energies come from the spectra (Parseval, DC left out), which also
+    catches NaN and infinity without another pass over the images.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN and inf are reported below
+        a = _prepare([images for _, images in parts], sl, window)
+        k, ny, nx = a.shape
+        F = _fft.rfft2(a, workers=_workers(workers, k))
+        v = F.reshape(k, -1).view(np.float32)
+        total = np.matmul(v[:, None, :], v[:, :, None])[:, 0, 0].astype(np.float64)  # sum |F|^2, half spectrum
+        edge = np.abs(F[:, :, 0]) ** 2
+        energy = 2 * total - edge.sum(axis=1, dtype=np.float64) - edge[:, 0].astype(np.float64)
+        if nx % 2 == 0:
+            energy -= (np.abs(F[:, :, -1]) ** 2).sum(axis=1, dtype=np.float64)
+        energy /= ny * nx
+    if not np.isfinite(energy).all():
+        i, bad = 0, []
+        for name, images in parts:
+            c = 1 if images.ndim == 2 else images.shape[0]
+            if not np.isfinite(energy[i : i + c]).all():
+                bad.append(name)
+            i += c
+        raise ValueError(
+            f"{' and '.join(bad)} contains NaN or infinity (or values beyond float32's range) in the "
+            "registered region; replace them (e.g. by 0 or the mean) first"
+        )
+    return F, np.maximum(energy, 0.0)
