@@ -375,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
         elif name == "reconstruct":
             p.add_argument("uid", help="uid (or unique prefix) of an xfct_tomo run")
             p.add_argument("--algorithm", default="mlem", help="fbp, sirt, mlem (default) or osem")
-            p.add_argument("--iterations", type=int, help="default 50 (sirt), 30 (mlem), 6 (osem)")
+            p.add_argument("--iterations", type=int, help="default 50 (sirt), 10 (mlem), 2 (osem)")
             p.add_argument("--subsets", type=int, default=1, help="OSEM ordered subsets (default 8 for osem)")
             p.add_argument("--align", default="dpc", help="dpc (default), zn or none")
             p.add_argument("--elements", default="Zn", help="comma-separated, e.g. Zn,Fe,Cu (default Zn)")

@@ -113,6 +113,7 @@ def run_demo(
     from .callbacks.reconstruction import LiveReconstruction
     from .devices.sim import make_sim_microprobe
     from .physics import RunoutModel, small_cell
+    from .physics.cells import EGG_DIAMETER, EGG_ZN_ATOMS
     from .plans import xfct_tomo
     from .storage import default_data_dir, embedded_server, load_tomo, make_tiled_writer, runs_container
     from .storage.tiled import ASSETS_SUBDIR
@@ -133,9 +134,11 @@ def run_demo(
         RE.subscribe(recon)
         if progress:
             RE.subscribe(ProgressBar())
-        # a 10 um cell in a 16.8 um field: the stage's runout (2 um) stays in view
+        # a 10 um cell in a 16.8 um field: the stage's runout (2 um) stays in view; it has the egg's
+        # Zn per projected area (7.5x its concentration), so the maps have the paper's counts per pixel
+        specimen = small_cell(10e-6, seed=seed, zn_atoms=EGG_ZN_ATOMS * (10e-6 / EGG_DIAMETER) ** 2)
         mp = make_sim_microprobe(
-            shape=shape, pixel_size=300e-9, seed=seed, specimen=small_cell(10e-6, seed=seed),
+            shape=shape, pixel_size=300e-9, seed=seed, specimen=specimen,
             hdf5_directory=data_dir / ASSETS_SUBDIR, runout=RunoutModel(eccentricity=2e-6, seed=seed),
         )
         (uid,) = RE(xfct_tomo(mp, shape=shape, pixel_size=300e-9, n_angles=n_angles, total_dose=total_dose,

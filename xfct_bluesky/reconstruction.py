@@ -23,8 +23,10 @@ logger = logging.getLogger(__name__)
 
 ALGORITHMS = ("fbp", "sirt", "mlem", "osem")
 ALIGNMENTS = ("dpc", "zn", "none", "truth")
-#: Iterations when none are given.
-DEFAULT_ITERATIONS = {"fbp": 0, "sirt": 50, "mlem": 30, "osem": 6}
+#: Iterations when none are given. MLEM on low-count fluorescence maps fits
+#: the Poisson noise after ~10 iterations (the dose study's NRMSE is lowest
+#: at 10 and grows from 20 on); OSEM with 8 subsets goes ~8x faster per iteration.
+DEFAULT_ITERATIONS = {"fbp": 0, "sirt": 50, "mlem": 10, "osem": 2}
 
 
 @dataclass
@@ -203,7 +205,7 @@ def reconstruct_tomo(tomo_data, **kwargs) -> Reconstruction:
     algorithm : {"fbp", "sirt", "mlem", "osem"}
         MLEM/OSEM suit fluorescence counts (Poisson); the phase always uses FBP.
     iterations : int, optional
-        Default 50 (SIRT), 30 (MLEM), 6 (OSEM, 8 subsets).
+        Default 50 (SIRT), 10 (MLEM), 2 (OSEM, 8 subsets).
     align : {"dpc", "zn", "none", "truth"}
         How to find the shifts; "truth" uses ``true_offsets`` (simulation).
     shifts : (n, 2) array, optional
