@@ -22,10 +22,11 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from event_model import DocumentRouter, compose_run
+from event_model import compose_run
 
 from ..analysis.align import _solve, fit_sinusoid
 from ..analysis.registration import register
+from ._base import SafeDocumentRouter, theta_key_of
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class _Estimator:
             self.shifts = np.zeros((1, 2))
 
 
-class LiveDPCAlignment(DocumentRouter):
+class LiveDPCAlignment(SafeDocumentRouter):
     """Align each projection of a tomography as it arrives, off the RunEngine's thread.
 
     Parameters
@@ -116,7 +117,6 @@ class LiveDPCAlignment(DocumentRouter):
         self._primary: set[str] = set()
         self._keys: tuple[str, str] | None = None
         self._fig = None
-        self.errors: list[BaseException] = []
 
     # -- properties for users ----------------------------------------------------
     @property
@@ -133,14 +133,6 @@ class LiveDPCAlignment(DocumentRouter):
             self._worker.join(timeout)
 
     # -- documents -----------------------------------------------------------------
-    def __call__(self, name, doc, validate=False):
-        try:
-            return super().__call__(name, doc, validate)
-        except Exception as exc:  # never raise into the RunEngine
-            logger.exception("LiveDPCAlignment failed on a %s document", name)
-            self.errors.append(exc)
-            return None
-
     def start(self, doc):
         self.wait()
         self._start = doc
@@ -157,10 +149,7 @@ class LiveDPCAlignment(DocumentRouter):
         self._primary.add(doc["uid"])
         keys = doc["data_keys"]
         image = [k for k, v in keys.items() if k.endswith(self.field) and len(v.get("shape") or []) == 2]
-        theta_key = (self._start or {}).get("theta_key")
-        if theta_key not in keys:
-            cands = [k for k, v in keys.items() if k.endswith("rotation") and not v.get("shape")]
-            theta_key = cands[0] if cands else None
+        theta_key = theta_key_of(self._start, keys)
         if image and theta_key:
             self._keys = (theta_key, image[0])
         else:

@@ -23,12 +23,14 @@ import threading
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from event_model import DocumentRouter, unpack_event_page
+from event_model import unpack_event_page
+
+from ._base import SafeDocumentRouter, theta_key_of
 
 logger = logging.getLogger(__name__)
 
 
-class LiveReconstruction(DocumentRouter):
+class LiveReconstruction(SafeDocumentRouter):
     """Reconstruct a tomography live; publish the volumes at its end.
 
     Parameters
@@ -80,7 +82,6 @@ class LiveReconstruction(DocumentRouter):
         self.plot = plot
         self.preview: np.ndarray | None = None
         self.results: dict[str, dict] = {}
-        self.errors: list[BaseException] = []
         self._queue: queue.Queue = queue.Queue()
         self._worker: threading.Thread | None = None
         self._start: dict | None = None
@@ -95,14 +96,6 @@ class LiveReconstruction(DocumentRouter):
             self._worker.join(timeout)
 
     # -- documents -----------------------------------------------------------------
-    def __call__(self, name, doc, validate=False):
-        try:
-            return super().__call__(name, doc, validate)
-        except Exception as exc:  # never raise into the RunEngine
-            logger.exception("LiveReconstruction failed on a %s document", name)
-            self.errors.append(exc)
-            return None
-
     def start(self, doc):
         self._queue.put(None)  # a run that never stopped: let its worker go
         self.wait()
@@ -124,10 +117,7 @@ class LiveReconstruction(DocumentRouter):
         maps = {k for k, v in keys.items() if len(v.get("shape") or []) == 2 and not v.get("external")}
         wanted = [*self.elements, "dpc_x", "dpc_y", "dpc_diag"]
         self._keys = {w: k for w in wanted for k in sorted(maps) if k.endswith("_" + w) or k == w}
-        theta_key = (self._start or {}).get("theta_key")
-        if theta_key not in keys:
-            cands = [k for k, v in keys.items() if k.endswith("rotation") and not v.get("shape")]
-            theta_key = cands[0] if cands else None
+        theta_key = theta_key_of(self._start, keys)
         self._theta_key = theta_key
         missing = [e for e in self.elements if e not in self._keys]
         if missing or theta_key is None:

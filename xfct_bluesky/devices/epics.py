@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 import threading
 from pathlib import Path
@@ -51,11 +50,11 @@ from ophyd import DynamicDeviceComponent as DDC
 from ophyd import FormattedComponent as FCpt
 from ophyd.mca import ROI, EpicsDXP, EpicsMCA
 from ophyd.status import DeviceStatus
-from ophyd.utils import LimitError
 
 from ..physics._validate import positive, shape2d
 from ..physics.specimen import ELEMENT_SYMBOLS
 from ..storage.hdf5 import HDF5_MIMETYPE
+from .checks import check_position, check_travel
 from .sim import MAP_DTYPES
 
 logger = logging.getLogger(__name__)
@@ -177,18 +176,7 @@ class StageMotor(EpicsMotor):
     """An ``EpicsMotor`` whose refusals name the value, the limits and the fix, as the simulated motor's."""
 
     def check_value(self, pos) -> None:
-        try:
-            value = float(pos)
-        except (TypeError, ValueError):
-            raise ValueError(f"{self.name}: position {pos!r} is not a number ({self.egu})") from None
-        if not math.isfinite(value):
-            raise ValueError(f"{self.name}: position {pos!r} is not finite; give a number in {self.egu}")
-        low, high = self.limits
-        if low < high and not low <= value <= high:
-            raise LimitError(
-                f"{self.name}: position {value:g} {self.egu} is outside the travel limits "
-                f"[{low:g}, {high:g}] {self.egu}; choose a position within them"
-            )
+        check_position(self, pos)
 
 
 class RotationStage(StageMotor):
@@ -411,15 +399,7 @@ class FlyRaster(Device):
             raise ValueError(f"{self.name}: a {shape[0]}x{shape[1]} map has {shape[0] * shape[1]} pixels, more "
                              f"than the {most} the IOC's map waveforms hold; use a smaller shape")
         center = _probe_center_m(self)
-        half = max(shape) * pixel / 2
-        travel = float(self.travel.get())
-        reach = max(abs(center[0]), abs(center[1])) + half
-        if reach > travel:
-            raise ValueError(
-                f"{self.name}: a {shape[0]}x{shape[1]} field of {pixel * 1e9:.0f} nm pixels centred at "
-                f"({center[0] * 1e6:.1f}, {center[1] * 1e6:.1f}) um reaches {reach * 1e6:.1f} um, beyond the "
-                f"scanning stage travel of +-{travel * 1e6:.1f} um; use fewer or smaller pixels or re-centre"
-            )
+        check_travel(self.name, shape, pixel, center, float(self.travel.get()))
         return shape, pixel
 
     def check_configuration(self) -> None:

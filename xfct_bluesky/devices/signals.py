@@ -13,14 +13,14 @@
 
 from __future__ import annotations
 
-import math
 import threading
 
 import numpy as np
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
 from ophyd.positioner import PositionerBase
-from ophyd.utils import LimitError
+
+from .checks import check_position
 
 
 class ArraySignal(Signal):
@@ -128,18 +128,7 @@ class SimMotor(Device, PositionerBase):
 
     def check_value(self, pos) -> None:
         """Refuse NaN and positions outside the soft limits, naming them."""
-        try:
-            value = float(pos)
-        except (TypeError, ValueError):
-            raise ValueError(f"{self.name}: position {pos!r} is not a number ({self.egu})") from None
-        if not math.isfinite(value):
-            raise ValueError(f"{self.name}: position {pos!r} is not finite; give a number in {self.egu}")
-        low, high = self.limits
-        if low < high and not low <= value <= high:
-            raise LimitError(
-                f"{self.name}: position {value:g} {self.egu} is outside the travel limits "
-                f"[{low:g}, {high:g}] {self.egu}; choose a position within them"
-            )
+        check_position(self, pos)
 
     def move(self, position, wait=True, moved_cb=None, timeout=None):
         self.check_value(position)

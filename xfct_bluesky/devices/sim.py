@@ -35,6 +35,7 @@ from ophyd.status import DeviceStatus, Status
 
 from ..physics import MicroprobeSimulator
 from ..physics.specimen import ELEMENT_SYMBOLS
+from .checks import check_travel
 from .signals import ArraySignal, SimMotor
 
 logger = logging.getLogger(__name__)
@@ -276,15 +277,7 @@ class FlyRaster(Device):
         sim = self.root.simulator
         shape, pixel, _ = sim.check_map(shape, pixel_size, 1e-3, spectra=bool(self.save_spectra.get()))
         _, center, _ = _probe_geometry(self)
-        half = max(shape) * pixel / 2
-        travel = float(self.travel.get())
-        reach = max(abs(center[0]), abs(center[1])) + half
-        if reach > travel:
-            raise ValueError(
-                f"{self.name}: a {shape[0]}x{shape[1]} field of {pixel * 1e9:.0f} nm pixels centred at "
-                f"({center[0] * 1e6:.1f}, {center[1] * 1e6:.1f}) um reaches {reach * 1e6:.1f} um, beyond the "
-                f"scanning stage travel of +-{travel * 1e6:.1f} um; use fewer or smaller pixels or re-centre"
-            )
+        check_travel(self.name, shape, pixel, center, float(self.travel.get()))
         return shape, pixel
 
     def check_configuration(self) -> None:
