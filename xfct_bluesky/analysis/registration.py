@@ -108,7 +108,10 @@ def _batch_register(Rf, Mf, ny, nx, upsample, normalization, energy, workers, re
         # unit modulus, except below float32 rounding of the largest term (scaled, not amplified to 1)
         mag = np.abs(P)
         np.maximum(mag, np.finfo(np.float32).eps * mag.max(axis=(1, 2), keepdims=True), out=mag)
-        P /= mag
+        np.reciprocal(mag, out=mag)
+        parts = P.view(np.float32)
+        parts.shape = (*P.shape, 2)  # (re, im) pairs in place: raises rather than copies
+        parts *= mag[..., None]  # real products, cheaper than complex division
     cc = _fft.irfft2(P, s=(ny, nx), workers=_workers(workers, k))
     flat = cc.reshape(k, -1)
     idx = flat.argmax(axis=1)
