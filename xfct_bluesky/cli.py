@@ -236,7 +236,7 @@ def cmd_reconstruct(args) -> int:
         tomo = load_tomo(run)
         try:
             rec = reconstruct_tomo(tomo, elements=elements, algorithm=args.algorithm, iterations=args.iterations,
-                                   subsets=args.subsets, align=args.align, center=args.center,
+                                   subsets=args.subsets, align=args.align, center=args.center, refine=args.refine,
                                    progress=lambda text: print(f"  {text}", flush=True))
         except ValueError as err:
             print(f"xfct-bluesky reconstruct: {err}", file=sys.stderr)
@@ -380,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--align", default="dpc", help="dpc (default), zn or none")
             p.add_argument("--elements", default="Zn", help="comma-separated, e.g. Zn,Fe,Cu (default Zn)")
             p.add_argument("--center", type=float, help="rotation-axis column (default: from the alignment)")
+            p.add_argument("--refine", action="store_true",
+                           help="refine the DPC alignment by projection matching (thick specimens seen whole)")
             p.add_argument("--dxchange", help="also write a DXchange HDF5 file here")
         else:
             p.add_argument("directory", nargs="?", help="backup folder (default <data dir>/backup)")

@@ -143,6 +143,7 @@ def reconstruct_maps(
     shifts=None,
     center: float | None = None,
     phase: bool = True,
+    refine: bool = False,
     true_offsets=None,
     progress: Callable[[str], None] | None = None,
 ) -> Reconstruction:
@@ -168,6 +169,13 @@ def reconstruct_maps(
     else:
         shifts = np.asarray(shifts, float)
         found_center = float("nan")
+    dpc_y = _map_key(maps, "dpc_y")
+    if refine and align == "dpc" and dpc_y is not None and np.ptp(theta) > 150:
+        from .analysis.refine import refine_alignment
+
+        say("refining the alignment by projection matching (DPC y)")
+        shifts = refine_alignment(maps[dpc_y], theta, shifts,
+                                  center=found_center if np.isfinite(found_center) else None).shifts
     stacks = {el: np.asarray(maps[key], np.float32) for el, key in keys.items()}
     if phase and _map_key(maps, "dpc_x") and _map_key(maps, "dpc_y"):
         stacks["phase"] = phase_projections(maps[_map_key(maps, "dpc_x")], maps[_map_key(maps, "dpc_y")])
@@ -210,6 +218,13 @@ def reconstruct_tomo(tomo_data, **kwargs) -> Reconstruction:
         How to find the shifts; "truth" uses ``true_offsets`` (simulation).
     shifts : (n, 2) array, optional
         Shifts to apply instead of aligning (e.g. the live alignment's).
+    refine : bool
+        With ``align="dpc"``, refine the shifts by projection matching on the
+        DPC y maps (:func:`~xfct_bluesky.analysis.refine.refine_alignment`):
+        it removes the parallax bias of pairwise registration in a thick
+        specimen seen whole (0.21 to 0.08 px RMS on the simulated egg, 280 px
+        field, 90 angles); on small fields with few angles it can do worse
+        (0.06 to 0.12 px on a 72 px field, 60 angles), hence off by default.
     center : float, optional
         Rotation-axis column; default from the alignment, else searched.
     """
