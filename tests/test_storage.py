@@ -413,7 +413,7 @@ def test_choose_theta_key_order(caplog):
     assert _choose_theta_key(keys, "theta", {"theta_key": "mp_rotation"}) == "theta"
     assert _choose_theta_key(keys, None, {}) == "theta"
     # A recorded key that this stream does not have: warn, then guess.
-    with caplog.at_level("WARNING", logger="xfct_bluesky.storage.tiled"):
+    with caplog.at_level("WARNING", logger="xfct_bluesky.storage.reading"):
         assert _choose_theta_key(keys, None, {"theta_key": "gone"}) == "theta"
     assert "theta_key='gone'" in caplog.text
     with pytest.raises(KeyError, match="Several candidate"):

@@ -2,25 +2,17 @@
 
 hdf5   :class:`StreamHDF5Writer`, per-event arrays in an HDF5 file described by
        StreamResource/StreamDatum documents (no ophyd dependency)
-tiled  :func:`embedded_server`, :func:`runs_container`, :func:`make_tiled_writer`,
-       :func:`load_tomo`, :func:`load_theta`, :func:`load_spectra`, :func:`replay_backup`
+server  :func:`default_data_dir`, :func:`embedded_server`, :func:`runs_container`
+writing :func:`make_tiled_writer` (with a JSON Lines backup), :func:`read_backup`,
+        :func:`replay_backup`, :func:`replay_directory`
+reading :func:`load_tomo`, :func:`load_theta`, :func:`load_spectra`, :func:`v1_broker`
+tiled   all of the above under one name (older imports)
 """
 
 from .hdf5 import HDF5_MIMETYPE, StreamHDF5Writer
-from .tiled import (
-    TomoData,
-    default_data_dir,
-    embedded_server,
-    load_spectra,
-    load_theta,
-    load_tomo,
-    make_tiled_writer,
-    read_backup,
-    replay_backup,
-    replay_directory,
-    runs_container,
-    v1_broker,
-)
+from .reading import TomoData, load_spectra, load_theta, load_tomo, v1_broker
+from .server import default_data_dir, embedded_server, runs_container
+from .writing import make_tiled_writer, read_backup, replay_backup, replay_directory
 
 __all__ = [
     "HDF5_MIMETYPE",
