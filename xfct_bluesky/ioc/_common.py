@@ -1,0 +1,78 @@
+"""Constants and helpers the PV groups of the microprobe IOC share."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+from caproto import ChannelType
+from caproto.server import PVGroup, pvproperty
+
+from ..physics import ELEMENT_SYMBOLS, MAP_KEYS
+
+if TYPE_CHECKING:
+    from .server import MicroprobeIOC
+
+logger = logging.getLogger("xfct_bluesky.ioc")  # also when run as __main__
+
+DEFAULT_PREFIX = "XFCT:"
+#: Pixels a map may have: the length of every map waveform (400 x 400; the paper's maps are 230 x 230).
+MAX_MAP_PIXELS = 400 * 400
+#: Storage-ring current (mA) below which there is no beam (as ``devices.sim.BEAM_OFF_CURRENT``).
+BEAM_OFF_CURRENT = 1.0
+#: Seconds per motor-record update while moving.
+MOTOR_TICK = 0.02
+#: Seconds the shutter blades take, in real-time mode.
+SHUTTER_TIME = 0.01
+#: Characters of the long-string (char waveform) PVs: paths and messages.
+LONG_STRING = 4096
+#: Path of the spectra inside the HDF5 files.
+HDF5_DATASET = "/entry/data/spectra"
+#: ROIs of the mca record: one per element, in this order.
+N_ROIS = len(ELEMENT_SYMBOLS)
+
+#: Map key -> (PV suffix under ``Fly:Map:``, dtype the map has). uint32 maps travel as DBR_LONG bit patterns.
+MAP_PVS: dict[str, tuple[str, str]] = {
+    "dpc_x": ("DPCX", "<f4"),
+    "dpc_y": ("DPCY", "<f4"),
+    "dpc_diag": ("DPCDiag", "<f4"),
+    "transmission": ("Transmission", "<f4"),
+    "i0": ("I0", "<u4"),
+    "q1": ("Q1", "<u4"),
+    "q2": ("Q2", "<u4"),
+    "q3": ("Q3", "<u4"),
+    "q4": ("Q4", "<u4"),
+    "live_time": ("LiveTime", "<f4"),
+    **{sym: (sym, "<u4") for sym in ELEMENT_SYMBOLS},
+}
+assert set(MAP_PVS) == set(MAP_KEYS) | set(ELEMENT_SYMBOLS)
+
+
+def _long_string(name: str, value: str = "", **kwargs) -> pvproperty:
+    """A char-waveform string PV (DBR_STRING stops at 40 characters; paths are longer)."""
+    return pvproperty(name=name, value=value, dtype=ChannelType.CHAR, max_length=LONG_STRING,
+                      string_encoding="utf-8", **kwargs)
+
+
+def _to_wire(values, dtype: str) -> np.ndarray:
+    """A map or spectrum as the flat array its waveform carries (uint32 as int32 bit patterns)."""
+    arr = np.asarray(values)
+    if np.dtype(dtype).kind == "u":
+        if arr.size and (arr.min() < 0 or arr.max() > np.iinfo(np.uint32).max):
+            raise ValueError(f"counts in [{arr.min()}, {arr.max()}] do not fit uint32")
+        return arr.astype("<u4").ravel().view("<i4")
+    return arr.astype(dtype).ravel()
+
+
+def _root(group: PVGroup) -> MicroprobeIOC:
+    while group.parent is not None:
+        group = group.parent
+    return group  # type: ignore[return-value]
+
+
+async def _in_thread(func, *args, **kwargs):
+    """Run blocking work (the simulator, h5py) off the event loop, so the IOC keeps answering."""
+    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(func, *args, **kwargs))
