@@ -58,6 +58,11 @@ class DocumentCollector:
         """Every document of one kind (``"event"``, ``"stream_datum"``...), in order."""
         return [doc for n, doc in self.docs if n == name]
 
+    def events(self, stream: str = "primary") -> list[dict]:
+        """The events of one stream, in order."""
+        uids = {d["uid"] for d in self.of("descriptor") if d["name"] == stream}
+        return [e for e in self.of("event") if e["descriptor"] in uids]
+
     def clear(self) -> None:
         self.docs.clear()
         self.invalid.clear()

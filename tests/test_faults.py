@@ -23,8 +23,7 @@ PIXEL = 300e-9
 
 
 def _primary_events(docs):
-    primary = {d["uid"] for d in docs.of("descriptor") if d["name"] == "primary"}
-    return [e for e in docs.of("event") if e["descriptor"] in primary]
+    return docs.events("primary")
 
 
 def _thetas(docs, mp):
