@@ -54,8 +54,8 @@ from ophyd.status import DeviceStatus
 from ..physics._validate import positive, shape2d
 from ..physics.specimen import ELEMENT_SYMBOLS
 from ..storage.hdf5 import HDF5_MIMETYPE
+from ._sim_common import MAP_DTYPES
 from .checks import check_position, check_travel
-from .sim import MAP_DTYPES
 
 logger = logging.getLogger(__name__)
 
