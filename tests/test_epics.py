@@ -506,11 +506,11 @@ def test_hdf5_path_outside_the_ioc_data_dir_refused(mp, ioc):
 
 
 def test_every_component_has_explicit_kind():
-    from xfct_bluesky.devices import epics as epics_module
+    from xfct_bluesky.devices import epics, epics_scanner
 
-    tree = ast.parse(inspect.getsource(epics_module))
+    trees = [ast.parse(inspect.getsource(module)) for module in (epics, epics_scanner)]
     checked = 0
-    for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
+    for cls in (n for tree in trees for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
         for stmt in cls.body:
             if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Call):
                 func = stmt.value.func
