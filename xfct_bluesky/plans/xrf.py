@@ -11,17 +11,18 @@ rotation stage returns to where it started (``finalize_wrapper``).
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import numpy as np
-from bluesky.utils import FailedStatus, MsgGenerator
+from bluesky.utils import MsgGenerator
 
 from ..physics.dose import dose_per_projection
+from .acquire import DEFAULT_RETRIES, _acquire, _check_retry_options, _map_timeout
 from .planning import TomoEstimate, _check_dwell, estimate_tomo
+from .resume import _NOT_CARRIED, _missing_angles
 
 logger = logging.getLogger(__name__)
 
@@ -83,65 +84,6 @@ def _with_cleanup(microprobe, plan: MsgGenerator, return_to: float) -> MsgGenera
 
 def _baseline_devices(microprobe) -> list:
     return [microprobe.rotation, microprobe.zone_plate, microprobe.shutter]
-
-
-#: Default tries after a map that times out or fails, before the plan stops.
-DEFAULT_RETRIES = 2
-
-
-class DetectorTimeout(RuntimeError):
-    """The fly scanner did not deliver a map after all its retries."""
-
-
-def _check_retry_options(detector_timeout, retries) -> None:
-    if isinstance(retries, bool) or not isinstance(retries, int | np.integer) or retries < 0:
-        raise ValueError(f"retries={retries!r}: allowed an integer >= 0 (tries after a failed map); e.g. 2")
-    if detector_timeout is not None:
-        t = float(detector_timeout) if isinstance(detector_timeout, int | float | np.number) else float("nan")
-        if not np.isfinite(t) or t <= 0:
-            raise ValueError(f"detector_timeout={detector_timeout!r}: allowed None (automatic) or seconds > 0; "
-                             "e.g. 60")
-
-
-def _map_timeout(scanner, shape, dwell, detector_timeout) -> float:
-    """Seconds a map may take before it counts as hung: 3x its duration plus 30 s unless given."""
-    if detector_timeout is not None:
-        return float(detector_timeout)
-    return 3 * scanner.map_duration(shape, dwell) + 30.0
-
-
-def _acquire(scanner, rotation, timeout: float, retries: int) -> MsgGenerator:
-    """Trigger one map and read it into ``primary``; retry a map that times out or fails.
-
-    The event is only created once the map is complete, so a failed try
-    leaves no trace in the run; after ``retries`` failed tries the plan
-    stops with :class:`DetectorTimeout`, everything acquired so far stored.
-    """
-    for attempt in range(retries + 1):
-        group = f"{scanner.name}-map-{uuid.uuid4().hex[:8]}"
-        try:
-            yield from bps.trigger(scanner, group=group)
-            yield from bps.wait(group=group, timeout=timeout)
-        except (TimeoutError, FailedStatus) as exc:
-            status = exc.args[0] if exc.args else None
-            cause = status.exception() if hasattr(status, "exception") else None
-            problem = (f"no map within {timeout:.3g} s" if isinstance(exc, TimeoutError)
-                       else f"the map failed ({cause or exc})")
-            yield from bps.stop(scanner)
-            if attempt == retries:
-                raise DetectorTimeout(
-                    f"{scanner.name}: {problem} at theta={rotation.position:.3f} deg after {retries + 1} "
-                    f"tries; the plan stopped. Every map acquired before is stored in this run. Check the "
-                    "detector, then resume the tomography with xfct_tomo(..., resume=<this run>)."
-                ) from exc
-            logger.warning("%s: %s at theta=%.3f deg; trying again (%d of %d)", scanner.name, problem,
-                           rotation.position, attempt + 1, retries)
-            continue
-        break
-    yield from bps.create("primary")
-    yield from bps.read(scanner)
-    yield from bps.read(rotation)
-    yield from bps.save()
 
 
 def xrf_fly_map(
@@ -327,51 +269,6 @@ def xfct_tomo(
     }
     timeout = _map_timeout(microprobe.scanner, est.shape, est.dwell, detector_timeout)
     return (yield from _tomo(microprobe, est, "xfct_tomo", plan_args, {**extra, **(md or {})}, timeout, retries))
-
-
-#: Start-document keys of an interrupted tomography that its resumption writes anew rather than copies.
-_NOT_CARRIED = frozenset({
-    "uid", "time", "scan_id", "versions", "plan_name", "plan_args", "plan_type", "plan_pattern",
-    "plan_pattern_module", "plan_pattern_args", "num_points", "num_intervals", "detectors", "motors", "hints",
-    "angles", "n_angles", "total_dose", "estimated_duration", "dose_per_projection", "simulation", "theta_key",
-    "energy", "flux", "spot_size", "units", "resumed_from", "planned_angles", "resumed_angles",
-})
-
-
-#: Angles closer than this (deg) count as the same projection when resuming.
-ANGLE_TOLERANCE = 1e-3
-
-
-def _missing_angles(resume, catalog, microprobe) -> tuple[dict, np.ndarray]:
-    """The interrupted run's start document and the planned angles it lacks (in planned order)."""
-    from ..storage.tiled import load_theta
-
-    run = resume
-    if isinstance(resume, str):
-        if catalog is None:
-            raise ValueError(f"resume={resume!r} is a uid: give catalog= (e.g. the session's cat) to find it, "
-                             "or pass the run itself, resume=cat[uid]")
-        try:
-            run = catalog[resume]
-        except KeyError:
-            raise ValueError(f"resume={resume!r}: no such run in the catalog; check the uid (xfct-bluesky ls)") \
-                from None
-    start = dict(getattr(run, "metadata", {}).get("start") or {})
-    if start.get("plan_name") != "xfct_tomo":
-        raise ValueError(f"resume: run {start.get('uid', resume)!r} is a {start.get('plan_name')!r} run, not an "
-                         "xfct_tomo; only a tomography can be resumed")
-    planned = np.asarray(start["angles"], dtype=float)
-    acquired = load_theta(run, start.get("theta_key"))
-    done = np.zeros(planned.size, bool)
-    if acquired.size:
-        done = np.abs(planned[:, None] - acquired[None, :]).min(axis=1) <= ANGLE_TOLERANCE
-    missing = planned[~done]
-    if missing.size == 0:
-        raise ValueError(f"resume: run {start['uid']!r} already has all {planned.size} angles; nothing to resume")
-    if start.get("theta_key") not in (None, microprobe.rotation.name):
-        raise ValueError(f"resume: run {start['uid']!r} was taken with rotation {start['theta_key']!r}, this "
-                         f"microprobe's is {microprobe.rotation.name!r}; resume with the same hardware")
-    return start, missing
 
 
 def _tomo(microprobe, est: TomoEstimate, plan_name: str, plan_args: dict, md, timeout: float,

@@ -1,0 +1,70 @@
+"""Taking one map inside a plan: trigger with a timeout, retry a hung or failed detector, then read."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import bluesky.plan_stubs as bps
+import numpy as np
+from bluesky.utils import FailedStatus, MsgGenerator
+
+logger = logging.getLogger(__name__)
+
+#: Default tries after a map that times out or fails, before the plan stops.
+DEFAULT_RETRIES = 2
+
+
+class DetectorTimeout(RuntimeError):
+    """The fly scanner did not deliver a map after all its retries."""
+
+
+def _check_retry_options(detector_timeout, retries) -> None:
+    if isinstance(retries, bool) or not isinstance(retries, int | np.integer) or retries < 0:
+        raise ValueError(f"retries={retries!r}: allowed an integer >= 0 (tries after a failed map); e.g. 2")
+    if detector_timeout is not None:
+        t = float(detector_timeout) if isinstance(detector_timeout, int | float | np.number) else float("nan")
+        if not np.isfinite(t) or t <= 0:
+            raise ValueError(f"detector_timeout={detector_timeout!r}: allowed None (automatic) or seconds > 0; "
+                             "e.g. 60")
+
+
+def _map_timeout(scanner, shape, dwell, detector_timeout) -> float:
+    """Seconds a map may take before it counts as hung: 3x its duration plus 30 s unless given."""
+    if detector_timeout is not None:
+        return float(detector_timeout)
+    return 3 * scanner.map_duration(shape, dwell) + 30.0
+
+
+def _acquire(scanner, rotation, timeout: float, retries: int) -> MsgGenerator:
+    """Trigger one map and read it into ``primary``; retry a map that times out or fails.
+
+    The event is only created once the map is complete, so a failed try
+    leaves no trace in the run; after ``retries`` failed tries the plan
+    stops with :class:`DetectorTimeout`, everything acquired so far stored.
+    """
+    for attempt in range(retries + 1):
+        group = f"{scanner.name}-map-{uuid.uuid4().hex[:8]}"
+        try:
+            yield from bps.trigger(scanner, group=group)
+            yield from bps.wait(group=group, timeout=timeout)
+        except (TimeoutError, FailedStatus) as exc:
+            status = exc.args[0] if exc.args else None
+            cause = status.exception() if hasattr(status, "exception") else None
+            problem = (f"no map within {timeout:.3g} s" if isinstance(exc, TimeoutError)
+                       else f"the map failed ({cause or exc})")
+            yield from bps.stop(scanner)
+            if attempt == retries:
+                raise DetectorTimeout(
+                    f"{scanner.name}: {problem} at theta={rotation.position:.3f} deg after {retries + 1} "
+                    f"tries; the plan stopped. Every map acquired before is stored in this run. Check the "
+                    "detector, then resume the tomography with xfct_tomo(..., resume=<this run>)."
+                ) from exc
+            logger.warning("%s: %s at theta=%.3f deg; trying again (%d of %d)", scanner.name, problem,
+                           rotation.position, attempt + 1, retries)
+            continue
+        break
+    yield from bps.create("primary")
+    yield from bps.read(scanner)
+    yield from bps.read(rotation)
+    yield from bps.save()
