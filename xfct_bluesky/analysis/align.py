@@ -1,48 +1,66 @@
-"""Align tomography projections onto a common rotation axis with DPC.
+"""Align tomography projections onto a common rotation axis, in every regime.
 
-Method
-------
-Projections are ordered by angle and each is registered (upsampled-DFT cross
-correlation, :func:`~xfct_bluesky.analysis.registration.register`) against
-its neighbours at several angular separations ``d`` (1, 2, 4, ... steps).
-Each registration measures ``s[k+d] - s[k]``; all shifts ``s`` are then
-solved jointly by weighted least squares, with outliers rejected. Because
-every projection is tied to many others, errors do not accumulate as they
-would along a chain of neighbour registrations (a random walk of
-``sigma * sqrt(n)`` over hundreds of projections).
+:func:`align_projections` is the one entry point. ``method="auto"`` looks
+at the data (:func:`~xfct_bluesky.analysis.consistency.survey`) and picks:
 
-Between two projections ``delta`` apart, features at depth ``w`` (along the
-beam) move by ``w * delta``; a cross-correlation follows the texture's mean
-depth, i.e. the motion of its centroid, which is a sinusoid
-``a + b cos(theta) + c sin(theta)`` in angle. That sinusoid, like the
-eccentricity of the stage, only moves the reconstructed object, so it is left
-in the shifts (it is removed when comparing with truth, see
-:func:`alignment_error`). Vertical shifts have no such term.
+* ``"pairwise"`` (:mod:`.pairwise`): every projection registered against its
+  angular neighbours, all shifts solved jointly. The founding paper's
+  method, on diagonal DPC where it exists: the best there is while
+  neighbouring projections look alike (fine angles, a specimen whose
+  features move a few px between neighbours);
+* ``"matching"`` (:mod:`.refine`): a start that needs neither similar
+  neighbours nor a reconstruction (the centre-of-mass sinusoid horizontally,
+  the rows' mass vertically), then projection matching against the
+  reprojection of the aligned stack, coarse to fine, each step kept only if
+  it makes the stack more consistent. For sparse angles and wide specimens.
+
+Every result carries its consistency: the reprojection error of the stack
+before (no alignment) and after (:func:`~.consistency.reprojection_error`).
+An alignment that leaves the stack less consistent than no alignment is not
+applied (``Alignment.applied`` False, zero shifts, the computed shifts kept
+in ``proposed``) and a warning says so with the figures; so do warnings for
+a field that cuts the specimen and for neighbours too far apart to register.
 
 Sign convention
 ---------------
 ``shifts[k]`` (dy, dx) in pixels moves projection ``k`` onto the common
 axis: ``apply_shifts(stack, shifts)``. A projection recorded with the
-specimen displaced by ``offset`` needs ``shift = -offset``.
+specimen displaced by ``offset`` needs ``shift = -offset``. A horizontal
+sinusoid ``a + b cos(theta) + c sin(theta)`` in the shifts, like the
+stage's eccentricity, only moves the reconstructed object; it is removed
+when comparing with truth (:func:`alignment_error`).
 
 References
 ----------
 Guizar-Sicairos, Thurman & Fienup (2008), Opt. Lett. 33, 156,
 doi:10.1364/OL.33.000156.
+Gursoy et al. (2017), Sci. Rep. 7, 11818, doi:10.1038/s41598-017-12141-9.
 Hong et al., the founding paper (DPC for XRF tomography alignment).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
-from .registration import register
-
 logger = logging.getLogger(__name__)
+
+
+METHODS = ("auto", "pairwise", "matching")
+#: Parallax (px) between angular neighbours above which pairwise registration is not trusted.
+PARALLAX_MAX = 10.0
+#: Median neighbour correlation below which neighbours are too unlike to register.
+SIMILARITY_MIN = 0.5
+
+
+class AlignmentWarning(UserWarning):
+    """An alignment that could not do its job on these data, or was not applied; the message has the figures."""
 
 
 @dataclass(frozen=True)
@@ -53,24 +71,40 @@ class Alignment:
     ----------
     shifts : (n, 2) array
         (dy, dx) in pixels that move each projection (input order) onto the
-        common rotation axis.
+        common rotation axis: zeros when the alignment was not applied.
     theta : (n,) array
         Angles (deg), input order.
     center : float
-        Rotation axis column (px, 0-based) in the aligned projections, from
-        the 180-degree mirror pair (NaN when the angles do not span ~180).
+        Rotation axis column (px, 0-based) in the aligned projections (NaN
+        when unknown).
     sinusoid : (3,) array
         Best-fit a + b cos(theta) + c sin(theta) of the horizontal shifts (px).
-    pairs : (m, 2) int array
-        Input indices (i, j) of every registration used.
-    measured : (m, 2) array
-        Their measured s[j] - s[i].
-    residuals : (m, 2) array
-        Measured minus solved, px; large values flag a bad registration.
-    psr : (m,) array
-        Peak-to-sidelobe ratio of each registration.
-    used : (m,) bool array
-        Registrations kept after outlier rejection.
+    pairs, measured, residuals, psr, used : arrays
+        The pairwise registrations (input indices (i, j), measured s[j] - s[i],
+        measured minus solved, peak-to-sidelobe ratio, kept after outlier
+        rejection); empty for ``method="matching"``.
+    method : str
+        The method that ran: "pairwise" or "matching".
+    channel : str
+        The map it ran on ("dpc_diag", "fluorescence", "transmission", ...).
+    reason : str
+        Why that method and channel (the figures of the survey).
+    consistency : dict
+        ``before`` and ``after``: reprojection error (relative, low-passed) of
+        the consistency channel (``consistency_channel``) with no shifts and
+        with the proposed shifts; ``sigma`` and ``binning`` they were computed at.
+    applied : bool
+        False when the proposed shifts made the stack less consistent than no
+        alignment: ``shifts`` are then zeros.
+    proposed : (n, 2) array
+        The shifts the method computed, applied or not.
+    warnings : tuple of str
+        Everything the alignment warned about (also issued as AlignmentWarning).
+    survey : dict
+        The regime figures (angular step, radius, parallax, neighbour
+        similarity, edge signal, truncated angles).
+    steps : (k, 2) array
+        RMS correction (dy, dx) of each projection-matching iteration, px.
     """
 
     shifts: np.ndarray
@@ -83,12 +117,31 @@ class Alignment:
     psr: np.ndarray
     used: np.ndarray
     params: dict = field(default_factory=dict)
+    method: str = "pairwise"
+    channel: str = "projections"
+    reason: str = ""
+    consistency: dict = field(default_factory=dict)
+    applied: bool = True
+    proposed: np.ndarray | None = None
+    warnings: tuple = ()
+    survey: dict = field(default_factory=dict)
+    steps: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
 
     @property
     def rms_residual(self) -> np.ndarray:
-        """RMS of the kept registrations' residuals (dy, dx), px: the alignment's self-consistency."""
+        """RMS of the kept registrations' residuals (dy, dx), px (pairwise), or the last correction (matching)."""
+        if self.method == "matching":
+            return self.steps[-1] if len(self.steps) else np.full(2, np.nan)
         r = self.residuals[self.used]
         return np.sqrt(np.mean(r**2, axis=0)) if len(r) else np.full(2, np.nan)
+
+    def summary(self) -> dict:
+        """The figures a person reads (and a derived run stores): method, channel, reason, consistency, warnings."""
+        return {"method": self.method, "channel": self.channel, "reason": self.reason,
+                "applied": bool(self.applied), "center": None if not np.isfinite(self.center) else float(self.center),
+                "consistency": dict(self.consistency),
+                "rms_residual_px": [None if not np.isfinite(v) else round(float(v), 4) for v in self.rms_residual],
+                "warnings": list(self.warnings), "survey": dict(self.survey)}
 
 
 def _check_stack(stack, theta):
@@ -109,18 +162,23 @@ def _check_stack(stack, theta):
     return stack, theta
 
 
-def _separations(n: int, max_separation: int) -> list[int]:
-    out, d = [], 1
-    while d <= min(max_separation, n - 1):
-        out.append(d)
-        d *= 2
-    return out
+def _as_maps(projections, channel):
+    """(maps dict, the name a bare array goes by)."""
+    if isinstance(projections, Mapping):
+        if not projections:
+            raise ValueError("projections is an empty mapping; give {name: (n, ny, nx) stack}")
+        return {str(k): np.asarray(v) for k, v in projections.items()}, None
+    name = channel if isinstance(channel, str) and channel not in ("fluorescence", "transmission") else "projections"
+    return {name: np.asarray(projections)}, name
 
 
 def align_projections(
     projections,
     theta,
     *,
+    method: str = "auto",
+    channel: str | None = None,
+    force: bool = False,
     upsample: int = 20,
     max_separation: int = 16,
     max_angle: float = 12.0,
@@ -131,111 +189,251 @@ def align_projections(
     find_center: bool = True,
     center_maps=None,
     center_parity: int = 1,
+    iterations: int = 10,
+    tolerance: float = 0.02,
 ) -> Alignment:
-    """Align a tomography's projections (DPC maps) onto a common rotation axis.
+    """Align a tomography's projections onto a common rotation axis.
 
     Parameters
     ----------
-    projections : (n, ny, nx) array
-        One map per angle, e.g. diagonal or x DPC (or fluorescence, to compare).
+    projections : (n, ny, nx) array, or mapping of name to (n, ny, nx) arrays
+        One map per angle. A mapping (e.g. every map of a run, keyed by data
+        key) lets ``auto`` choose the channel: diagonal DPC for pairwise
+        registration, and the most informative consistent channel
+        (:mod:`~xfct_bluesky.analysis.channels`: summed fluorescence corrected
+        for dead time and I0, transmission as -log, DPC y) for matching and
+        for the consistency figures.
     theta : (n,) array
         Angles (deg), any order (sequential, interlaced, golden).
-    upsample : int
-        Sub-pixel precision 1/upsample of each registration.
-    max_separation : int
-        Largest separation (in angle-sorted steps) registered; separations
-        are 1, 2, 4, ... up to it.
-    max_angle : float
-        Largest angle difference (deg) registered: beyond it parallax blurs
-        the cross-correlation.
-    roi : tuple of slices or bool mask, optional
-        Region of each projection used for registration.
-    normalization : None or "phase"
-        Passed to :func:`register`; None suits low counts.
-    window : {"tukey", "hann", None}
-        Taper applied before registering. Maps are not periodic: without a
-        taper the circular cross-correlation is dragged toward zero shift by
-        smooth backgrounds (the capillary, the cell's curvature), a bias of
-        up to 0.7 of the true horizontal shift in simulation; Tukey brings
-        same-angle pairs to 0.02-0.05 px.
-    outlier_threshold : float
-        Registrations whose residual exceeds this many robust standard
-        deviations (and 0.5 px) are dropped and the shifts solved again.
+    method : {"auto", "pairwise", "matching"}
+        ``auto`` surveys the data and picks (the choice and its reason are
+        logged and kept in the result): ``matching`` when the parallax
+        between neighbours (specimen radius x angular step) exceeds
+        ``PARALLAX_MAX`` px or neighbours correlate below ``SIMILARITY_MIN``,
+        ``pairwise`` otherwise and whenever the field cuts the specimen.
+    channel : str, optional
+        The map to align on (a key or its ending, "fluorescence" or
+        "transmission"); for a bare array, its name ("dpc_diag", "Zn", ...),
+        which tells how to treat it. Default: chosen as above.
+    force : bool
+        Apply the shifts even when they leave the stack less consistent
+        than no alignment (default: they are not applied, with a warning).
+    upsample, max_separation, max_angle, roi, normalization, window, outlier_threshold
+        Pairwise registration options (:func:`~.pairwise.pairwise_alignment`):
+        precision 1/upsample px; separations 1, 2, 4, ... up to
+        ``max_separation`` steps and ``max_angle`` deg; region; None or
+        "phase"; taper ("tukey", "hann", None: without one smooth backgrounds
+        drag shifts toward zero); residual threshold in robust sigmas.
     find_center : bool
-        Estimate the rotation axis from the pair closest to 180 degrees apart.
+        Pairwise: estimate the rotation axis from the pairs 180 degrees apart.
     center_maps : (n, ny, nx) array, optional
-        Maps to estimate the axis with (default ``projections``). The
-        projection at theta + 180 is the mirror image of the one at theta,
-        but mirroring flips the sign of d/dx: a DPC x map's partner is minus
-        its mirror, and a diagonal DPC map's partner is neither. For DPC
-        data give the DPC x maps with ``center_parity=-1``.
+        Pairwise: maps to estimate the axis with (default the registered
+        ones). For DPC give the DPC x maps with ``center_parity=-1`` (a mapping
+        with a ``dpc_x`` map does this by itself).
     center_parity : {1, -1}
         1 for maps that mirror (fluorescence, transmission, phase), -1 for
-        maps that are derivatives along x (DPC x).
+        d/dx maps (DPC x).
+    iterations : int
+        Matching: at most this many iterations per level.
+    tolerance : float
+        Matching: a level is done when the RMS correction is below this (px).
 
     Returns
     -------
     Alignment
+        With ``method``, ``channel``, ``reason``, ``consistency``,
+        ``applied``, ``proposed`` and ``warnings``.
+
+    Notes
+    -----
+    Reading the consistency figures: ``before`` is the reprojection error of
+    the unaligned stack, ``after`` of the aligned one; a good alignment
+    lowers it (a few percent of the signal is the floor set by noise and
+    the number of angles). The figures compare alignments of one dataset,
+    not datasets with each other.
     """
-    stack, theta = _check_stack(projections, theta)
-    n = theta.size
-    order = np.argsort(theta, kind="stable")
-    sorted_theta = theta[order]
-    step = np.median(np.diff(sorted_theta)) if n > 2 else abs(sorted_theta[-1] - sorted_theta[0])
-    pairs, measured, psr, weight = [], [], [], []
-    for d in _separations(n, max_separation):
-        i, j = order[:-d], order[d:]
-        ok = np.abs(theta[j] - theta[i]) <= max(max_angle, step * 1.01)
-        if not np.any(ok):
-            continue
-        i, j = i[ok], j[ok]
-        res = register(stack[i], stack[j], upsample=upsample, normalization=normalization, roi=roi,
-                       window=window)
-        # register(reference=P_i, moving=P_j) is the shift moving P_j onto P_i: s_j - s_i
-        pairs.append(np.stack([i, j], axis=1))
-        measured.append(np.atleast_2d(res.shift))
-        psr.append(np.atleast_1d(res.psr))
-        weight.append(np.full(len(i), 1.0 / d))
-    pairs = np.concatenate(pairs)
-    measured = np.concatenate(measured).astype(float)
-    psr = np.concatenate(psr).astype(float)
-    weight = np.concatenate(weight)
-    used = np.ones(len(pairs), bool)
-    for _ in range(3):
-        shifts = _solve(n, pairs[used], measured[used], weight[used])
-        residuals = measured - (shifts[pairs[:, 1]] - shifts[pairs[:, 0]])
-        r = np.linalg.norm(residuals, axis=1)
-        mad = 1.4826 * np.median(np.abs(r[used] - np.median(r[used]))) + 1e-9
-        new_used = r <= max(outlier_threshold * mad + np.median(r[used]), 0.5)
-        if np.array_equal(new_used, used) or new_used.sum() < n - 1:
-            break
-        used = new_used
+    from . import channels as ch
+    from . import consistency as cs
+
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}: allowed {', '.join(map(repr, METHODS))}")
+    maps, bare = _as_maps(projections, channel)
+    shapes = {k: v.shape for k, v in maps.items()}
+    first = next(iter(maps.values()))
+    for key, arr in maps.items():
+        _check_stack(arr, theta)
+        if arr.shape[:1] != first.shape[:1] or (arr.ndim == 3 and arr.shape[1:] != first.shape[1:]):
+            raise ValueError(f"the maps differ in shape ({shapes}); give one (n, ny, nx) stack per map")
+    stack0, theta = _check_stack(first, theta)
+    if center_parity not in (1, -1):
+        raise ValueError(f"center_parity={center_parity!r}: allowed 1 (mirroring maps) or -1 (d/dx maps)")
+    if center_maps is not None and np.asarray(center_maps).shape != stack0.shape:
+        raise ValueError(f"center_maps has shape {np.asarray(center_maps).shape}; expected the projections' "
+                         f"{stack0.shape}")
+    notes: list[str] = []
+
+    def warn(text):
+        notes.append(text)
+        warnings.warn(text, AlignmentWarning, stacklevel=3)
+
+    # --- the consistent channel: centre of mass, matching, consistency figures
+    if channel is not None and bare is None:
+        chosen = ch.prepare(channel, maps)
+    elif bare is not None:
+        chosen = ch.prepare(bare, maps)
+    else:
+        chosen = None
+    names = ch.candidates(maps)
+    cons = chosen if chosen is not None and chosen.consistent else None
+    if cons is None and names:
+        prepared = [ch.prepare(n, maps) for n in names]
+        cons = max(prepared, key=lambda c: cs.informativeness(c.stack))
+    if cons is None:
+        dpc_y = ch._ending(maps, "dpc_y")
+        cons = ch.prepare(dpc_y, maps) if dpc_y else (chosen or ch.prepare(next(iter(maps)), maps))
+    whole = cons.consistent
+    com = cs.com_alignment(cons.stack, theta) if whole and np.all(cons.stack.sum(axis=(1, 2)) > 0) else None
+    sv = cs.survey(cons.stack, theta, com.center if com else None, signed=not whole)
+    if sv.truncated:
+        worst = int(np.argmax(sv.edge))
+        warn(f"the field cuts the specimen at {sv.truncated_angles} of {theta.size} angles (signal at the "
+             f"field's edges up to {sv.edge.max():.1%} of the projection's peak, at theta={theta[worst]:.1f} deg): "
+             "no alignment is exact on truncated projections; scan a field that holds the whole specimen "
+             "at every angle")
+        com = None
+    # --- the method
+    if method == "auto":
+        if sv.truncated:
+            method, why = "pairwise", "the field cuts the specimen, so neither its centre of mass nor a reprojection is whole"
+        elif sv.parallax > PARALLAX_MAX or sv.similarity < SIMILARITY_MIN:
+            method, why = "matching", (f"neighbouring projections are too far apart for pairwise registration "
+                                       f"(parallax {sv.parallax:.1f} px > {PARALLAX_MAX:g} at a step of {sv.step:.2f} deg "
+                                       f"and radius {sv.radius:.0f} px, neighbour correlation {sv.similarity:.2f})")
+        else:
+            method, why = "pairwise", (f"fine angles: parallax {sv.parallax:.1f} px at a step of {sv.step:.2f} deg, "
+                                       f"neighbour correlation {sv.similarity:.2f}")
+    else:
+        why = "asked for"
+    if method == "pairwise" and (sv.parallax > PARALLAX_MAX or sv.similarity < SIMILARITY_MIN):
+        warn(f"neighbouring projections are too far apart for pairwise registration: a feature at the "
+             f"specimen's radius ({sv.radius:.0f} px) moves {sv.parallax:.1f} px between neighbours "
+             f"{sv.step:.2f} deg apart (limit {PARALLAX_MAX:g}), neighbour correlation {sv.similarity:.2f}; "
+             "use method='matching' (or more angles)")
+    if method == "matching" and not whole:
+        raise ValueError(f"method='matching' needs a consistent channel (fluorescence, transmission, absorption); "
+                         f"{cons.name!r} is {cons.kind}: pass the run's maps as a mapping or name the channel")
+    # --- run it
+    pairs = np.zeros((0, 2), int)
+    measured = residuals = np.zeros((0, 2))
+    psr = np.zeros(0)
+    used = np.zeros(0, bool)
+    steps = np.zeros((0, 2))
+    if method == "pairwise":
+        from .pairwise import center_from_mirror, pairwise_alignment
+
+        reg = chosen if chosen is not None else None
+        diag = ch._ending(maps, "dpc_diag") if bare is None and channel is None else None
+        if reg is None:
+            reg = ch.prepare(diag, maps) if diag else cons
+        used_name = reg.name
+        sol = pairwise_alignment(reg.stack, theta, upsample=upsample, max_separation=max_separation,
+                                 max_angle=max_angle, roi=roi, normalization=normalization, window=window,
+                                 outlier_threshold=outlier_threshold)
+        proposed = sol.shifts
+        pairs, measured, residuals, psr, used = sol.pairs, sol.measured, sol.residuals, sol.psr, sol.used
+        center = float("nan")
+        if find_center:
+            cmaps, parity = center_maps, center_parity
+            dpc_x = ch._ending(maps, "dpc_x") if bare is None else None
+            if cmaps is None and used_name.endswith("dpc_diag") and dpc_x is not None:
+                cmaps, parity = maps[dpc_x], -1
+            cmaps = reg.stack if cmaps is None else np.asarray(cmaps)
+            center = center_from_mirror(cmaps, theta, proposed, upsample, window, parity)
+    else:
+        from .refine import default_levels, default_sigma, refine_alignment
+
+        used_name = cons.name
+        dy = cs.vertical_from_profiles(cons.stack)
+        start = np.stack([dy, com.dx if com else np.zeros(theta.size)], axis=1)
+        center = com.center if com else float("nan")
+        sigma = default_sigma(stack0.shape[2], 2 * sv.radius, sv.n_distinct)
+        ref = refine_alignment(cons.stack, theta, start, center=center, iterations=iterations, sigma=sigma,
+                               tolerance=tolerance, upsample=upsample,
+                               levels=default_levels(stack0.shape[2], start_known=com is not None),
+                               support=_support(sv), guard=True)
+        proposed, steps, center = ref.shifts, ref.steps, ref.center
+    reason = f"{method} on {used_name}: {why}"
+    if cons.name != used_name:
+        reason += f"; consistency measured on {cons.name}"
+    logger.info("alignment: %s", reason)
+    # --- consistency before and after
+    consistency = _consistency(cons, theta, proposed, center, sv, com)
+    applied = True
+    before, after = consistency.get("before"), consistency.get("after")
+    if sv.truncated_angles > theta.size / 2 and not force:  # cut at most angles: nothing to check against
+        applied = False
+        warn(f"the {method} alignment on {used_name} was not applied: the field cuts the specimen at most "
+             "angles, so its "
+             f"consistency cannot be checked (reprojection error {after} against {before} unaligned, not "
+             f"meaningful on truncated projections; RMS of the proposed shifts "
+             f"{np.sqrt(np.mean(proposed**2, axis=0)).round(2).tolist()} px). Scan a field that holds the whole "
+             "specimen, or pass force=True to apply them")
+    elif before is not None and after is not None and after > before:
+        if force:
+            warn(f"the {method} alignment on {used_name} leaves the stack less consistent than no alignment "
+                 f"(reprojection error {after:.4f} against {before:.4f} unaligned); applied anyway (force=True)")
+        else:
+            applied = False
+            warn(f"the {method} alignment on {used_name} was not applied: it leaves the stack less consistent "
+                 f"than no alignment (reprojection error {after:.4f} against {before:.4f} unaligned; RMS of the "
+                 f"proposed shifts {np.sqrt(np.mean(proposed**2, axis=0)).round(2).tolist()} px). Try "
+                 f"{'a field that holds the whole specimen' if sv.truncated else 'another method or channel'}, "
+                 "or force=True")
+    shifts = np.array(proposed, float) if applied else np.zeros_like(proposed, dtype=float)
     sinusoid = fit_sinusoid(theta, shifts[:, 1])
-    center = float("nan")
-    if find_center:
-        cmaps = stack if center_maps is None else np.asarray(center_maps)
-        if cmaps.shape != stack.shape:
-            raise ValueError(f"center_maps has shape {cmaps.shape}; expected the projections' {stack.shape}")
-        if center_parity not in (1, -1):
-            raise ValueError(f"center_parity={center_parity!r}: allowed 1 (mirroring maps) or -1 (d/dx maps)")
-        center = _center_from_mirror(cmaps, theta, shifts, upsample, window, center_parity)
-    logger.info("aligned %d projections with %d registrations (%d kept)", n, len(pairs), int(used.sum()))
-    return Alignment(shifts, theta, center, sinusoid, pairs, measured, residuals, psr, used,
+    return Alignment(shifts, theta, float(center), sinusoid, pairs, measured, residuals, psr, used,
                      params={"upsample": upsample, "max_separation": max_separation, "max_angle": max_angle,
-                             "normalization": normalization, "window": window})
+                             "normalization": normalization, "window": window},
+                     method=method, channel=used_name, reason=reason, consistency=consistency, applied=applied,
+                     proposed=np.array(proposed, float), warnings=tuple(notes), survey=sv.as_dict(), steps=steps)
 
 
-def _solve(n, pairs, measured, weight):
-    """Weighted least squares for s with s[j] - s[i] = measured, gauge sum(s) = 0."""
-    m = len(pairs)
-    A = np.zeros((m + 1, n))
-    A[np.arange(m), pairs[:, 1]] += 1.0
-    A[np.arange(m), pairs[:, 0]] -= 1.0
-    A[m, :] = 1.0
-    w = np.sqrt(np.concatenate([weight, [1.0]]))
-    b = np.concatenate([measured, np.zeros((1, 2))])
-    sol, *_ = np.linalg.lstsq(A * w[:, None], b * w[:, None], rcond=None)
-    return sol
+def _support(sv) -> float:
+    """Radius (px) about the axis that holds the specimen, with a 5 % (and 4 px) margin."""
+    return sv.radius * 1.05 + 4
+
+
+def _consistency(cons, theta, shifts, center, sv, com) -> dict:
+    """Reprojection error of the consistency channel without and with ``shifts`` (see align_projections)."""
+    from . import consistency as cs
+    from . import tomo
+    from .refine import default_sigma
+
+    nx = cons.stack.shape[2]
+    if not cons.consistent:
+        return {"channel": cons.name, "note": f"{cons.name} is {cons.kind}: not a line integral, no reprojection"}
+    sigma = default_sigma(nx, 2 * sv.radius, sv.n_distinct)
+    b = 1 << max(0, int(math.floor(math.log2(max(sigma / 4, 1)))))
+    while b > 1 and nx // b < 32:
+        b //= 2
+    binned = cs.bin_columns(cons.stack, b)
+    scale = np.array([1.0, float(b)])
+    rows = int(math.ceil(np.abs(shifts[:, 0]).max())) + 1
+    cols = int(math.ceil(np.abs(shifts[:, 1]).max() / b)) + 1
+    out = {"channel": cons.name, "sigma_px": round(sigma, 2), "binning": b}
+    for label, s in (("before", np.zeros_like(shifts)), ("after", shifts)):
+        if com is not None:
+            m = cons.stack.sum(axis=1, dtype=np.float64) @ np.arange(nx) / cons.stack.sum(axis=(1, 2), dtype=np.float64)
+            c = float(fit_sinusoid(theta, m + s[:, 1])[0])
+        elif label == "after" and np.isfinite(center):
+            c = center
+        else:
+            c = float(tomo.find_center(apply_shifts(binned, s / scale, mode="nearest"), theta)) * b + (b - 1) / 2
+        c_b = float(np.clip(cs.binned_center(c, b), 0, binned.shape[2] - 1))
+        support = None if sv.truncated else _support(sv) / b
+        out[label] = round(cs.reprojection_error(binned, theta, s / scale, center=c_b, sigma=max(sigma / b, 1.0),
+                                                 support=support, margin=cols, row_margin=rows), 5)
+    return out
 
 
 def fit_sinusoid(theta, values) -> np.ndarray:
@@ -264,31 +462,7 @@ def alignment_error(shifts, true_offsets, theta) -> np.ndarray:
     return np.sqrt([np.mean(dy**2), np.mean(dx**2)])
 
 
-def _center_from_mirror(stack, theta, shifts, upsample, window=None, parity=1) -> float:
-    """Rotation-axis column from projections about 180 degrees apart.
-
-    The projection at theta + 180 is the mirror image (u -> -u) about the
-    axis of the one at theta; registering one against the other's mirror
-    gives twice the axis offset from the image centre. Every pair within 1.5
-    angular steps (at least 0.5 deg) of 180 apart is used and the median
-    taken, so that the parallax of an imperfect pair averages out.
-    """
-    n, _, nx = stack.shape
-    diff = np.abs(((theta[:, None] - theta[None, :]) % 360.0) - 180.0)
-    np.fill_diagonal(diff, np.inf)
-    step = 180.0 / n
-    i, j = np.nonzero(np.triu(diff <= max(1.5 * step, 0.5)))
-    if len(i) == 0:
-        return float("nan")
-    aligned = apply_shifts(stack, shifts)
-    res = register(aligned[i], parity * aligned[j][:, :, ::-1], upsample=upsample, window=window)
-    dx = np.atleast_2d(res.shift)[:, 1]
-    # the partner is A(2c - u); flipped it is A shifted right by (nx - 1 - 2c), so register
-    # returns 2c - (nx - 1)
-    return float((nx - 1) / 2 + np.median(dx) / 2)
-
-
-def apply_shifts(stack, shifts, *, method: str = "linear", cval: float = 0.0) -> np.ndarray:
+def apply_shifts(stack, shifts, *, method: str = "linear", cval: float = 0.0, mode: str = "constant") -> np.ndarray:
     """Shift every projection by ``shifts[k]`` (dy, dx) px, once.
 
     Parameters
@@ -299,7 +473,11 @@ def apply_shifts(stack, shifts, *, method: str = "linear", cval: float = 0.0) ->
         ``linear`` interpolation keeps counts non-negative (fluorescence);
         ``fourier`` is exact for band-limited images (DPC) but rings.
     cval : float
-        Fill value for pixels shifted in from outside (linear).
+        Fill value for pixels shifted in from outside (linear, ``mode="constant"``).
+    mode : {"constant", "nearest"}
+        How pixels shifted in from outside are filled (linear): ``cval``, or
+        the nearest edge pixel, which suits a specimen longer than the field
+        (a rod cut by the field's top and bottom).
 
     Returns
     -------
@@ -311,12 +489,14 @@ def apply_shifts(stack, shifts, *, method: str = "linear", cval: float = 0.0) ->
         raise ValueError(f"need a (n, ny, nx) stack and (n, 2) shifts; got {stack.shape} and {shifts.shape}")
     if method not in ("linear", "fourier"):
         raise ValueError(f"method={method!r}: allowed 'linear' or 'fourier'")
+    if mode not in ("constant", "nearest"):
+        raise ValueError(f"mode={mode!r}: allowed 'constant' or 'nearest'")
     dtype = stack.dtype if np.issubdtype(stack.dtype, np.floating) else np.float32
     out = np.empty(stack.shape, dtype=dtype)
     for k in range(stack.shape[0]):
         img = stack[k].astype(dtype, copy=False)
         if method == "linear":
-            out[k] = ndimage.shift(img, shifts[k], order=1, mode="constant", cval=cval)
+            out[k] = ndimage.shift(img, shifts[k], order=1, mode=mode, cval=cval)
         else:
             f = ndimage.fourier_shift(np.fft.fft2(img), shifts[k])
             out[k] = np.fft.ifft2(f).real

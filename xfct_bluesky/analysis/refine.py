@@ -35,13 +35,15 @@ Katsaggelos, C. Jacobsen (2017), Sci. Rep. 7, 11818, doi:10.1038/s41598-017-1214
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
 from . import tomo
 from .align import apply_shifts, remove_sinusoid
+from .consistency import bin_columns, binned_center
 from .registration import register
 
 logger = logging.getLogger(__name__)
@@ -56,12 +58,25 @@ class Refinement:
     shifts : (n, 2) array
         Refined (dy, dx) px, same convention as the input shifts.
     steps : (iterations, 2) array
-        RMS of each iteration's correction (dy, dx) px: it falls to the
-        noise level (~0.02 px) when converged.
+        RMS of each iteration's correction (dy, dx) in full-resolution px:
+        it falls to the noise level (~0.02 px) when converged.
+    levels : (iterations,) int array
+        The column binning of each iteration (coarse to fine).
+    converged : bool
+        The last iteration's correction was below ``tolerance``.
+    center : float
+        The rotation-axis column used (px, full resolution).
     """
 
     shifts: np.ndarray
     steps: np.ndarray
+    levels: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    converged: bool = False
+    center: float = float("nan")
+
+    @property
+    def iterations(self) -> int:
+        return len(self.steps)
 
 
 #: Fewest rows for which the vertical shifts are refined too: in a thin slab the
@@ -71,15 +86,53 @@ class Refinement:
 MIN_ROWS_VERTICAL = 64
 
 
+def default_sigma(nx: int, diameter: float | None = None, n_angles: int | None = None) -> float:
+    """The low-pass (px) under which a reprojection is made of the other angles, not the projection itself.
+
+    A filtered back-projection reprojected at one of its own angles contains
+    that projection, weighted ``pi L |f| / n`` at frequency ``f`` (``L`` the
+    specimen's diameter, ``n`` the angles over 180 degrees): above
+    ``f ~ n / (pi L)`` the match would only find the projection where it
+    already is. ``max(1.5, nx / 35, 0.9 L / n)``: 8 px for the whole egg in
+    280 px at 90 angles, 46 px for a 1600 px field at 36 angles.
+    """
+    sigma = max(1.5, nx / 35)
+    if diameter and n_angles:
+        sigma = max(sigma, 0.9 * diameter / n_angles)
+    return float(sigma)
+
+
+def default_levels(nx: int, *, start_known: bool = True) -> tuple[int, ...]:
+    """Column binnings, coarse to fine, ending at the coarsest that keeps at least 512 columns.
+
+    Binning sums columns, so a sharp feature narrower than the bin loses
+    its position within it; 512 columns keep a 1600 px field's wires. From
+    a good start (the centre of mass) one coarser level finds the basin;
+    from zero, three.
+    """
+    finest = 1
+    while nx // (finest * 2) >= 512:
+        finest *= 2
+    out = [finest]
+    for _ in range(2 if start_known else 4):
+        if nx // (out[0] * 2) < 64:
+            break
+        out.insert(0, out[0] * 2)
+    return tuple(out[-2:]) if start_known else tuple(out)
+
+
 def refine_alignment(projections, theta, shifts, *, center: float | None = None, iterations: int = 6,
                      sigma: float | None = None, tolerance: float = 0.01, upsample: int = 20,
-                     vertical: bool | None = None) -> Refinement:
+                     vertical: bool | None = None, levels=(1,), nonneg: bool = False,
+                     support: float | None = None, max_step: float | None = None,
+                     guard: bool = False) -> Refinement:
     """Projection-matching refinement of ``shifts`` for a consistent projection stack.
 
     Parameters
     ----------
     projections : (n, ny, nx) array
-        E.g. DPC y maps (see the module notes on which maps qualify).
+        E.g. DPC y maps, fluorescence counts, -log of transmission (see
+        the module notes on which maps qualify), background-subtracted.
     theta : (n,) array
         Angles in degrees, spanning about 180.
     shifts : (n, 2) array
@@ -88,17 +141,38 @@ def refine_alignment(projections, theta, shifts, *, center: float | None = None,
         Rotation-axis column of the aligned projections; default
         :func:`~xfct_bluesky.analysis.tomo.find_center` on them.
     iterations : int
-        At most this many reconstruct-reproject-register rounds (>= 1).
+        At most this many reconstruct-reproject-register rounds per level (>= 1).
     sigma : float, optional
-        Gaussian low-pass (px) before registering; default ``nx / 35``
-        (8 px for a 280 px field), at least 1.5.
+        Gaussian low-pass (px, full resolution) before registering; default
+        :func:`default_sigma` (``nx / 35``, at least 1.5).
     tolerance : float
-        Stop when the RMS correction falls below this (px).
+        Go to the next level (or stop) when the RMS correction falls below
+        this (px, full resolution).
     upsample : int
-        Registration precision 1/upsample px.
+        Registration precision 1/upsample px (full resolution).
     vertical : bool, optional
         Refine the vertical shifts too; default only for fields of at least
         ``MIN_ROWS_VERTICAL`` rows (otherwise they are kept as given).
+    levels : sequence of int
+        Column binnings, coarse to fine (e.g. ``(16, 8)``; see
+        :func:`default_levels`): the coarse levels find the basin cheaply.
+    nonneg : bool
+        Clip the reconstruction at zero before reprojecting (counts,
+        absorption; not DPC y, which is signed). Off by default: with few
+        angles the clipped streaks bias the match.
+    support : float, optional
+        Radius (px, full resolution) about the axis outside which the
+        reconstruction is set to zero before reprojecting (the specimen's
+        radius plus a margin); default none.
+    max_step : float, optional
+        Largest correction (px) one iteration may make to one projection;
+        larger ones (a registration caught by a wrong peak) are scaled
+        back to it. Default ``4 * sigma``.
+    guard : bool
+        Keep a step only if it lowers the low-passed misfit between the
+        stack and its reprojection; otherwise undo it and go to the next
+        level. Projection matching with few angles can otherwise drift
+        (each reprojection holds the projection itself, and its streaks).
 
     Returns
     -------
@@ -112,26 +186,92 @@ def refine_alignment(projections, theta, shifts, *, center: float | None = None,
                          f"{theta.shape} and {shifts.shape}")
     if isinstance(iterations, bool) or not float(iterations).is_integer() or iterations < 1:
         raise ValueError(f"iterations={iterations!r}: allowed an integer >= 1, e.g. 6")
+    levels = tuple(int(b) for b in levels)
+    if not levels or any(b < 1 or stack.shape[2] // b < 8 for b in levels):
+        raise ValueError(f"levels={levels!r}: allowed column binnings >= 1 that leave at least 8 columns "
+                         f"of the {stack.shape[2]}, coarse to fine, e.g. (4, 2, 1)")
     ny, nx = stack.shape[1:]
-    sigma = max(1.5, nx / 35) if sigma is None else float(sigma)
+    sigma = default_sigma(nx) if sigma is None else float(sigma)
     vertical = ny >= MIN_ROWS_VERTICAL if vertical is None else bool(vertical)
+    max_step = 4 * sigma if max_step is None else float(max_step)
     if center is None or not np.isfinite(center):
         center = float(tomo.find_center(apply_shifts(stack, shifts), theta))
-    steps = []
-    for _ in range(int(iterations)):
-        aligned = apply_shifts(stack, shifts)
-        reprojected = tomo.project(tomo.fbp(aligned, theta, center=center, filter="shepp-logan"), theta,
-                                   center=center)
-        smooth = (0, sigma, sigma)
-        step = np.atleast_2d(register(ndimage.gaussian_filter(reprojected, smooth),
-                                      ndimage.gaussian_filter(aligned, smooth), upsample=upsample,
-                                      window="tukey").shift).astype(float)
-        step[:, 1] = remove_sinusoid(theta, step[:, 1])  # object motion: not the alignment's business
-        step[:, 0] = step[:, 0] - step[:, 0].mean() if vertical else 0.0
-        shifts += step
-        rms = np.sqrt(np.mean(step**2, axis=0))
-        steps.append(rms)
-        logger.info("projection matching: correction RMS dy %.3f px, dx %.3f px", *rms)
-        if rms.max() < tolerance:
-            break
-    return Refinement(shifts, np.array(steps))
+    steps, done, converged = [], [], False
+    for b in levels:
+        binned = bin_columns(stack, b)
+        c_b = binned_center(center, b)
+        if not 0 <= c_b <= binned.shape[2] - 1:
+            raise ValueError(f"center {center} is outside the field binned by {b}; give a column inside it")
+        smooth = (0, min(sigma, 8.0), max(sigma / b, 1.0))
+        scale = np.array([1.0, float(b)])
+        converged = False
+        best = (np.inf, shifts.copy())
+        for _ in range(int(iterations)):
+            aligned = apply_shifts(binned, shifts / scale, mode="nearest")
+            reprojected = reproject(aligned, theta, c_b, support=None if support is None else support / b,
+                                    nonneg=nonneg)
+            ref_lp = ndimage.gaussian_filter(reprojected, smooth)
+            mov_lp = ndimage.gaussian_filter(aligned, smooth)
+            if guard:
+                err = _misfit(mov_lp, ref_lp, shifts, b)
+                if err > best[0]:  # the last step made the stack less consistent: undo it, next level
+                    shifts = best[1].copy()
+                    logger.info("projection matching (columns binned %d): misfit rose %.5f -> %.5f, step undone",
+                                b, best[0], err)
+                    steps.pop()
+                    done.pop()
+                    break
+                best = (err, shifts.copy())
+            step = np.atleast_2d(register(ref_lp, mov_lp, upsample=int(min(upsample * b, 400)),
+                                          window="tukey").shift)
+            step = _robust(step.astype(float) * scale, limit=max_step)
+            step[:, 1] = remove_sinusoid(theta, step[:, 1])  # object motion: not the alignment's business
+            step[:, 0] = step[:, 0] - step[:, 0].mean() if vertical else 0.0
+            shifts += step
+            rms = np.sqrt(np.mean(step**2, axis=0))
+            steps.append(rms)
+            done.append(b)
+            logger.info("projection matching (columns binned %d): correction RMS dy %.3f px, dx %.3f px", b, *rms)
+            if rms.max() < tolerance:
+                converged = True
+                break
+    return Refinement(shifts, np.array(steps).reshape(-1, 2), np.array(done, int), converged, float(center))
+
+
+def reproject(aligned: np.ndarray, theta, center: float, *, support: float | None = None,
+              nonneg: bool = False) -> np.ndarray:
+    """Filtered back-projection (Shepp-Logan) of ``aligned``, masked to ``support`` px about the axis, reprojected."""
+    rec = tomo.fbp(aligned, theta, center=center, filter="shepp-logan")
+    if support is not None:
+        nx = aligned.shape[2]
+        c = (nx - 1) / 2
+        yy, xx = np.ogrid[:nx, :nx]
+        rec *= ((yy - c) ** 2 + (xx - c) ** 2 <= support**2)[None]
+    if nonneg:
+        np.clip(rec, 0, None, out=rec)
+    return tomo.project(rec, theta, center=center)
+
+
+def _robust(step: np.ndarray, limit: float) -> np.ndarray:
+    """Scale back corrections longer than ``limit`` px (a registration caught by a wrong peak)."""
+    norm = np.linalg.norm(step, axis=1)
+    over = norm > limit
+    if np.any(over):
+        logger.info("projection matching: %d correction(s) over %.1f px scaled back (largest %.1f px)",
+                    int(over.sum()), limit, float(norm.max()))
+        step[over] *= (limit / norm[over])[:, None]
+    return step
+
+
+def _misfit(data: np.ndarray, model: np.ndarray, shifts: np.ndarray, b: int) -> float:
+    """Relative misfit of low-passed data and reprojection, best scale, away from the shifted-in edges."""
+    rows = int(math.ceil(np.abs(shifts[:, 0]).max())) + 1
+    cols = int(math.ceil(np.abs(shifts[:, 1]).max() / b)) + 1
+    ny, nx = data.shape[1:]
+    rows, cols = min(rows, ny // 2 - 1), min(cols, nx // 4)
+    d = data[:, rows:ny - rows, cols:nx - cols] if rows > 0 else data[:, :, cols:nx - cols]
+    m = model[:, rows:ny - rows, cols:nx - cols] if rows > 0 else model[:, :, cols:nx - cols]
+    mm = float(np.vdot(m, m))
+    s = float(np.vdot(d, m)) / mm if mm > 0 else 0.0
+    dd = float(np.vdot(d, d))
+    return float(np.sqrt(np.vdot(d - s * m, d - s * m) / dd)) if dd > 0 else 0.0

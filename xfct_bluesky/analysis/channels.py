@@ -1,0 +1,163 @@
+"""Which maps of a tomography to align on, and how to make line integrals of them.
+
+A run holds several maps per angle: DPC (x, y, diagonal), transmission,
+fluorescence of each element, I0 and live time. Alignment wants a *channel*:
+
+* for pairwise registration, the sharpest map: diagonal DPC where it exists
+  (the founding paper), else any map;
+* for projection matching, the centre of mass and the consistency figures, a
+  tomographically consistent one: a map that is a line integral of the
+  specimen, so that the projection at one angle is predicted by the others.
+  Fluorescence (the elements' counts summed, corrected for dead time and I0),
+  transmission as ``-log(I / I_air)``, or DPC y (signed: matching only). DPC x
+  and diagonal DPC are not: their derivative direction turns with the angle.
+
+Map names are matched by their ending, so the data keys of a run
+(``microprobe_scanner_Zn``, ``..._dpc_diag``) work as they are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .consistency import background
+
+#: Channel kinds: how a map relates to the specimen.
+KINDS = ("counts", "absorption", "transmission", "dpc_y", "derivative", "unknown")
+#: Names (endings) of maps that are not channels of their own.
+AUXILIARY = ("i0", "live_time", "q1", "q2", "q3", "q4", "sum")
+_ELEMENT = re.compile(r"(?:^|_)([A-Z][a-z]?)(?:_[KLM]\w*)?$")
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A stack prepared for alignment: background-subtracted line integrals (or a DPC map)."""
+
+    name: str  #: e.g. "fluorescence", "transmission", "dpc_diag", or the caller's name
+    kind: str  #: one of KINDS
+    stack: np.ndarray  #: (n, ny, nx) float32
+    sources: tuple[str, ...]  #: the map names it was made from
+    note: str = ""  #: how it was made
+
+    @property
+    def consistent(self) -> bool:
+        """A line integral of the specimen (reprojection, centre of mass and profiles apply)."""
+        return self.kind in ("counts", "absorption", "transmission", "unknown")
+
+
+def kind_of(name: str) -> str:
+    """The channel kind of a map name (matched by its ending)."""
+    low = name.lower()
+    if low.endswith(("dpc_y",)):
+        return "dpc_y"
+    if low.endswith(("dpc_x", "dpc_diag")):
+        return "derivative"
+    if low.endswith(("transmission", "trans")):
+        return "transmission"
+    if low.endswith(("absorption", "mu_t", "neglog", "phase")):
+        return "absorption"
+    if low.endswith(("fluorescence", "total_fluorescence")) or _ELEMENT.search(name):
+        return "counts"
+    return "unknown"
+
+
+def _ending(maps: Mapping[str, np.ndarray], end: str) -> str | None:
+    for key in maps:
+        if key == end or key.endswith("_" + end):
+            return key
+    return None
+
+
+def _elements(maps: Mapping[str, np.ndarray]) -> list[str]:
+    out = []
+    for key in maps:
+        tail = key.lower()
+        if any(tail == a or tail.endswith("_" + a) for a in AUXILIARY):
+            continue
+        if kind_of(key) == "counts" and _ELEMENT.search(key):
+            out.append(key)
+    return out
+
+
+def prepare(name: str, maps: Mapping[str, np.ndarray]) -> Channel:
+    """Make the channel ``name`` from ``maps``.
+
+    ``name`` is a key of ``maps`` (or its ending: ``"Zn"``, ``"dpc_diag"``),
+    or one of ``"fluorescence"`` (every element map summed), ``"transmission"``
+    (``-log`` of the transmission map over its air level). Fluorescence is
+    divided by the live-time fraction and by I0 (over its mean) where those
+    maps exist; counts, absorption and transmission are background-subtracted.
+    """
+    if name == "fluorescence":
+        keys = _elements(maps)
+        if not keys:
+            raise ValueError(f"channel 'fluorescence' needs element maps (e.g. 'Zn'); the maps are {sorted(maps)}")
+        stack = sum(np.asarray(maps[k], np.float64) for k in keys)
+        kind, sources = "counts", tuple(keys)
+    elif name == "transmission":
+        key = _ending(maps, "transmission")
+        if key is None:
+            raise ValueError(f"channel 'transmission' needs a transmission map; the maps are {sorted(maps)}")
+        t = np.asarray(maps[key], np.float64)
+        air = np.percentile(t, 99)
+        if not air > 0:
+            raise ValueError(f"transmission map {key!r} has no positive values (99th percentile {air:g})")
+        stack = -np.log(np.clip(t / air, 1e-6, None))
+        return _finish(name, "absorption", stack, (key,), f"-log({key} / {air:.4g}), background-subtracted")
+    else:
+        key = name if name in maps else _ending(maps, name)
+        if key is None:
+            raise ValueError(f"channel {name!r} is not among the maps {sorted(maps)}; give one of them, "
+                             "'fluorescence' or 'transmission'")
+        kind = kind_of(key)
+        stack = np.asarray(maps[key], np.float64)
+        sources = (key,)
+        if kind == "transmission":
+            return prepare("transmission", {key: stack})
+        if kind == "unknown" and _signed(stack):
+            return Channel(name, "derivative", stack.astype(np.float32), sources,
+                           "signed values: treated as a DPC-like derivative map (no centre of mass or reprojection)")
+        if kind in ("dpc_y", "derivative"):
+            return Channel(name, kind, stack.astype(np.float32), sources, "as measured")
+    note = []
+    if kind == "counts":
+        live = _ending(maps, "live_time")
+        if live is not None and np.all(np.asarray(maps[live]) > 0):
+            lt = np.asarray(maps[live], np.float64)
+            stack = stack * (lt.mean() / lt)
+            note.append(f"dead-time corrected by {live}")
+        i0 = _ending(maps, "i0")
+        if i0 is not None and np.all(np.asarray(maps[i0]) > 0):
+            io = np.asarray(maps[i0], np.float64)
+            stack = stack * (io.mean() / io)
+            note.append(f"normalised by {i0}")
+    return _finish(name, kind, stack, sources, ", ".join(note + ["background-subtracted"]))
+
+
+def _signed(stack: np.ndarray) -> bool:
+    """Values of both signs about zero (a DPC map), rather than counts or line integrals over a background."""
+    lo, hi = np.percentile(stack[:, :: max(1, stack.shape[1] // 16)], [1, 99])
+    return bool(lo < 0 < hi and -lo > 0.3 * hi)
+
+
+def _finish(name, kind, stack, sources, note) -> Channel:
+    stack = np.asarray(stack, np.float32)
+    return Channel(name, kind, stack - np.float32(background(stack)), tuple(sources), note)
+
+
+def candidates(maps: Mapping[str, np.ndarray]) -> list[str]:
+    """The consistent channels ``maps`` can give, in the order they are tried."""
+    out = []
+    if _elements(maps):
+        out.append("fluorescence")
+    if _ending(maps, "transmission") is not None:
+        out.append("transmission")
+    for key in maps:
+        if kind_of(key) in ("absorption", "unknown") and not any(
+                key.lower() == a or key.lower().endswith("_" + a) for a in AUXILIARY):
+            out.append(key)
+    return out
