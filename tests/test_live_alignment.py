@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import event_model
@@ -49,12 +50,26 @@ def test_live_alignment_tracks_the_runout(RE, docs, mp):
     events = [d for n, d in derived if n == "event"]
     np.testing.assert_allclose([e["data"]["dx"] for e in events], shifts[:, 1])
     assert result["derived_uid"] == start["uid"]
+    # the final alignment (align_projections on the run's maps) and its figures, stored with the derived run
+    summary = start["alignment"]
+    assert summary == result["summary"] and start["field"] == "dpc_diag"
+    assert json.loads(json.dumps(summary, allow_nan=False)) == summary  # plain JSON, no numpy types
+    assert summary["method"] in ("pairwise", "matching") and summary["applied"] is True
+    assert "error" not in summary and isinstance(summary["warnings"], list)
+    before, after = summary["consistency"]["before"], summary["consistency"]["after"]
+    assert isinstance(before, float) and isinstance(after, float)
+    assert after <= before, summary  # the simulated stack is well aligned: more consistent after
 
     # replaying the stored documents gives the same shifts
     replay = LiveDPCAlignment()
     for name, doc in docs:
         replay(name, doc)
     np.testing.assert_allclose(replay.results[uid]["shifts"], shifts, atol=1e-9)
+
+
+def test_live_alignment_refuses_an_unknown_method():
+    with pytest.raises(ValueError, match=r"method='bogus'.*'auto', 'pairwise', 'matching'"):
+        LiveDPCAlignment(method="bogus")
 
 
 def test_live_alignment_never_raises(caplog):

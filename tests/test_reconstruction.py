@@ -80,7 +80,7 @@ def test_dpc_alignment_reconstructs_as_well_as_the_true_shifts_and_better_than_n
     ({"algorithm": "art"}, r"algorithm='art' is not known; allowed: 'fbp', 'sirt', 'mlem', 'osem'"),
     ({"iterations": 0}, r"iterations=0: allowed an integer >= 1 for mlem"),
     ({"subsets": 0}, r"subsets=0: allowed an integer >= 1"),
-    ({"align": "phase"}, r"align='phase' is not known; allowed: 'dpc', 'zn', 'none', 'truth'"),
+    ({"align": "phase"}, r"align='phase' is not known; allowed: 'auto', 'dpc', 'zn', 'none', 'truth'"),
 ])
 def test_bad_options_are_refused(kwargs, message):
     opts = {"algorithm": "mlem", "iterations": None, "subsets": 1, "align": "dpc", **kwargs}

@@ -169,6 +169,28 @@ def cmd_ls(args) -> int:
     return 0
 
 
+def _alignment_lines(summary: dict, label: str = "alignment") -> list[str]:
+    """The lines ``show`` prints for a dpc_alignment run's ``alignment`` summary."""
+    cons = summary.get("consistency") or {}
+
+    def num(v):
+        return f"{v:.4g}" if isinstance(v, int | float) else "?"
+
+    lines = [f"{label}: {summary.get('method', '?')} on {summary.get('channel', '?')}, "
+             f"{'applied' if summary.get('applied') else 'NOT applied (zero shifts)'}",
+             f"  reason: {summary.get('reason', '')}"]
+    if "before" in cons or "after" in cons:
+        on = f" on {cons['channel']}" if cons.get("channel") else ""
+        lines.append(f"  consistency (reprojection error{on}): before {num(cons.get('before'))} -> "
+                     f"after {num(cons.get('after'))}")
+    elif cons.get("note"):
+        lines.append(f"  consistency: {cons['note']}")
+    if summary.get("error"):
+        lines.append(f"  error: {summary['error']}")
+    lines += [f"  warning: {w}" for w in summary.get("warnings") or []]
+    return lines
+
+
 def cmd_show(args) -> int:
     import json
 
@@ -188,6 +210,24 @@ def cmd_show(args) -> int:
         print(f"exit status: {stop.get('exit_status', 'running?')}, events: {stop.get('num_events', {})}")
         for name in run:
             print(f"stream {name}: {', '.join(run[name].metadata.get('data_keys', {}) or [])}")
+        summary = start.get("alignment")
+        if not isinstance(summary, dict):  # a raw run: the newest dpc_alignment run derived from it
+            summary, label = None, "alignment"
+            try:
+                from tiled.queries import Key
+
+                found = cat.search(Key("start.raw_uid") == start["uid"]).search(
+                    Key("start.plan_name") == "dpc_alignment")
+                newest = list(found.values().tail(1)) if len(found) else []
+                if newest:
+                    derived = newest[0].metadata["start"]
+                    summary, label = derived.get("alignment"), f"alignment (run {derived['uid'][:8]})"
+            except Exception as err:  # the lines are extra: never fail show for them
+                logging.getLogger(__name__).info("show: no derived alignment runs found: %s", err)
+        else:
+            label = "alignment"
+        if isinstance(summary, dict):
+            print("\n".join(_alignment_lines(summary, label)))
     return 0
 
 
@@ -236,7 +276,8 @@ def cmd_reconstruct(args) -> int:
         tomo = load_tomo(run)
         try:
             rec = reconstruct_tomo(tomo, elements=elements, algorithm=args.algorithm, iterations=args.iterations,
-                                   subsets=args.subsets, align=args.align, center=args.center, refine=args.refine,
+                                   subsets=args.subsets, align=args.align, align_method=args.align_method, channel=args.channel,
+                                   center=args.center, refine=args.refine,
                                    progress=lambda text: print(f"  {text}", flush=True))
         except ValueError as err:
             print(f"xfct-bluesky reconstruct: {err}", file=sys.stderr)
@@ -377,7 +418,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--algorithm", default="mlem", help="fbp, sirt, mlem (default) or osem")
             p.add_argument("--iterations", type=int, help="default 50 (sirt), 10 (mlem), 2 (osem)")
             p.add_argument("--subsets", type=int, default=1, help="OSEM ordered subsets (default 8 for osem)")
-            p.add_argument("--align", default="dpc", help="dpc (default), zn or none")
+            p.add_argument("--align", default="auto", help="auto (default: method and channel chosen by the "
+                           "data), dpc, zn or none")
+            p.add_argument("--align-method", default="auto", choices=("auto", "pairwise", "matching"),
+                           help="with --align auto: pairwise (fine angles), matching (sparse angles, wide "
+                           "specimens) or auto (default)")
+            p.add_argument("--channel", help="with --align auto: map to align on, e.g. fluorescence, "
+                           "transmission, dpc_diag, Zn (default: the most informative)")
             p.add_argument("--elements", default="Zn", help="comma-separated, e.g. Zn,Fe,Cu (default Zn)")
             p.add_argument("--center", type=float, help="rotation-axis column (default: from the alignment)")
             p.add_argument("--refine", action="store_true",

@@ -22,7 +22,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 ALGORITHMS = ("fbp", "sirt", "mlem", "osem")
-ALIGNMENTS = ("dpc", "zn", "none", "truth")
+ALIGNMENTS = ("auto", "dpc", "zn", "none", "truth")
 #: Iterations when none are given. MLEM on low-count fluorescence maps fits
 #: the Poisson noise after ~10 iterations (the dose study's NRMSE is lowest
 #: at 10 and grows from 20 on); OSEM with 8 subsets goes ~8x faster per iteration.
@@ -103,9 +103,18 @@ def phase_projections(dpc_x, dpc_y) -> np.ndarray:
     return (phase - edge).astype(np.float32)
 
 
-def align_maps(theta, maps: Mapping[str, np.ndarray], align: str = "dpc", *, true_offsets=None):
-    """(shifts (n, 2), centre column or NaN, Alignment or None) for one alignment choice."""
-    from .analysis.align import align_projections
+def align_maps(theta, maps: Mapping[str, np.ndarray], align: str = "auto", *, true_offsets=None,
+               method: str = "auto", channel: str | None = None):
+    """(shifts (n, 2), centre column or NaN, Alignment or None) for one alignment choice.
+
+    ``align="auto"`` hands every map to :func:`~xfct_bluesky.analysis.align.align_projections`
+    with ``method`` and ``channel``; "dpc" registers the diagonal DPC maps pairwise, "zn" the Zn
+    maps. Every choice but "none" and "truth" reports its consistency and is not applied when it
+    leaves the stack less consistent; its warnings are logged (and kept in ``Alignment.warnings``).
+    """
+    import warnings
+
+    from .analysis.align import AlignmentWarning, align_projections
 
     n = len(theta)
     ny, nx = next(iter(maps.values())).shape[1:]
@@ -118,16 +127,22 @@ def align_maps(theta, maps: Mapping[str, np.ndarray], align: str = "dpc", *, tru
         if offsets.shape != (n, 2):
             raise ValueError(f"true offsets have shape {offsets.shape}; expected {(n, 2)} (one per projection)")
         return -offsets, (nx - 1) / 2, None
-    if align == "dpc":
-        diag, dx = _map_key(maps, "dpc_diag"), _map_key(maps, "dpc_x")
-        if diag is None or dx is None:
-            raise ValueError(f"align='dpc' needs dpc_diag and dpc_x maps; the run has {sorted(maps)}")
-        al = align_projections(maps[diag], theta, center_maps=maps[dx], center_parity=-1)
-    else:
-        zn = _map_key(maps, "Zn")
-        if zn is None:
-            raise ValueError(f"align='zn' needs a Zn map; the run has {sorted(maps)}")
-        al = align_projections(maps[zn].astype(np.float32), theta)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AlignmentWarning)
+        if align == "auto":
+            al = align_projections(dict(maps), theta, method=method, channel=channel)
+        elif align == "dpc":
+            diag, dx = _map_key(maps, "dpc_diag"), _map_key(maps, "dpc_x")
+            if diag is None or dx is None:
+                raise ValueError(f"align='dpc' needs dpc_diag and dpc_x maps; the run has {sorted(maps)}")
+            al = align_projections(dict(maps), theta, method="pairwise")
+        else:
+            zn = _map_key(maps, "Zn")
+            if zn is None:
+                raise ValueError(f"align='zn' needs a Zn map; the run has {sorted(maps)}")
+            al = align_projections(maps[zn].astype(np.float32), theta, channel="Zn")
+    for w in caught:
+        logger.warning("%s", w.message)
     return al.shifts, al.center, al
 
 
@@ -139,13 +154,15 @@ def reconstruct_maps(
     algorithm: str = "mlem",
     iterations: int | None = None,
     subsets: int = 1,
-    align: str = "dpc",
+    align: str = "auto",
     shifts=None,
     center: float | None = None,
     phase: bool = True,
     refine: bool = False,
     true_offsets=None,
     progress: Callable[[str], None] | None = None,
+    align_method: str = "auto",
+    channel: str | None = None,
 ) -> Reconstruction:
     """Align and reconstruct projections given as arrays (see :func:`reconstruct_tomo`)."""
     from .analysis import tomo
@@ -165,7 +182,14 @@ def reconstruct_maps(
     alignment = None
     if shifts is None:
         say(f"aligning {theta.size} projections ({align})")
-        shifts, found_center, alignment = align_maps(theta, maps, align, true_offsets=true_offsets)
+        shifts, found_center, alignment = align_maps(theta, maps, align, true_offsets=true_offsets,
+                                                     method=align_method, channel=channel)
+        if alignment is not None:
+            c = alignment.consistency
+            say(f"alignment: {alignment.reason}; reprojection error {c.get('before')} unaligned -> "
+                f"{c.get('after')} aligned{'' if alignment.applied else ' (NOT applied)'}")
+            for text in alignment.warnings:
+                say(f"warning: {text}")
     else:
         shifts = np.asarray(shifts, float)
         found_center = float("nan")
@@ -214,8 +238,15 @@ def reconstruct_tomo(tomo_data, **kwargs) -> Reconstruction:
         MLEM/OSEM suit fluorescence counts (Poisson); the phase always uses FBP.
     iterations : int, optional
         Default 50 (SIRT), 10 (MLEM), 2 (OSEM, 8 subsets).
-    align : {"dpc", "zn", "none", "truth"}
-        How to find the shifts; "truth" uses ``true_offsets`` (simulation).
+    align : {"auto", "dpc", "zn", "none", "truth"}
+        How to find the shifts: "auto" (default) gives every map to
+        :func:`~xfct_bluesky.analysis.align.align_projections`, which picks
+        the method and channel; "dpc" pairwise on diagonal DPC, "zn" on Zn;
+        "truth" uses ``true_offsets`` (simulation).
+    align_method : {"auto", "pairwise", "matching"}
+        With ``align="auto"``: the method (see ``align_projections``).
+    channel : str, optional
+        With ``align="auto"``: the map to align on (default chosen by the data).
     shifts : (n, 2) array, optional
         Shifts to apply instead of aligning (e.g. the live alignment's).
     refine : bool

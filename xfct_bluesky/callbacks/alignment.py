@@ -10,25 +10,68 @@ the map. At the stop document it publishes the result as a derived run
 (``plan_name`` "dpc_alignment", ``raw_uid`` linking the raw run) through
 ``emit`` (e.g. a TiledWriter), with one event per projection: theta, dy, dx.
 
+The live estimate is a preview. The callback also keeps each projection's
+maps (the aligned field, DPC, transmission, I0, live time and the element
+maps), and at the stop document aligns them once more with
+:func:`~xfct_bluesky.analysis.align.align_projections` (``method``: "auto"
+picks pairwise or projection matching from the data); those are the final
+shifts, and the result's :meth:`~xfct_bluesky.analysis.align.Alignment.summary`
+(method, channel, reason, consistency before and after, warnings) is stored
+in the derived run's start document under ``"alignment"``.
+
 The same callback replays a stored run: feed it ``run.documents()``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
+import warnings
 from collections.abc import Callable
 
 import numpy as np
 from event_model import compose_run
 
-from ..analysis.align import _solve, fit_sinusoid
+from ..analysis.align import METHODS, AlignmentWarning, align_projections, fit_sinusoid
+from ..analysis.pairwise import _solve
 from ..analysis.registration import register
 from ._base import SafeDocumentRouter, theta_key_of
 
 logger = logging.getLogger(__name__)
+
+#: Endings of the 2D data keys kept for the final alignment (besides the aligned field and the element maps).
+MAP_ENDINGS = ("dpc_diag", "dpc_x", "dpc_y", "transmission", "i0", "live_time")
+#: The kept maps stop growing beyond this (bytes): then only the aligned field is kept.
+MAX_MAP_BYTES = 2 * 1024**3
+_SYMBOLS = frozenset((
+    "H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br Kr "
+    "Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb "
+    "Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu Am Cm Bk Cf Es Fm Md No Lr"
+).split())
+
+
+def _is_element_key(key: str) -> bool:
+    """A key ending in ``_`` + a chemical symbol (``microprobe_scanner_Zn``)."""
+    head, sep, tail = key.rpartition("_")
+    return bool(sep) and tail in _SYMBOLS
+
+
+def _plain(value):
+    """``value`` as plain JSON types: numpy scalars and arrays unwrapped, tuples as lists, NaN/inf as None."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_plain(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return str(value)
 
 
 class _Estimator:
@@ -90,6 +133,9 @@ class LiveDPCAlignment(SafeDocumentRouter):
         Largest angle difference (deg) registered.
     plot : bool
         Plot shifts against angle live (matplotlib).
+    method : {"auto", "pairwise", "matching"}
+        Method of the final alignment at the stop document
+        (:func:`~xfct_bluesky.analysis.align.align_projections`).
 
     Attributes
     ----------
@@ -97,12 +143,17 @@ class LiveDPCAlignment(SafeDocumentRouter):
         Current (dy, dx) of the projections received so far (acquisition order).
     theta : (n,) array
     results : dict
-        Per raw-run uid: the final shifts, theta and the derived run's uid.
+        Per raw-run uid: the final shifts, theta, the derived run's uid, the
+        sinusoid of dx and ``summary`` (the final alignment's summary, or,
+        when it failed, the live estimate's with the ``error``).
     """
 
     def __init__(self, emit: Callable | None = None, *, field: str = "dpc_diag", upsample: int = 20,
-                 neighbours: int = 6, max_angle: float = 12.0, plot: bool = False):
+                 neighbours: int = 6, max_angle: float = 12.0, plot: bool = False, method: str = "auto"):
+        if method not in METHODS:
+            raise ValueError(f"LiveDPCAlignment: method={method!r}; allowed {', '.join(map(repr, METHODS))}")
         super().__init__()
+        self.method = method
         self.emit = emit
         self.field = field
         self.upsample = upsample
@@ -116,6 +167,10 @@ class LiveDPCAlignment(SafeDocumentRouter):
         self._start: dict | None = None
         self._primary: set[str] = set()
         self._keys: tuple[str, str] | None = None
+        self._map_keys: tuple[str, ...] = ()
+        self._maps: list[dict[str, np.ndarray]] = []  # per projection received: the maps of the final alignment
+        self._map_bytes = 0
+        self._field_only = False
         self._fig = None
 
     # -- properties for users ----------------------------------------------------
@@ -138,6 +193,10 @@ class LiveDPCAlignment(SafeDocumentRouter):
         self._start = doc
         self._primary.clear()
         self._keys = None
+        self._map_keys = ()
+        self._maps = []
+        self._map_bytes = 0
+        self._field_only = False
         self._est = _Estimator(self.upsample, self.neighbours, self.max_angle)
         self._queue = queue.Queue()
         self._worker = threading.Thread(target=self._work, name="live-dpc-alignment", daemon=True)
@@ -152,13 +211,19 @@ class LiveDPCAlignment(SafeDocumentRouter):
         theta_key = theta_key_of(self._start, keys)
         if image and theta_key:
             self._keys = (theta_key, image[0])
+            self._map_keys = tuple(k for k, v in keys.items() if k != image[0] and len(v.get("shape") or []) == 2
+                                   and (k.endswith(MAP_ENDINGS) or _is_element_key(k)))
         else:
             logger.warning("LiveDPCAlignment: no %r map or rotation key in stream 'primary'", self.field)
 
     def event(self, doc):
         if doc["descriptor"] in self._primary and self._keys is not None:
             theta_key, image_key = self._keys
-            self._queue.put((float(doc["data"][theta_key]), np.asarray(doc["data"][image_key])))
+            data = doc["data"]
+            image = np.asarray(data[image_key])
+            maps = {image_key: image}
+            maps.update((k, np.asarray(data[k])) for k in self._map_keys if k in data)
+            self._queue.put((float(data[theta_key]), image, maps))
 
     def event_page(self, doc):
         for ev in _unpack(doc):
@@ -170,10 +235,39 @@ class LiveDPCAlignment(SafeDocumentRouter):
         if self._start is None or self._est is None or len(self._est.theta) < 2:
             return  # a single map (or none) has nothing to align
         raw_uid = self._start["uid"]
-        theta, shifts = self.theta, self.shifts
-        derived = self._publish(raw_uid, theta, shifts) if self.emit is not None else None
+        theta = self.theta
+        shifts, summary = self._final(theta)
+        derived = self._publish(raw_uid, theta, shifts, summary) if self.emit is not None else None
         self.results[raw_uid] = {"theta": theta, "shifts": shifts, "derived_uid": derived,
-                                 "sinusoid": fit_sinusoid(theta, shifts[:, 1]) if len(theta) > 2 else None}
+                                 "sinusoid": fit_sinusoid(theta, shifts[:, 1]) if len(theta) > 2 else None,
+                                 "summary": summary}
+
+    def _final(self, theta) -> tuple[np.ndarray, dict]:
+        """(final shifts, JSON-ready summary): align_projections on the kept maps, else the live estimate."""
+        image_key = self._keys[1] if self._keys else self.field
+        names = [k for k in self._maps[0] if all(k in m for m in self._maps)] if self._maps else []
+        try:
+            if len(self._maps) != len(theta) or image_key not in names:
+                raise RuntimeError(f"{len(self._maps)} projections' maps kept for {len(theta)} angles")
+            maps = {k: np.stack([m[k] for m in self._maps]) for k in names}
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                al = align_projections(maps, theta, method=self.method)
+            summary = _plain(al.summary())
+            c = al.consistency
+            logger.info("LiveDPCAlignment: run %s aligned by %s on %s (%s), reprojection error %s -> %s",
+                        self._start["uid"][:8], al.method, al.channel, "applied" if al.applied else "NOT applied",
+                        c.get("before"), c.get("after"))
+            others = [str(w.message) for w in caught if not issubclass(w.category, AlignmentWarning)]
+            for text in [*al.warnings, *others]:
+                logger.warning("LiveDPCAlignment: %s", text)
+            return np.array(al.shifts, float), summary
+        except Exception as exc:
+            logger.exception("LiveDPCAlignment: the final alignment failed; keeping the live pairwise estimate")
+            error = f"{type(exc).__name__}: {exc}"
+            return self.shifts, {"method": "pairwise", "channel": image_key, "applied": True,
+                                 "reason": f"live incremental pairwise estimate: the final alignment failed ({error})",
+                                 "consistency": {}, "warnings": [], "survey": {}, "error": error}
 
     # -- worker --------------------------------------------------------------------
     def _work(self):
@@ -182,12 +276,28 @@ class LiveDPCAlignment(SafeDocumentRouter):
             if item is None:
                 return
             try:
-                self._est.add(*item)
+                theta, image, maps = item
+                self._est.add(theta, image)
+                self._keep(maps)
                 if self.plot:
                     self._update_plot()
             except Exception as exc:
                 logger.exception("LiveDPCAlignment: could not align a projection")
                 self.errors.append(exc)
+
+    def _keep(self, maps: dict[str, np.ndarray]) -> None:
+        """Keep one projection's maps for the final alignment: all of them while under MAX_MAP_BYTES, else the field."""
+        image_key = self._keys[1]
+        if not self._field_only and self._map_bytes + sum(m.nbytes for m in maps.values()) > MAX_MAP_BYTES:
+            logger.warning("LiveDPCAlignment: the maps kept would exceed %.1f GB: the final alignment uses %s only",
+                           MAX_MAP_BYTES / 1024**3, image_key)
+            self._field_only = True
+            self._maps = [{image_key: m[image_key]} for m in self._maps]
+            self._map_bytes = sum(m[image_key].nbytes for m in self._maps)
+        if self._field_only:
+            maps = {image_key: maps[image_key]}
+        self._maps.append(maps)
+        self._map_bytes += sum(m.nbytes for m in maps.values())
 
     def _update_plot(self):
         import matplotlib.pyplot as plt
@@ -204,10 +314,10 @@ class LiveDPCAlignment(SafeDocumentRouter):
         ax.legend()
         self._fig.canvas.draw_idle()
 
-    def _publish(self, raw_uid, theta, shifts) -> str:
+    def _publish(self, raw_uid, theta, shifts, summary) -> str:
         bundle = compose_run(metadata={
             "plan_name": "dpc_alignment", "raw_uid": raw_uid, "field": self.field,
-            "sample": self._start.get("sample"), "upsample": self.upsample,
+            "sample": self._start.get("sample"), "upsample": self.upsample, "alignment": summary,
             "purpose": "DPC alignment shifts of a tomography (shift moves each projection onto the axis)",
         })
         self.emit("start", bundle.start_doc)
