@@ -62,6 +62,7 @@ Demo tomography done in {res.seconds:.1f} s: {res.n_angles} projections of {res.
   overview    {res.figure}
   alignment   run {res.alignment_uid[:8]} (live DPC alignment, linked by raw_uid); error against the
               simulator's true runout: {res.alignment_error[0]:.3f} px (y), {res.alignment_error[1]:.3f} px (x)
+{chr(10).join("              " + line for line in _alignment_lines(res.alignment_summary or {}, "final"))}
   volumes     run {(res.reconstruction_uid or '(none)')[:8]} (live reconstruction: Zn by MLEM, phase by FBP,
               linked by raw_uid)
 

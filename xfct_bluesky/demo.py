@@ -30,6 +30,7 @@ class DemoResult:
     alignment_uid: str | None = None
     alignment_error: tuple[float, float] | None = None
     reconstruction_uid: str | None = None
+    alignment_summary: dict | None = None
 
 
 def overview_figure(tomo, path: Path, *, title: str = "", shifts=None, truth=None, volume=None) -> Path:
@@ -156,4 +157,5 @@ def run_demo(
                                  volume=rebuilt["reconstruction"].volumes["Zn"] if rebuilt else None)
         client.context.close()
     return DemoResult(uid, data_dir, figure, n_angles, tuple(shape), total_dose, time.perf_counter() - t0,
-                      aligned["derived_uid"], (float(err[0]), float(err[1])), rebuilt.get("derived_uid"))
+                      aligned["derived_uid"], (float(err[0]), float(err[1])), rebuilt.get("derived_uid"),
+                      aligned.get("summary"))

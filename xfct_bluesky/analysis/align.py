@@ -286,8 +286,11 @@ def align_projections(
     names = ch.candidates(maps)
     cons = chosen if chosen is not None and chosen.consistent else None
     if cons is None and names:
+        # the most informative channel that shows the specimen whole (a capillary wider than the field
+        # cuts the transmission, not the fluorescence, of the cell inside it)
         prepared = [ch.prepare(n, maps) for n in names]
-        cons = max(prepared, key=lambda c: cs.informativeness(c.stack))
+        whole_in = [c for c in prepared if not cs.survey(c.stack, theta).truncated]
+        cons = max(whole_in or prepared, key=lambda c: cs.informativeness(c.stack))
     if cons is None:
         dpc_y = ch._ending(maps, "dpc_y")
         cons = ch.prepare(dpc_y, maps) if dpc_y else (chosen or ch.prepare(next(iter(maps)), maps))
@@ -407,6 +410,7 @@ def _consistency(cons, theta, shifts, center, sv, com) -> dict:
     """Reprojection error of the consistency channel without and with ``shifts`` (see align_projections)."""
     from . import consistency as cs
     from . import tomo
+    from .consistency import shift_margins
     from .refine import default_sigma
 
     nx = cons.stack.shape[2]
@@ -418,8 +422,7 @@ def _consistency(cons, theta, shifts, center, sv, com) -> dict:
         b //= 2
     binned = cs.bin_columns(cons.stack, b)
     scale = np.array([1.0, float(b)])
-    rows = int(math.ceil(np.abs(shifts[:, 0]).max())) + 1
-    cols = int(math.ceil(np.abs(shifts[:, 1]).max() / b)) + 1
+    rows, cols = shift_margins(shifts, b)
     out = {"channel": cons.name, "sigma_px": round(sigma, 2), "binning": b}
     for label, s in (("before", np.zeros_like(shifts)), ("after", shifts)):
         if com is not None:

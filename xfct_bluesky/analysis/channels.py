@@ -88,9 +88,12 @@ def prepare(name: str, maps: Mapping[str, np.ndarray]) -> Channel:
 
     ``name`` is a key of ``maps`` (or its ending: ``"Zn"``, ``"dpc_diag"``),
     or one of ``"fluorescence"`` (every element map summed), ``"transmission"``
-    (``-log`` of the transmission map over its air level). Fluorescence is
-    divided by the live-time fraction and by I0 (over its mean) where those
-    maps exist; counts, absorption and transmission are background-subtracted.
+    (``-log`` of the transmission map over its air level: 1 when it is
+    already I/I0, else its 99th percentile). Fluorescence is divided by the
+    live-time fraction and by I0 (over its mean) where those maps exist.
+    Counts and transmission keep their true zero (a background estimate
+    would hide a specimen that fills the field); other maps are
+    background-subtracted.
     """
     if name == "fluorescence":
         keys = _elements(maps)
@@ -106,8 +109,10 @@ def prepare(name: str, maps: Mapping[str, np.ndarray]) -> Channel:
         air = np.percentile(t, 99)
         if not air > 0:
             raise ValueError(f"transmission map {key!r} has no positive values (99th percentile {air:g})")
+        if 0.8 <= air <= 1.25:  # already normalised to the incident beam (I/I0, air = 1): keep it absolute
+            air = 1.0
         stack = -np.log(np.clip(t / air, 1e-6, None))
-        return _finish(name, "absorption", stack, (key,), f"-log({key} / {air:.4g}), background-subtracted")
+        return _finish(name, "absorption", stack, (key,), f"-log({key} / {air:.4g})", subtract=False)
     else:
         key = name if name in maps else _ending(maps, name)
         if key is None:
@@ -135,6 +140,8 @@ def prepare(name: str, maps: Mapping[str, np.ndarray]) -> Channel:
             io = np.asarray(maps[i0], np.float64)
             stack = stack * (io.mean() / io)
             note.append(f"normalised by {i0}")
+    if kind == "counts":  # counts have a true zero: a background estimate would hide a specimen cut by the field
+        return _finish(name, kind, stack, sources, ", ".join(note) or "as measured", subtract=False)
     return _finish(name, kind, stack, sources, ", ".join(note + ["background-subtracted"]))
 
 
@@ -144,9 +151,11 @@ def _signed(stack: np.ndarray) -> bool:
     return bool(lo < 0 < hi and -lo > 0.3 * hi)
 
 
-def _finish(name, kind, stack, sources, note) -> Channel:
+def _finish(name, kind, stack, sources, note, subtract: bool = True) -> Channel:
     stack = np.asarray(stack, np.float32)
-    return Channel(name, kind, stack - np.float32(background(stack)), tuple(sources), note)
+    if subtract:
+        stack = stack - np.float32(background(stack))
+    return Channel(name, kind, stack, tuple(sources), note)
 
 
 def candidates(maps: Mapping[str, np.ndarray]) -> list[str]:

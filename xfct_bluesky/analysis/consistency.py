@@ -71,6 +71,13 @@ def bin_columns(stack: np.ndarray, factor: int) -> np.ndarray:
     return stack[:, :, : m * factor].reshape(n, ny, m, factor).sum(axis=-1, dtype=np.float32)
 
 
+def shift_margins(shifts, factor: int = 1) -> tuple[int, int]:
+    """(rows, columns) at the edges that ``shifts`` (dy, dx px) fill from outside, in a grid binned by ``factor``."""
+    shifts = np.asarray(shifts, float)
+    return (int(math.ceil(np.abs(shifts[:, 0]).max())) + 1,
+            int(math.ceil(np.abs(shifts[:, 1]).max() / factor)) + 1)
+
+
 def binned_center(center: float, factor: int) -> float:
     """A column position in the binned grid of :func:`bin_columns`."""
     return (center - (factor - 1) / 2) / factor
@@ -276,7 +283,12 @@ def reprojection_error(stack: np.ndarray, theta, shifts, *, center: float, sigma
     r = int(max(0, min(row_margin, (ny - 1) // 2 - 1)))
     if r:
         d, p = d[:, r:-r], p[:, r:-r]
-    pp = float(np.vdot(p, p))
-    s = float(np.vdot(d, p)) / pp if pp > 0 else 0.0
-    dd = float(np.vdot(d, d))
-    return float(np.sqrt(np.vdot(d - s * p, d - s * p) / dd)) if dd > 0 else float("nan")
+    return relative_misfit(d, p)
+
+
+def relative_misfit(data: np.ndarray, model: np.ndarray) -> float:
+    """``||d - s m|| / ||d||`` with ``s`` the least-squares scale of the model (NaN for empty data)."""
+    mm = float(np.vdot(model, model))
+    s = float(np.vdot(data, model)) / mm if mm > 0 else 0.0
+    dd = float(np.vdot(data, data))
+    return float(np.sqrt(np.vdot(data - s * model, data - s * model) / dd)) if dd > 0 else float("nan")

@@ -20,6 +20,22 @@ Two details make it converge here:
   horizontally and its mean vertically: those only move the object, and
   left in they drift from one iteration to the next.
 
+With few angles (36 over 180 degrees of a 1600 px specimen) two more are
+needed (``guard=True``, ``support``, as
+:func:`~xfct_bluesky.analysis.align.align_projections` calls it):
+
+* the reconstruction is masked to the specimen's support before
+  reprojecting (outside it the streaks of few angles add a false signal);
+* a step is kept only if it lowers the low-passed misfit between the stack
+  and its reprojection, else it is halved from the best point
+  (backtracking): the loop's own fixed point lies some 0.2-0.3 px from the
+  truth there (streaks, and the projection's own share of its
+  reprojection), and unguarded it drifts on to 1-5 px from a good start.
+
+Binning columns (``levels``) makes the early iterations cheap; binning
+beyond ~500 columns costs accuracy (a sharp wire narrower than the bin
+loses its place in it), hence :func:`default_levels`.
+
 The maps matched must be a consistent tomographic dataset: DPC y (the
 derivative along the rotation axis commutes with projection), a phase
 integrated from DPC, or fluorescence; not DPC x or diagonal DPC, whose
@@ -43,7 +59,7 @@ from scipy import ndimage
 
 from . import tomo
 from .align import apply_shifts, remove_sinusoid
-from .consistency import bin_columns, binned_center
+from .consistency import bin_columns, binned_center, relative_misfit, shift_margins
 from .registration import register
 
 logger = logging.getLogger(__name__)
@@ -170,9 +186,11 @@ def refine_alignment(projections, theta, shifts, *, center: float | None = None,
         back to it. Default ``4 * sigma``.
     guard : bool
         Keep a step only if it lowers the low-passed misfit between the
-        stack and its reprojection; otherwise undo it and go to the next
-        level. Projection matching with few angles can otherwise drift
-        (each reprojection holds the projection itself, and its streaks).
+        stack and its reprojection; otherwise halve it from the best point
+        (backtracking) until it is below ``tolerance``. Projection matching
+        with few angles otherwise drifts (each reprojection holds the
+        projection itself, and its streaks): its fixed point is not the
+        misfit's minimum.
 
     Returns
     -------
@@ -205,7 +223,7 @@ def refine_alignment(projections, theta, shifts, *, center: float | None = None,
         smooth = (0, min(sigma, 8.0), max(sigma / b, 1.0))
         scale = np.array([1.0, float(b)])
         converged = False
-        best = (np.inf, shifts.copy())
+        best, last = (np.inf, shifts.copy()), None
         for _ in range(int(iterations)):
             aligned = apply_shifts(binned, shifts / scale, mode="nearest")
             reprojected = reproject(aligned, theta, c_b, support=None if support is None else support / b,
@@ -214,27 +232,37 @@ def refine_alignment(projections, theta, shifts, *, center: float | None = None,
             mov_lp = ndimage.gaussian_filter(aligned, smooth)
             if guard:
                 err = _misfit(mov_lp, ref_lp, shifts, b)
-                if err > best[0]:  # the last step made the stack less consistent: undo it, next level
-                    shifts = best[1].copy()
-                    logger.info("projection matching (columns binned %d): misfit rose %.5f -> %.5f, step undone",
-                                b, best[0], err)
-                    steps.pop()
-                    done.pop()
-                    break
+                if err > best[0]:  # the last step overshot: halve it from the best point (backtracking)
+                    last = last * 0.5
+                    rms = np.sqrt(np.mean(last**2, axis=0))
+                    logger.info("projection matching (columns binned %d): misfit rose %.5f -> %.5f, step halved "
+                                "to RMS dy %.3f, dx %.3f px", b, best[0], err, *rms)
+                    if rms.max() < tolerance:
+                        shifts = best[1].copy()
+                        converged = True
+                        break
+                    shifts = best[1] + last
+                    steps.append(rms)
+                    done.append(b)
+                    continue
                 best = (err, shifts.copy())
             step = np.atleast_2d(register(ref_lp, mov_lp, upsample=int(min(upsample * b, 400)),
                                           window="tukey").shift)
             step = _robust(step.astype(float) * scale, limit=max_step)
             step[:, 1] = remove_sinusoid(theta, step[:, 1])  # object motion: not the alignment's business
             step[:, 0] = step[:, 0] - step[:, 0].mean() if vertical else 0.0
-            shifts += step
             rms = np.sqrt(np.mean(step**2, axis=0))
-            steps.append(rms)
-            done.append(b)
-            logger.info("projection matching (columns binned %d): correction RMS dy %.3f px, dx %.3f px", b, *rms)
             if rms.max() < tolerance:
                 converged = True
                 break
+            shifts = shifts + step
+            last = step
+            steps.append(rms)
+            done.append(b)
+            logger.info("projection matching (columns binned %d): correction RMS dy %.3f px, dx %.3f px", b, *rms)
+        else:
+            if guard and np.isfinite(best[0]):
+                shifts = best[1].copy()  # out of iterations: the most consistent point seen
     return Refinement(shifts, np.array(steps).reshape(-1, 2), np.array(done, int), converged, float(center))
 
 
@@ -265,13 +293,9 @@ def _robust(step: np.ndarray, limit: float) -> np.ndarray:
 
 def _misfit(data: np.ndarray, model: np.ndarray, shifts: np.ndarray, b: int) -> float:
     """Relative misfit of low-passed data and reprojection, best scale, away from the shifted-in edges."""
-    rows = int(math.ceil(np.abs(shifts[:, 0]).max())) + 1
-    cols = int(math.ceil(np.abs(shifts[:, 1]).max() / b)) + 1
+    rows, cols = shift_margins(shifts, b)
     ny, nx = data.shape[1:]
     rows, cols = min(rows, ny // 2 - 1), min(cols, nx // 4)
-    d = data[:, rows:ny - rows, cols:nx - cols] if rows > 0 else data[:, :, cols:nx - cols]
-    m = model[:, rows:ny - rows, cols:nx - cols] if rows > 0 else model[:, :, cols:nx - cols]
-    mm = float(np.vdot(m, m))
-    s = float(np.vdot(d, m)) / mm if mm > 0 else 0.0
-    dd = float(np.vdot(d, d))
-    return float(np.sqrt(np.vdot(d - s * m, d - s * m) / dd)) if dd > 0 else 0.0
+    window = (slice(None), slice(rows, ny - rows) if rows > 0 else slice(None), slice(cols, nx - cols))
+    err = relative_misfit(data[window], model[window])
+    return 0.0 if np.isnan(err) else err
