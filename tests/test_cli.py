@@ -63,6 +63,11 @@ def test_demo_reports_uid_data_and_figure(demo):
     assert len(data) > 20_000  # four panels with colour bars, not an empty canvas
     assert f"xfct-bluesky show {uid[:8]}" in out
     assert list((root / "assets").glob("*.h5"))  # spectra went to HDF5 beside the catalog
+    # the final alignment's method, channel and consistency figures are printed
+    match = re.search(r"final: (pairwise|matching) on (\S+), (applied|NOT applied)", out)
+    assert match, out
+    before, after = map(float, re.search(r"before ([\d.e-]+) -> after ([\d.e-]+)", out).groups())
+    assert 0 < after < before, out
 
 
 def test_ls_lists_the_demo_run(demo, capsys):
@@ -82,6 +87,9 @@ def test_show_prints_the_run_metadata(demo, capsys):
                  '"total_dose": 5000000.0', '"order": "golden"', "exit status: success",
                  "'primary': 6", "stream primary:", "microprobe_scanner_Zn"):
         assert text in out, (text, out)
+    # the alignment derived from it, read back from Tiled: method, reason, consistency
+    assert re.search(r"alignment \(run \w{8}\): (pairwise|matching) on \S+", out), out
+    assert "  reason: " in out and re.search(r"consistency \(reprojection error on \S+\): before", out), out
 
 
 def test_serve_refuses_a_non_loopback_host(tmp_path, capsys):

@@ -306,9 +306,12 @@ def align_projections(
         com = None
     # --- the method
     if method == "auto":
-        if sv.truncated:
+        if not whole:
+            method, why = "pairwise", (f"{cons.name} is a {cons.kind} map (not a line integral), so only pairwise "
+                                       "registration applies")
+        elif sv.truncated:
             method, why = "pairwise", "the field cuts the specimen, so neither its centre of mass nor a reprojection is whole"
-        elif sv.parallax > PARALLAX_MAX or sv.similarity < SIMILARITY_MIN:
+        elif sv.parallax > PARALLAX_MAX or sv.similarity < SIMILARITY_MIN:  # whole: a line integral
             method, why = "matching", (f"neighbouring projections are too far apart for pairwise registration "
                                        f"(parallax {sv.parallax:.1f} px > {PARALLAX_MAX:g} at a step of {sv.step:.2f} deg "
                                        f"and radius {sv.radius:.0f} px, neighbour correlation {sv.similarity:.2f})")
@@ -317,7 +320,10 @@ def align_projections(
                                        f"neighbour correlation {sv.similarity:.2f}")
     else:
         why = "asked for"
-    if method == "pairwise" and (sv.parallax > PARALLAX_MAX or sv.similarity < SIMILARITY_MIN):
+    # a noisy DPC map correlates poorly with its neighbours yet registers well (a sharp peak): its
+    # similarity says nothing; a line integral's does
+    unlike = whole and sv.similarity < SIMILARITY_MIN
+    if method == "pairwise" and (sv.parallax > PARALLAX_MAX or unlike):
         warn(f"neighbouring projections are too far apart for pairwise registration: a feature at the "
              f"specimen's radius ({sv.radius:.0f} px) moves {sv.parallax:.1f} px between neighbours "
              f"{sv.step:.2f} deg apart (limit {PARALLAX_MAX:g}), neighbour correlation {sv.similarity:.2f}; "

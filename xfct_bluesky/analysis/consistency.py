@@ -219,17 +219,29 @@ def survey(stack: np.ndarray, theta, center: float | None = None, *, signed: boo
 
 
 def neighbour_similarity(stack: np.ndarray, theta, sigma: float = 1.0) -> float:
-    """Median Pearson correlation of each projection with its nearest neighbour in angle (smoothed)."""
+    """Median correlation of each projection with its nearest neighbour in angle, corrected for noise.
+
+    Both are smoothed (Gaussian, ``sigma`` px) and their Pearson correlation
+    divided by the highest correlation two noisy copies of one image could
+    have (signal variance over total variance, the noise estimated from
+    neighbouring-pixel differences): 1 for neighbours alike but for noise,
+    whatever the counts; 0 for unrelated ones.
+    """
     order = np.argsort(np.asarray(theta, float), kind="stable")
     if order.size < 2:
         return 1.0
-    s = ndimage.gaussian_filter(stack[order].astype(np.float32), (0, sigma, sigma))
+    raw = stack[order].astype(np.float32)
+    s = ndimage.gaussian_filter(raw, (0, sigma, sigma))
     a = s[:-1].reshape(order.size - 1, -1)
     b = s[1:].reshape(order.size - 1, -1)
     a = a - a.mean(axis=1, keepdims=True)
     b = b - b.mean(axis=1, keepdims=True)
     den = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1)) + 1e-30
-    return float(np.median((a * b).sum(axis=1) / den))
+    r = float(np.median((a * b).sum(axis=1) / den))
+    noise = float(np.var(np.diff(raw, axis=2))) / 2 / (4 * math.pi * sigma**2)  # white noise after the filter
+    total = float(np.median(np.var(s.reshape(order.size, -1), axis=1)))
+    limit = max(1.0 - noise / total, 0.05) if total > 0 else 1.0
+    return float(min(r / limit, 1.0))
 
 
 def informativeness(stack: np.ndarray, sigma: float = 2.0) -> float:

@@ -190,7 +190,8 @@ def refine_alignment(projections, theta, shifts, *, center: float | None = None,
         (backtracking) until it is below ``tolerance``. Projection matching
         with few angles otherwise drifts (each reprojection holds the
         projection itself, and its streaks): its fixed point is not the
-        misfit's minimum.
+        misfit's minimum. Off by default (on the whole egg at 90 angles the
+        unguarded loop is 0.02 px better); ``align_projections`` sets it.
 
     Returns
     -------
