@@ -337,6 +337,7 @@ def align_projections(
     psr = np.zeros(0)
     used = np.zeros(0, bool)
     steps = np.zeros((0, 2))
+    matching: dict = {}
     if method == "pairwise":
         from .pairwise import center_from_mirror, pairwise_alignment
 
@@ -371,6 +372,7 @@ def align_projections(
                                levels=default_levels(stack0.shape[2], start_known=com is not None),
                                support=_support(sv), guard=True)
         proposed, steps, center = ref.shifts, ref.steps, ref.center
+        matching = {"converged": bool(ref.converged), "levels": [int(b) for b in ref.levels], "sigma": sigma}
     reason = f"{method} on {used_name}: {why}"
     if cons.name != used_name:
         reason += f"; consistency measured on {cons.name}"
@@ -402,7 +404,7 @@ def align_projections(
     sinusoid = fit_sinusoid(theta, shifts[:, 1])
     return Alignment(shifts, theta, float(center), sinusoid, pairs, measured, residuals, psr, used,
                      params={"upsample": upsample, "max_separation": max_separation, "max_angle": max_angle,
-                             "normalization": normalization, "window": window},
+                             "normalization": normalization, "window": window, **matching},
                      method=method, channel=used_name, reason=reason, consistency=consistency, applied=applied,
                      proposed=np.array(proposed, float), warnings=tuple(notes), survey=sv.as_dict(), steps=steps)
 
