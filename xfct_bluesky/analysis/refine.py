@@ -215,6 +215,7 @@ def refine_alignment(projections, theta, shifts, *, center: float | None = None,
     max_step = 4 * sigma if max_step is None else float(max_step)
     if center is None or not np.isfinite(center):
         center = float(tomo.find_center(apply_shifts(stack, shifts), theta))
+    fill = _fill_mode(stack)
     steps, done, converged = [], [], False
     for b in levels:
         binned = bin_columns(stack, b)
@@ -226,7 +227,7 @@ def refine_alignment(projections, theta, shifts, *, center: float | None = None,
         converged = False
         best, last = (np.inf, shifts.copy()), None
         for _ in range(int(iterations)):
-            aligned = apply_shifts(binned, shifts / scale, mode="nearest")
+            aligned = apply_shifts(binned, shifts / scale, mode=fill)
             reprojected = reproject(aligned, theta, c_b, support=None if support is None else support / b,
                                     nonneg=nonneg)
             ref_lp = ndimage.gaussian_filter(reprojected, smooth)
@@ -300,3 +301,11 @@ def _misfit(data: np.ndarray, model: np.ndarray, shifts: np.ndarray, b: int) -> 
     window = (slice(None), slice(rows, ny - rows) if rows > 0 else slice(None), slice(cols, nx - cols))
     err = relative_misfit(data[window], model[window])
     return 0.0 if np.isnan(err) else err
+
+
+def _fill_mode(stack: np.ndarray) -> str:
+    """How to fill rows shifted in from outside: "nearest" for a specimen cut by the field's top or bottom
+    (a rod: its rows continue), "constant" (zero) for one seen whole vertically."""
+    rows = np.abs(stack).mean(axis=(0, 2))
+    edge = max(rows[:2].mean(), rows[-2:].mean())
+    return "nearest" if edge > 0.1 * rows.max() else "constant"
