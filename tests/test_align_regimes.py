@@ -126,3 +126,23 @@ def test_the_sessions_first_tomography_aligns(tmp_path):
     assert al.applied and not al.warnings, al.warnings
     err = alignment_error(al.shifts, sim.truth.offsets, theta)
     assert np.all(err <= 0.25), (err, al.reason)
+
+
+def test_channels_are_line_integrals():
+    """Dead time and I0 undone on counts; -log of I/I0 kept absolute; a signed map is a derivative."""
+    from xfct_bluesky.analysis import channels
+
+    rng = np.random.default_rng(0)
+    rate = rng.uniform(10, 100, (3, 4, 8))
+    live = rng.uniform(0.5, 1.0, rate.shape)  # s of live time per pixel
+    i0 = rng.uniform(900, 1100, rate.shape)
+    counts = rate * live * i0 / 1000
+    c = channels.prepare("fluorescence", {"mp_Zn": counts, "mp_Fe": counts, "mp_live_time": live, "mp_i0": i0})
+    assert c.kind == "counts" and c.sources == ("mp_Zn", "mp_Fe")
+    expected = 2 * rate * live.mean() * i0.mean() / 1000
+    np.testing.assert_allclose(c.stack, expected, rtol=1e-5)
+    t = np.exp(-rng.uniform(0, 2, rate.shape))
+    t[..., 0] = 1.0  # air in the field: I/I0 = 1
+    np.testing.assert_allclose(channels.prepare("transmission", {"mp_transmission": t}).stack, -np.log(t), atol=1e-6)
+    assert channels.prepare("dpc", {"dpc": rng.normal(0, 1, rate.shape)}).kind == "derivative"
+    assert channels.kind_of("microprobe_scanner_dpc_y") == "dpc_y" and channels.kind_of("Fe_K") == "counts"

@@ -277,8 +277,8 @@ def cmd_reconstruct(args) -> int:
         tomo = load_tomo(run)
         try:
             rec = reconstruct_tomo(tomo, elements=elements, algorithm=args.algorithm, iterations=args.iterations,
-                                   subsets=args.subsets, align=args.align, align_method=args.align_method, channel=args.channel,
-                                   center=args.center, refine=args.refine,
+                                   subsets=args.subsets, align=args.align, align_method=args.align_method,
+                                   channel=args.channel, center=args.center, refine=args.refine,
                                    progress=lambda text: print(f"  {text}", flush=True))
         except ValueError as err:
             print(f"xfct-bluesky reconstruct: {err}", file=sys.stderr)

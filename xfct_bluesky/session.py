@@ -96,8 +96,8 @@ def make_microprobe(data_dir: Path, hardware: str | None = None):
         seed = int(os.environ.get("XFCT_BLUESKY_SEED", "0"))
         # a 10 um cell, so that the session's 64 x 64 px field of 300 nm (19 um) holds it and the stage's
         # runout at every angle: a first tomography then aligns (the 75 um egg would be cut by the field)
-        return make_sim_microprobe(shape=(64, 64), pixel_size=300e-9, seed=seed, specimen=small_cell(10e-6, seed=seed),
-                                   hdf5_directory=Path(data_dir) / ASSETS_SUBDIR)
+        return make_sim_microprobe(shape=(64, 64), pixel_size=300e-9, seed=seed,
+                                   specimen=small_cell(10e-6, seed=seed), hdf5_directory=Path(data_dir) / ASSETS_SUBDIR)
     if hardware == "epics":
         from .devices.epics import make_epics_microprobe
 

@@ -41,7 +41,6 @@ Hong et al., the founding paper (DPC for XRF tomography alignment).
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -168,7 +167,7 @@ def _as_maps(projections, channel):
         if not projections:
             raise ValueError("projections is an empty mapping; give {name: (n, ny, nx) stack}")
         return {str(k): np.asarray(v) for k, v in projections.items()}, None
-    name = channel if isinstance(channel, str) and channel not in ("fluorescence", "transmission") else "projections"
+    name = channel if isinstance(channel, str) else "projections"
     return {name: np.asarray(projections)}, name
 
 
@@ -254,6 +253,7 @@ def align_projections(
     """
     from . import channels as ch
     from . import consistency as cs
+    from .pairwise import center_from_mirror, pairwise_alignment
 
     if method not in METHODS:
         raise ValueError(f"method={method!r}: allowed {', '.join(map(repr, METHODS))}")
@@ -276,24 +276,7 @@ def align_projections(
         notes.append(text)
         warnings.warn(text, AlignmentWarning, stacklevel=3)
 
-    # --- the consistent channel: centre of mass, matching, consistency figures
-    if channel is not None and bare is None:
-        chosen = ch.prepare(channel, maps)
-    elif bare is not None:
-        chosen = ch.prepare(bare, maps)
-    else:
-        chosen = None
-    names = ch.candidates(maps)
-    cons = chosen if chosen is not None and chosen.consistent else None
-    if cons is None and names:
-        # the most informative channel that shows the specimen whole (a capillary wider than the field
-        # cuts the transmission, not the fluorescence, of the cell inside it)
-        prepared = [ch.prepare(n, maps) for n in names]
-        whole_in = [c for c in prepared if not cs.survey(c.stack, theta).truncated]
-        cons = max(whole_in or prepared, key=lambda c: cs.informativeness(c.stack))
-    if cons is None:
-        dpc_y = ch._ending(maps, "dpc_y")
-        cons = ch.prepare(dpc_y, maps) if dpc_y else (chosen or ch.prepare(next(iter(maps)), maps))
+    chosen, cons = _consistent_channel(maps, bare, channel, theta)
     whole = cons.consistent
     com = cs.com_alignment(cons.stack, theta) if whole and np.all(cons.stack.sum(axis=(1, 2)) > 0) else None
     sv = cs.survey(cons.stack, theta, com.center if com else None, signed=not whole)
@@ -304,26 +287,10 @@ def align_projections(
              "no alignment is exact on truncated projections; scan a field that holds the whole specimen "
              "at every angle")
         com = None
-    # --- the method
-    if method == "auto":
-        if not whole:
-            method, why = "pairwise", (f"{cons.name} is a {cons.kind} map (not a line integral), so only pairwise "
-                                       "registration applies")
-        elif sv.truncated:
-            method, why = "pairwise", "the field cuts the specimen, so neither its centre of mass nor a reprojection is whole"
-        elif sv.parallax > PARALLAX_MAX or sv.similarity < SIMILARITY_MIN:  # whole: a line integral
-            method, why = "matching", (f"neighbouring projections are too far apart for pairwise registration "
-                                       f"(parallax {sv.parallax:.1f} px > {PARALLAX_MAX:g} at a step of {sv.step:.2f} deg "
-                                       f"and radius {sv.radius:.0f} px, neighbour correlation {sv.similarity:.2f})")
-        else:
-            method, why = "pairwise", (f"fine angles: parallax {sv.parallax:.1f} px at a step of {sv.step:.2f} deg, "
-                                       f"neighbour correlation {sv.similarity:.2f}")
-    else:
-        why = "asked for"
+    method, why = _choose_method(method, sv, cons)
     # a noisy DPC map correlates poorly with its neighbours yet registers well (a sharp peak): its
     # similarity says nothing; a line integral's does
-    unlike = whole and sv.similarity < SIMILARITY_MIN
-    if method == "pairwise" and (sv.parallax > PARALLAX_MAX or unlike):
+    if method == "pairwise" and (sv.parallax > PARALLAX_MAX or (whole and sv.similarity < SIMILARITY_MIN)):
         warn(f"neighbouring projections are too far apart for pairwise registration: a feature at the "
              f"specimen's radius ({sv.radius:.0f} px) moves {sv.parallax:.1f} px between neighbours "
              f"{sv.step:.2f} deg apart (limit {PARALLAX_MAX:g}), neighbour correlation {sv.similarity:.2f}; "
@@ -331,25 +298,18 @@ def align_projections(
     if method == "matching" and not whole:
         raise ValueError(f"method='matching' needs a consistent channel (fluorescence, transmission, absorption); "
                          f"{cons.name!r} is {cons.kind}: pass the run's maps as a mapping or name the channel")
-    # --- run it
-    pairs = np.zeros((0, 2), int)
-    measured = residuals = np.zeros((0, 2))
-    psr = np.zeros(0)
-    used = np.zeros(0, bool)
-    steps = np.zeros((0, 2))
-    matching: dict = {}
+    empty = np.zeros((0, 2))
+    pairs, measured, residuals, psr, used = np.zeros((0, 2), int), empty, empty, np.zeros(0), np.zeros(0, bool)
+    steps, matching = empty, {}
     if method == "pairwise":
-        from .pairwise import center_from_mirror, pairwise_alignment
-
-        reg = chosen if chosen is not None else None
-        diag = ch._ending(maps, "dpc_diag") if bare is None and channel is None else None
+        reg = chosen
         if reg is None:
+            diag = ch._ending(maps, "dpc_diag") if channel is None else None
             reg = ch.prepare(diag, maps) if diag else cons
-        used_name = reg.name
         sol = pairwise_alignment(reg.stack, theta, upsample=upsample, max_separation=max_separation,
                                  max_angle=max_angle, roi=roi, normalization=normalization, window=window,
                                  outlier_threshold=outlier_threshold)
-        proposed = sol.shifts
+        used_name, proposed = reg.name, sol.shifts
         pairs, measured, residuals, psr, used = sol.pairs, sol.measured, sol.residuals, sol.psr, sol.used
         center = float("nan")
         if find_center:
@@ -360,91 +320,99 @@ def align_projections(
             cmaps = reg.stack if cmaps is None else np.asarray(cmaps)
             center = center_from_mirror(cmaps, theta, proposed, upsample, window, parity)
     else:
-        from .refine import default_levels, default_sigma, refine_alignment
-
         used_name = cons.name
-        dy = cs.vertical_from_profiles(cons.stack)
-        start = np.stack([dy, com.dx if com else np.zeros(theta.size)], axis=1)
-        center = com.center if com else float("nan")
-        sigma = default_sigma(stack0.shape[2], 2 * sv.radius, sv.n_distinct)
-        ref = refine_alignment(cons.stack, theta, start, center=center, iterations=iterations, sigma=sigma,
-                               tolerance=tolerance, upsample=upsample,
-                               levels=default_levels(stack0.shape[2], start_known=com is not None),
-                               support=_support(sv), guard=True)
+        ref, sigma = _matching(cons, theta, com, sv, iterations=iterations, tolerance=tolerance, upsample=upsample)
         proposed, steps, center = ref.shifts, ref.steps, ref.center
         matching = {"converged": bool(ref.converged), "levels": [int(b) for b in ref.levels], "sigma": sigma}
     reason = f"{method} on {used_name}: {why}"
     if cons.name != used_name:
         reason += f"; consistency measured on {cons.name}"
     logger.info("alignment: %s", reason)
-    # --- consistency before and after
-    consistency = _consistency(cons, theta, proposed, center, sv, com)
-    applied = True
-    before, after = consistency.get("before"), consistency.get("after")
-    if sv.truncated_angles > theta.size / 2 and not force:  # cut at most angles: nothing to check against
-        applied = False
-        warn(f"the {method} alignment on {used_name} was not applied: the field cuts the specimen at most "
-             "angles, so its "
-             f"consistency cannot be checked (reprojection error {after} against {before} unaligned, not "
-             f"meaningful on truncated projections; RMS of the proposed shifts "
-             f"{np.sqrt(np.mean(proposed**2, axis=0)).round(2).tolist()} px). Scan a field that holds the whole "
-             "specimen, or pass force=True to apply them")
-    elif before is not None and after is not None and after > before:
-        if force:
-            warn(f"the {method} alignment on {used_name} leaves the stack less consistent than no alignment "
-                 f"(reprojection error {after:.4f} against {before:.4f} unaligned); applied anyway (force=True)")
-        else:
-            applied = False
-            warn(f"the {method} alignment on {used_name} was not applied: it leaves the stack less consistent "
-                 f"than no alignment (reprojection error {after:.4f} against {before:.4f} unaligned; RMS of the "
-                 f"proposed shifts {np.sqrt(np.mean(proposed**2, axis=0)).round(2).tolist()} px). Try "
-                 f"{'a field that holds the whole specimen' if sv.truncated else 'another method or channel'}, "
-                 "or force=True")
+    consistency = cs.consistency_figures(cons, theta, proposed, center, sv, com)
+    applied = _verdict(consistency, sv, theta.size, proposed, method, used_name, force, warn)
     shifts = np.array(proposed, float) if applied else np.zeros_like(proposed, dtype=float)
-    sinusoid = fit_sinusoid(theta, shifts[:, 1])
-    return Alignment(shifts, theta, float(center), sinusoid, pairs, measured, residuals, psr, used,
+    return Alignment(shifts, theta, float(center), fit_sinusoid(theta, shifts[:, 1]), pairs, measured, residuals,
+                     psr, used,
                      params={"upsample": upsample, "max_separation": max_separation, "max_angle": max_angle,
                              "normalization": normalization, "window": window, **matching},
                      method=method, channel=used_name, reason=reason, consistency=consistency, applied=applied,
                      proposed=np.array(proposed, float), warnings=tuple(notes), survey=sv.as_dict(), steps=steps)
 
 
-def _support(sv) -> float:
-    """Radius (px) about the axis that holds the specimen, with a 5 % (and 4 px) margin."""
-    return sv.radius * 1.05 + 4
-
-
-def _consistency(cons, theta, shifts, center, sv, com) -> dict:
-    """Reprojection error of the consistency channel without and with ``shifts`` (see align_projections)."""
+def _consistent_channel(maps, bare, channel, theta):
+    """(the channel asked for or None, the consistent channel for the centre of mass, matching and figures)."""
+    from . import channels as ch
     from . import consistency as cs
-    from . import tomo
-    from .consistency import shift_margins
-    from .refine import default_sigma
+
+    name = channel if bare is None else bare
+    chosen = ch.prepare(name, maps) if name is not None else None
+    if chosen is not None and chosen.consistent:
+        return chosen, chosen
+    names = ch.candidates(maps)
+    if names:
+        # the most informative channel that shows the specimen whole (a capillary wider than the field
+        # cuts the transmission, not the fluorescence, of the cell inside it)
+        prepared = [ch.prepare(n, maps) for n in names]
+        whole_in = [c for c in prepared if not cs.survey(c.stack, theta).truncated]
+        return chosen, max(whole_in or prepared, key=lambda c: cs.informativeness(c.stack))
+    dpc_y = ch._ending(maps, "dpc_y")
+    return chosen, ch.prepare(dpc_y, maps) if dpc_y else (chosen or ch.prepare(next(iter(maps)), maps))
+
+
+def _choose_method(method, sv, cons) -> tuple[str, str]:
+    """(method, why) for ``method="auto"`` from the survey; an explicit method is kept."""
+    if method != "auto":
+        return method, "asked for"
+    if not cons.consistent:
+        return "pairwise", (f"{cons.name} is a {cons.kind} map (not a line integral), so only pairwise "
+                            "registration applies")
+    if sv.truncated:
+        return "pairwise", "the field cuts the specimen, so neither its centre of mass nor a reprojection is whole"
+    if sv.parallax > PARALLAX_MAX or sv.similarity < SIMILARITY_MIN:
+        return "matching", (f"neighbouring projections are too far apart for pairwise registration (parallax "
+                            f"{sv.parallax:.1f} px > {PARALLAX_MAX:g} at a step of {sv.step:.2f} deg and radius "
+                            f"{sv.radius:.0f} px, neighbour correlation {sv.similarity:.2f})")
+    return "pairwise", (f"fine angles: parallax {sv.parallax:.1f} px at a step of {sv.step:.2f} deg, "
+                        f"neighbour correlation {sv.similarity:.2f}")
+
+
+def _matching(cons, theta, com, sv, *, iterations, tolerance, upsample):
+    """Start from the centre of mass (x) and the rows' mass (y), then guarded projection matching."""
+    from . import consistency as cs
+    from .refine import default_levels, default_sigma, refine_alignment
 
     nx = cons.stack.shape[2]
-    if not cons.consistent:
-        return {"channel": cons.name, "note": f"{cons.name} is {cons.kind}: not a line integral, no reprojection"}
+    dy = cs.vertical_from_profiles(cons.stack)
+    start = np.stack([dy, com.dx if com else np.zeros(theta.size)], axis=1)
     sigma = default_sigma(nx, 2 * sv.radius, sv.n_distinct)
-    b = 1 << max(0, int(math.floor(math.log2(max(sigma / 4, 1)))))
-    while b > 1 and nx // b < 32:
-        b //= 2
-    binned = cs.bin_columns(cons.stack, b)
-    scale = np.array([1.0, float(b)])
-    rows, cols = shift_margins(shifts, b)
-    out = {"channel": cons.name, "sigma_px": round(sigma, 2), "binning": b}
-    for label, s in (("before", np.zeros_like(shifts)), ("after", shifts)):
-        if com is not None:
-            m = cons.stack.sum(axis=1, dtype=np.float64) @ np.arange(nx) / cons.stack.sum(axis=(1, 2), dtype=np.float64)
-            c = float(fit_sinusoid(theta, m + s[:, 1])[0])
-        elif label == "after" and np.isfinite(center):
-            c = center
-        else:
-            c = float(tomo.find_center(apply_shifts(binned, s / scale, mode="nearest"), theta)) * b + (b - 1) / 2
-        c_b = float(np.clip(cs.binned_center(c, b), 0, binned.shape[2] - 1))
-        support = None if sv.truncated else _support(sv) / b
-        out[label] = round(cs.reprojection_error(binned, theta, s / scale, center=c_b, sigma=max(sigma / b, 1.0),
-                                                 support=support, margin=cols, row_margin=rows), 5)
-    return out
+    ref = refine_alignment(cons.stack, theta, start, center=com.center if com else None, iterations=iterations,
+                           sigma=sigma, tolerance=tolerance, upsample=upsample,
+                           levels=default_levels(nx, start_known=com is not None), support=cs.support_radius(sv),
+                           guard=True)
+    return ref, sigma
+
+
+def _verdict(consistency, sv, n, proposed, method, name, force, warn) -> bool:
+    """Whether to apply ``proposed``: not when it makes the stack less consistent, nor when it cannot be checked."""
+    before, after = consistency.get("before"), consistency.get("after")
+    rms = np.sqrt(np.mean(np.asarray(proposed) ** 2, axis=0)).round(2).tolist()
+    if sv.truncated_angles > n / 2 and not force:  # cut at most angles: nothing to check against
+        warn(f"the {method} alignment on {name} was not applied: the field cuts the specimen at most angles, so "
+             f"its consistency cannot be checked (reprojection error {after} against {before} unaligned, not "
+             f"meaningful on truncated projections; RMS of the proposed shifts {rms} px). Scan a field that holds "
+             "the whole specimen, or pass force=True to apply them")
+        return False
+    if before is None or after is None or after <= before:
+        return True
+    if force:
+        warn(f"the {method} alignment on {name} leaves the stack less consistent than no alignment "
+             f"(reprojection error {after:.4f} against {before:.4f} unaligned); applied anyway (force=True)")
+        return True
+    warn(f"the {method} alignment on {name} was not applied: it leaves the stack less consistent than no "
+         f"alignment (reprojection error {after:.4f} against {before:.4f} unaligned; RMS of the proposed shifts "
+         f"{rms} px). Try {'a field that holds the whole specimen' if sv.truncated else 'another method or channel'}, "
+         "or force=True")
+    return False
 
 
 def fit_sinusoid(theta, values) -> np.ndarray:

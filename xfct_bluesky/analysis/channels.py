@@ -95,6 +95,8 @@ def prepare(name: str, maps: Mapping[str, np.ndarray]) -> Channel:
     would hide a specimen that fills the field); other maps are
     background-subtracted.
     """
+    if name in maps:  # a map of that very name (a bare array the caller named)
+        return _prepare_map(name, name, maps)
     if name == "fluorescence":
         keys = _elements(maps)
         if not keys:
@@ -105,31 +107,47 @@ def prepare(name: str, maps: Mapping[str, np.ndarray]) -> Channel:
         key = _ending(maps, "transmission")
         if key is None:
             raise ValueError(f"channel 'transmission' needs a transmission map; the maps are {sorted(maps)}")
-        t = np.asarray(maps[key], np.float64)
-        air = np.percentile(t, 99)
-        if not air > 0:
-            raise ValueError(f"transmission map {key!r} has no positive values (99th percentile {air:g})")
-        if 0.8 <= air <= 1.25:  # already normalised to the incident beam (I/I0, air = 1): keep it absolute
-            air = 1.0
-        stack = -np.log(np.clip(t / air, 1e-6, None))
-        return _finish(name, "absorption", stack, (key,), f"-log({key} / {air:.4g})", subtract=False)
+        return _transmission(name, key, maps[key])
     else:
-        key = name if name in maps else _ending(maps, name)
+        key = _ending(maps, name)
         if key is None:
             raise ValueError(f"channel {name!r} is not among the maps {sorted(maps)}; give one of them, "
                              "'fluorescence' or 'transmission'")
-        kind = kind_of(key)
-        stack = np.asarray(maps[key], np.float64)
-        sources = (key,)
-        if kind == "transmission":
-            return prepare("transmission", {key: stack})
-        if kind == "unknown" and _signed(stack):
-            return Channel(name, "derivative", stack.astype(np.float32), sources,
-                           "signed values: treated as a DPC-like derivative map (no centre of mass or reprojection)")
-        if kind in ("dpc_y", "derivative"):
-            return Channel(name, kind, stack.astype(np.float32), sources, "as measured")
+        return _prepare_map(name, key, maps)
+    return _counts(name, kind, stack, sources, maps)
+
+
+def _prepare_map(name: str, key: str, maps: Mapping[str, np.ndarray]) -> Channel:
+    """The channel of one map, by its kind (see :func:`kind_of`)."""
+    kind = kind_of(key)
+    stack = np.asarray(maps[key], np.float64)
+    sources = (key,)
+    if kind == "transmission":
+        return _transmission(name, key, stack)
+    if kind == "unknown" and _signed(stack):
+        return Channel(name, "derivative", stack.astype(np.float32), sources,
+                       "signed values: treated as a DPC-like derivative map (no centre of mass or reprojection)")
+    if kind in ("dpc_y", "derivative"):
+        return Channel(name, kind, stack.astype(np.float32), sources, "as measured")
+    return _counts(name, kind, stack, sources, maps)
+
+
+def _transmission(name: str, key: str, t: np.ndarray) -> Channel:
+    """``-log`` of a transmission map over its air level: 1 when it is already I/I0, else its 99th percentile."""
+    t = np.asarray(t, np.float64)
+    air = np.percentile(t, 99)
+    if not air > 0:
+        raise ValueError(f"transmission map {key!r} has no positive values (99th percentile {air:g})")
+    if 0.8 <= air <= 1.25:  # already normalised to the incident beam (I/I0, air = 1): keep it absolute
+        air = 1.0
+    stack = -np.log(np.clip(t / air, 1e-6, None))
+    return _finish(name, "absorption", stack, (key,), f"-log({key} / {air:.4g})", subtract=False)
+
+
+def _counts(name, kind, stack, sources, maps) -> Channel:
+    """Finish a counts or line-integral channel: dead time and I0 for counts; background for the others."""
     note = []
-    if kind == "counts":
+    if kind == "counts":  # counts have a true zero: a background estimate would hide a specimen cut by the field
         live = _ending(maps, "live_time")
         if live is not None and np.all(np.asarray(maps[live]) > 0):
             lt = np.asarray(maps[live], np.float64)
@@ -140,7 +158,6 @@ def prepare(name: str, maps: Mapping[str, np.ndarray]) -> Channel:
             io = np.asarray(maps[i0], np.float64)
             stack = stack * (io.mean() / io)
             note.append(f"normalised by {i0}")
-    if kind == "counts":  # counts have a true zero: a background estimate would hide a specimen cut by the field
         return _finish(name, kind, stack, sources, ", ".join(note) or "as measured", subtract=False)
     return _finish(name, kind, stack, sources, ", ".join(note + ["background-subtracted"]))
 

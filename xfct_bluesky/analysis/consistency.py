@@ -91,6 +91,7 @@ class CentreOfMass:
     dx: np.ndarray  #: (n,) px moving each projection's centre of mass onto the sinusoid
     center: float  #: the sinusoid's constant: the rotation axis column
     residual: float  #: RMS (px) of the centres of mass about the sinusoid before the shifts
+    measured: np.ndarray  #: (n,) the centres of mass (column, px)
 
 
 def com_alignment(stack: np.ndarray, theta) -> CentreOfMass:
@@ -122,7 +123,7 @@ def com_alignment(stack: np.ndarray, theta) -> CentreOfMass:
             break
         keep = new
     fit = A @ coef
-    return CentreOfMass(fit - m, float(coef[0]), float(np.sqrt(np.mean((m - fit) ** 2))))
+    return CentreOfMass(fit - m, float(coef[0]), float(np.sqrt(np.mean((m - fit) ** 2))), m)
 
 
 def _register_1d(reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
@@ -304,3 +305,45 @@ def relative_misfit(data: np.ndarray, model: np.ndarray) -> float:
     s = float(np.vdot(data, model)) / mm if mm > 0 else 0.0
     dd = float(np.vdot(data, data))
     return float(np.sqrt(np.vdot(data - s * model, data - s * model) / dd)) if dd > 0 else float("nan")
+
+
+def support_radius(sv: Survey) -> float:
+    """Radius (px) about the axis that holds the specimen, with a 5 % (and 4 px) margin."""
+    return sv.radius * 1.05 + 4
+
+
+def consistency_figures(cons, theta, shifts, center: float, sv: Survey, com: CentreOfMass | None) -> dict:
+    """Reprojection error of a channel without and with ``shifts``: the figures ``Alignment.consistency`` holds.
+
+    Computed with the columns binned to about ``sigma / 4`` (the low-pass
+    makes finer columns pointless), each shift set with its own rotation
+    axis: the constant of the centre-of-mass sinusoid of the shifted stack
+    when the specimen is seen whole, else a centre search.
+    """
+    from . import tomo
+    from .align import apply_shifts, fit_sinusoid
+    from .refine import default_sigma
+
+    nx = cons.stack.shape[2]
+    if not cons.consistent:
+        return {"channel": cons.name, "note": f"{cons.name} is {cons.kind}: not a line integral, no reprojection"}
+    sigma = default_sigma(nx, 2 * sv.radius, sv.n_distinct)
+    b = 1 << max(0, int(math.floor(math.log2(max(sigma / 4, 1)))))
+    while b > 1 and nx // b < 32:
+        b //= 2
+    binned = bin_columns(cons.stack, b)
+    scale = np.array([1.0, float(b)])
+    rows, cols = shift_margins(shifts, b)
+    out = {"channel": cons.name, "sigma_px": round(sigma, 2), "binning": b}
+    for label, s in (("before", np.zeros_like(shifts)), ("after", shifts)):
+        if com is not None:
+            c = float(fit_sinusoid(theta, com.measured + s[:, 1])[0])
+        elif label == "after" and np.isfinite(center):
+            c = center
+        else:
+            c = float(tomo.find_center(apply_shifts(binned, s / scale, mode="nearest"), theta)) * b + (b - 1) / 2
+        c_b = float(np.clip(binned_center(c, b), 0, binned.shape[2] - 1))
+        support = None if sv.truncated else support_radius(sv) / b
+        out[label] = round(reprojection_error(binned, theta, s / scale, center=c_b, sigma=max(sigma / b, 1.0),
+                                              support=support, margin=cols, row_margin=rows), 5)
+    return out

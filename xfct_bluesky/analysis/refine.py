@@ -51,7 +51,6 @@ Katsaggelos, C. Jacobsen (2017), Sci. Rep. 7, 11818, doi:10.1038/s41598-017-1214
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
