@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xfct_bluesky.analysis.align import AlignmentWarning, align_projections, alignment_error
+from xfct_bluesky.analysis.align import AlignmentWarning, align_projections, alignment_consistency, alignment_error
 from xfct_bluesky.physics import MicroprobeSimulator, RunoutModel, mouse_egg, small_cell
 from xfct_bluesky.physics.phantoms import wire_capillary
 from xfct_bluesky.plans import tomo_angles
@@ -97,6 +97,11 @@ def test_fine_angles_with_dpc_stay_pairwise():
     assert np.all(err <= 0.1), err  # as before: 0.03-0.05 px
     summary = al.summary()
     assert summary["method"] == "pairwise" and summary["consistency"]["after"] == al.consistency["after"]
+    # the figures of given shifts: none equal the unaligned stack; the truth is as consistent as the alignment
+    none = alignment_consistency(stacks, theta, np.zeros((theta.size, 2)))
+    assert none["after"] == none["before"] == pytest.approx(al.consistency["before"], rel=0.05)
+    truth = alignment_consistency(stacks, theta, -sim.truth.offsets)
+    assert truth["after"] < none["before"] and truth["after"] == pytest.approx(al.consistency["after"], rel=0.05)
 
 
 def test_bad_method_and_channel_are_refused():

@@ -1,11 +1,20 @@
-"""Analysis kernels (numpy/scipy only): DPC, registration, projection alignment."""
+"""Analysis kernels (numpy/scipy only): DPC, registration, projection alignment in every regime, tomography."""
 
-from .align import Alignment, align_projections, alignment_error, apply_shifts, fit_sinusoid, remove_sinusoid
+from .align import (
+    Alignment,
+    AlignmentWarning,
+    align_projections,
+    alignment_consistency,
+    alignment_error,
+    apply_shifts,
+    fit_sinusoid,
+    remove_sinusoid,
+)
 from .dpc import DPCMaps, difference_over_sum, dpc_from_segments, integrate_gradients, optical_path
 from .registration import CCWidth, Registration, cc_fwhm, cross_correlation, register
 
 __all__ = [
-    "Alignment", "CCWidth", "DPCMaps", "Registration", "align_projections", "alignment_error", "apply_shifts",
+    "Alignment", "AlignmentWarning", "CCWidth", "DPCMaps", "Registration", "align_projections", "alignment_consistency", "alignment_error", "apply_shifts",
     "cc_fwhm", "cross_correlation", "difference_over_sum", "dpc_from_segments", "fit_sinusoid",
     "integrate_gradients", "optical_path", "register", "remove_sinusoid",
 ]

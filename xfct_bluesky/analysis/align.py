@@ -339,6 +339,28 @@ def align_projections(
                      proposed=np.array(proposed, float), warnings=tuple(notes), survey=sv.as_dict(), steps=steps)
 
 
+def alignment_consistency(projections, theta, shifts, *, channel: str | None = None) -> dict:
+    """The consistency figures (``Alignment.consistency``) of given ``shifts``, e.g. a live estimate's.
+
+    The channel is chosen as :func:`align_projections` chooses it (or
+    ``channel``); ``before`` is the unaligned stack, ``after`` the stack
+    shifted by ``shifts``.
+    """
+    from . import consistency as cs
+
+    maps, bare = _as_maps(projections, channel)
+    first = next(iter(maps.values()))
+    _, theta = _check_stack(first, theta)
+    shifts = np.asarray(shifts, float)
+    if shifts.shape != (theta.size, 2):
+        raise ValueError(f"shifts have shape {shifts.shape}; expected {(theta.size, 2)} (dy, dx per projection)")
+    _, cons = _consistent_channel(maps, bare, channel, theta)
+    whole = cons.consistent
+    com = cs.com_alignment(cons.stack, theta) if whole and np.all(cons.stack.sum(axis=(1, 2)) > 0) else None
+    sv = cs.survey(cons.stack, theta, com.center if com else None, signed=not whole)
+    return cs.consistency_figures(cons, theta, shifts, float("nan"), sv, None if sv.truncated else com)
+
+
 def _consistent_channel(maps, bare, channel, theta):
     """(the channel asked for or None, the consistent channel for the centre of mass, matching and figures)."""
     from . import channels as ch

@@ -35,7 +35,7 @@ from collections.abc import Callable
 import numpy as np
 from event_model import compose_run
 
-from ..analysis.align import METHODS, AlignmentWarning, align_projections, fit_sinusoid
+from ..analysis.align import METHODS, AlignmentWarning, align_projections, alignment_consistency, fit_sinusoid
 from ..analysis.pairwise import _solve
 from ..analysis.registration import register
 from ._base import SafeDocumentRouter, theta_key_of
@@ -253,15 +253,24 @@ class LiveDPCAlignment(SafeDocumentRouter):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 al = align_projections(maps, theta, method=self.method)
-            summary = _plain(al.summary())
-            c = al.consistency
+                shifts, summary = np.array(al.shifts, float), al.summary()
+                if al.applied and al.method == "pairwise" and al.channel == image_key:
+                    # the same method as the live estimate, which weighs neighbours by their angular
+                    # distance: keep whichever of the two leaves the stack more consistent
+                    live = alignment_consistency(maps, theta, self.shifts)
+                    if live.get("after") is not None and live["after"] <= (al.consistency.get("after") or np.inf):
+                        shifts = self.shifts
+                        summary["consistency"] = live
+                        summary["reason"] += "; the live incremental estimate kept (more consistent)"
+            summary = _plain(summary)
+            c = summary["consistency"]
             logger.info("LiveDPCAlignment: run %s aligned by %s on %s (%s), reprojection error %s -> %s",
                         self._start["uid"][:8], al.method, al.channel, "applied" if al.applied else "NOT applied",
                         c.get("before"), c.get("after"))
             others = [str(w.message) for w in caught if not issubclass(w.category, AlignmentWarning)]
             for text in [*al.warnings, *others]:
                 logger.warning("LiveDPCAlignment: %s", text)
-            return np.array(al.shifts, float), summary
+            return shifts, summary
         except Exception as exc:
             logger.exception("LiveDPCAlignment: the final alignment failed; keeping the live pairwise estimate")
             error = f"{type(exc).__name__}: {exc}"
