@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .analysis.channels import find_map
+
 logger = logging.getLogger(__name__)
 
 ALGORITHMS = ("fbp", "sirt", "mlem", "osem")
@@ -66,11 +68,6 @@ def _check_choice(name: str, value, allowed: Sequence[str]) -> str:
     if v not in allowed:
         raise ValueError(f"{name}={value!r} is not known; allowed: {', '.join(map(repr, allowed))}")
     return v
-
-
-def _map_key(maps: Mapping[str, np.ndarray], suffix: str) -> str | None:
-    keys = [k for k in maps if k == suffix or k.endswith("_" + suffix)]
-    return keys[0] if keys else None
 
 
 def check_options(algorithm: str, iterations: int | None, subsets: int, align: str) -> tuple[str, int, int, str]:
@@ -132,12 +129,12 @@ def align_maps(theta, maps: Mapping[str, np.ndarray], align: str = "auto", *, tr
         if align == "auto":
             al = align_projections(dict(maps), theta, method=method, channel=channel)
         elif align == "dpc":
-            diag, dx = _map_key(maps, "dpc_diag"), _map_key(maps, "dpc_x")
+            diag, dx = find_map(maps, "dpc_diag"), find_map(maps, "dpc_x")
             if diag is None or dx is None:
                 raise ValueError(f"align='dpc' needs dpc_diag and dpc_x maps; the run has {sorted(maps)}")
             al = align_projections(dict(maps), theta, method="pairwise")
         else:
-            zn = _map_key(maps, "Zn")
+            zn = find_map(maps, "Zn")
             if zn is None:
                 raise ValueError(f"align='zn' needs a Zn map; the run has {sorted(maps)}")
             al = align_projections(maps[zn].astype(np.float32), theta, channel="Zn")
@@ -174,7 +171,7 @@ def reconstruct_maps(
         raise ValueError(f"{theta.size} projection(s): a reconstruction needs at least 2 angles")
     keys = {}
     for el in elements:
-        key = _map_key(maps, el)
+        key = find_map(maps, el)
         if key is None:
             raise ValueError(f"element {el!r} has no map in this run; maps: {sorted(maps)}")
         keys[el] = key
@@ -188,12 +185,10 @@ def reconstruct_maps(
             c = alignment.consistency
             say(f"alignment: {alignment.reason}; reprojection error {c.get('before')} unaligned -> "
                 f"{c.get('after')} aligned{'' if alignment.applied else ' (NOT applied)'}")
-            for text in alignment.warnings:
-                say(f"warning: {text}")
     else:
         shifts = np.asarray(shifts, float)
         found_center = float("nan")
-    dpc_y = _map_key(maps, "dpc_y")
+    dpc_y = find_map(maps, "dpc_y")
     if refine and align == "dpc" and dpc_y is not None and np.ptp(theta) > 150:
         from .analysis.refine import refine_alignment
 
@@ -201,8 +196,8 @@ def reconstruct_maps(
         shifts = refine_alignment(maps[dpc_y], theta, shifts,
                                   center=found_center if np.isfinite(found_center) else None).shifts
     stacks = {el: np.asarray(maps[key], np.float32) for el, key in keys.items()}
-    if phase and _map_key(maps, "dpc_x") and _map_key(maps, "dpc_y"):
-        stacks["phase"] = phase_projections(maps[_map_key(maps, "dpc_x")], maps[_map_key(maps, "dpc_y")])
+    if phase and find_map(maps, "dpc_x") and find_map(maps, "dpc_y"):
+        stacks["phase"] = phase_projections(maps[find_map(maps, "dpc_x")], maps[find_map(maps, "dpc_y")])
     aligned = {name: apply_shifts(stack, shifts) for name, stack in stacks.items()}
     if center is None:
         center = found_center

@@ -1,4 +1,4 @@
-"""Analysis kernels (numpy/scipy only): DPC, registration, projection alignment in every regime, tomography."""
+"""Analysis kernels (numpy/scipy only): DPC, registration, alignment in every regime, tomography."""
 
 from .align import (
     Alignment,
@@ -14,7 +14,8 @@ from .dpc import DPCMaps, difference_over_sum, dpc_from_segments, integrate_grad
 from .registration import CCWidth, Registration, cc_fwhm, cross_correlation, register
 
 __all__ = [
-    "Alignment", "AlignmentWarning", "CCWidth", "DPCMaps", "Registration", "align_projections", "alignment_consistency", "alignment_error", "apply_shifts",
+    "Alignment", "AlignmentWarning", "CCWidth", "DPCMaps", "Registration", "align_projections",
+    "alignment_consistency", "alignment_error", "apply_shifts",
     "cc_fwhm", "cross_correlation", "difference_over_sum", "dpc_from_segments", "fit_sinusoid",
     "integrate_gradients", "optical_path", "register", "remove_sinusoid",
 ]

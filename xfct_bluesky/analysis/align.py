@@ -90,8 +90,8 @@ class Alignment:
         Why that method and channel (the figures of the survey).
     consistency : dict
         ``before`` and ``after``: reprojection error (relative, low-passed) of
-        the consistency channel (``consistency_channel``) with no shifts and
-        with the proposed shifts; ``sigma`` and ``binning`` they were computed at.
+        the consistency channel (its name under ``channel``) with no shifts and
+        with the proposed shifts; ``sigma_px`` and ``binning`` they were computed at.
     applied : bool
         False when the proposed shifts made the stack less consistent than no
         alignment: ``shifts`` are then zeros.
@@ -276,10 +276,9 @@ def align_projections(
         notes.append(text)
         warnings.warn(text, AlignmentWarning, stacklevel=3)
 
-    chosen, cons = _consistent_channel(maps, bare, channel, theta)
+    chosen, cons = ch.choose(maps, channel if bare is None else bare)
     whole = cons.consistent
-    com = cs.com_alignment(cons.stack, theta) if whole and np.all(cons.stack.sum(axis=(1, 2)) > 0) else None
-    sv = cs.survey(cons.stack, theta, com.center if com else None, signed=not whole)
+    com, sv = _survey(cons, theta)
     if sv.truncated:
         worst = int(np.argmax(sv.edge))
         warn(f"the field cuts the specimen at {sv.truncated_angles} of {theta.size} angles (signal at the "
@@ -304,7 +303,7 @@ def align_projections(
     if method == "pairwise":
         reg = chosen
         if reg is None:
-            diag = ch._ending(maps, "dpc_diag") if channel is None else None
+            diag = ch.find_map(maps, "dpc_diag") if channel is None else None
             reg = ch.prepare(diag, maps) if diag else cons
         sol = pairwise_alignment(reg.stack, theta, upsample=upsample, max_separation=max_separation,
                                  max_angle=max_angle, roi=roi, normalization=normalization, window=window,
@@ -314,7 +313,7 @@ def align_projections(
         center = float("nan")
         if find_center:
             cmaps, parity = center_maps, center_parity
-            dpc_x = ch._ending(maps, "dpc_x") if bare is None else None
+            dpc_x = ch.find_map(maps, "dpc_x") if bare is None else None
             if cmaps is None and used_name.endswith("dpc_diag") and dpc_x is not None:
                 cmaps, parity = maps[dpc_x], -1
             cmaps = reg.stack if cmaps is None else np.asarray(cmaps)
@@ -346,6 +345,7 @@ def alignment_consistency(projections, theta, shifts, *, channel: str | None = N
     ``channel``); ``before`` is the unaligned stack, ``after`` the stack
     shifted by ``shifts``.
     """
+    from . import channels
     from . import consistency as cs
 
     maps, bare = _as_maps(projections, channel)
@@ -354,31 +354,18 @@ def alignment_consistency(projections, theta, shifts, *, channel: str | None = N
     shifts = np.asarray(shifts, float)
     if shifts.shape != (theta.size, 2):
         raise ValueError(f"shifts have shape {shifts.shape}; expected {(theta.size, 2)} (dy, dx per projection)")
-    _, cons = _consistent_channel(maps, bare, channel, theta)
-    whole = cons.consistent
-    com = cs.com_alignment(cons.stack, theta) if whole and np.all(cons.stack.sum(axis=(1, 2)) > 0) else None
-    sv = cs.survey(cons.stack, theta, com.center if com else None, signed=not whole)
+    _, cons = channels.choose(maps, channel if bare is None else bare)
+    com, sv = _survey(cons, theta)
     return cs.consistency_figures(cons, theta, shifts, float("nan"), sv, None if sv.truncated else com)
 
 
-def _consistent_channel(maps, bare, channel, theta):
-    """(the channel asked for or None, the consistent channel for the centre of mass, matching and figures)."""
-    from . import channels as ch
+def _survey(cons, theta):
+    """(centre of mass or None, survey) of a channel: the centre of mass only for a line integral with signal."""
     from . import consistency as cs
 
-    name = channel if bare is None else bare
-    chosen = ch.prepare(name, maps) if name is not None else None
-    if chosen is not None and chosen.consistent:
-        return chosen, chosen
-    names = ch.candidates(maps)
-    if names:
-        # the most informative channel that shows the specimen whole (a capillary wider than the field
-        # cuts the transmission, not the fluorescence, of the cell inside it)
-        prepared = [ch.prepare(n, maps) for n in names]
-        whole_in = [c for c in prepared if not cs.survey(c.stack, theta).truncated]
-        return chosen, max(whole_in or prepared, key=lambda c: cs.informativeness(c.stack))
-    dpc_y = ch._ending(maps, "dpc_y")
-    return chosen, ch.prepare(dpc_y, maps) if dpc_y else (chosen or ch.prepare(next(iter(maps)), maps))
+    whole = cons.consistent
+    com = cs.com_alignment(cons.stack, theta) if whole and np.all(cons.stack.sum(axis=(1, 2)) > 0) else None
+    return com, cs.survey(cons.stack, theta, com.center if com else None, signed=not whole)
 
 
 def _choose_method(method, sv, cons) -> tuple[str, str]:

@@ -24,13 +24,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .consistency import background
+from .consistency import background, cut_by_field, informativeness
 
 #: Channel kinds: how a map relates to the specimen.
 KINDS = ("counts", "absorption", "transmission", "dpc_y", "derivative", "unknown")
 #: Names (endings) of maps that are not channels of their own.
 AUXILIARY = ("i0", "live_time", "q1", "q2", "q3", "q4", "sum")
 _ELEMENT = re.compile(r"(?:^|_)([A-Z][a-z]?)(?:_[KLM]\w*)?$")
+#: The chemical symbols an element map's name may end with.
+_SYMBOLS = frozenset((
+    "H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br Kr "
+    "Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb "
+    "Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu Am Cm Bk Cf Es Fm Md No Lr"
+).split())
+
+
+def is_element_key(key: str) -> bool:
+    """A map name that ends in a chemical symbol, alone or after ``_`` (``microprobe_scanner_Zn``, ``Fe_K``)."""
+    match = _ELEMENT.search(key)
+    return bool(match) and match.group(1) in _SYMBOLS
 
 
 @dataclass(frozen=True)
@@ -60,12 +72,13 @@ def kind_of(name: str) -> str:
         return "transmission"
     if low.endswith(("absorption", "mu_t", "neglog", "phase")):
         return "absorption"
-    if low.endswith(("fluorescence", "total_fluorescence")) or _ELEMENT.search(name):
+    if low.endswith(("fluorescence", "total_fluorescence")) or is_element_key(name):
         return "counts"
     return "unknown"
 
 
-def _ending(maps: Mapping[str, np.ndarray], end: str) -> str | None:
+def find_map(maps: Mapping[str, np.ndarray], end: str) -> str | None:
+    """The first key of ``maps`` that is ``end`` or ends in ``_`` + ``end`` (``..._dpc_x`` for "dpc_x"), else None."""
     for key in maps:
         if key == end or key.endswith("_" + end):
             return key
@@ -78,7 +91,7 @@ def _elements(maps: Mapping[str, np.ndarray]) -> list[str]:
         tail = key.lower()
         if any(tail == a or tail.endswith("_" + a) for a in AUXILIARY):
             continue
-        if kind_of(key) == "counts" and _ELEMENT.search(key):
+        if kind_of(key) == "counts" and is_element_key(key):
             out.append(key)
     return out
 
@@ -104,12 +117,12 @@ def prepare(name: str, maps: Mapping[str, np.ndarray]) -> Channel:
         stack = sum(np.asarray(maps[k], np.float64) for k in keys)
         kind, sources = "counts", tuple(keys)
     elif name == "transmission":
-        key = _ending(maps, "transmission")
+        key = find_map(maps, "transmission")
         if key is None:
             raise ValueError(f"channel 'transmission' needs a transmission map; the maps are {sorted(maps)}")
         return _transmission(name, key, maps[key])
     else:
-        key = _ending(maps, name)
+        key = find_map(maps, name)
         if key is None:
             raise ValueError(f"channel {name!r} is not among the maps {sorted(maps)}; give one of them, "
                              "'fluorescence' or 'transmission'")
@@ -148,12 +161,12 @@ def _counts(name, kind, stack, sources, maps) -> Channel:
     """Finish a counts or line-integral channel: dead time and I0 for counts; background for the others."""
     note = []
     if kind == "counts":  # counts have a true zero: a background estimate would hide a specimen cut by the field
-        live = _ending(maps, "live_time")
+        live = find_map(maps, "live_time")
         if live is not None and np.all(np.asarray(maps[live]) > 0):
             lt = np.asarray(maps[live], np.float64)
             stack = stack * (lt.mean() / lt)
             note.append(f"dead-time corrected by {live}")
-        i0 = _ending(maps, "i0")
+        i0 = find_map(maps, "i0")
         if i0 is not None and np.all(np.asarray(maps[i0]) > 0):
             io = np.asarray(maps[i0], np.float64)
             stack = stack * (io.mean() / io)
@@ -180,10 +193,30 @@ def candidates(maps: Mapping[str, np.ndarray]) -> list[str]:
     out = []
     if _elements(maps):
         out.append("fluorescence")
-    if _ending(maps, "transmission") is not None:
+    if find_map(maps, "transmission") is not None:
         out.append("transmission")
     for key in maps:
         if kind_of(key) in ("absorption", "unknown") and not any(
                 key.lower() == a or key.lower().endswith("_" + a) for a in AUXILIARY):
             out.append(key)
     return out
+
+
+def choose(maps: Mapping[str, np.ndarray], name: str | None = None) -> tuple[Channel | None, Channel]:
+    """(the channel ``name`` or None, the consistent channel for the centre of mass, matching and figures).
+
+    The consistent channel is ``name``'s if that is a line integral; else the
+    most informative candidate that shows the specimen whole (a capillary
+    wider than the field cuts the transmission, not the fluorescence, of the
+    cell inside it); else DPC y; else ``name``'s, or the first map's.
+    """
+    chosen = prepare(name, maps) if name is not None else None
+    if chosen is not None and chosen.consistent:
+        return chosen, chosen
+    names = candidates(maps)
+    if names:
+        prepared = [prepare(n, maps) for n in names]
+        whole_in = [c for c in prepared if not cut_by_field(c.stack)]
+        return chosen, max(whole_in or prepared, key=lambda c: informativeness(c.stack))
+    dpc_y = find_map(maps, "dpc_y")
+    return chosen, prepare(dpc_y, maps) if dpc_y else (chosen or prepare(next(iter(maps)), maps))

@@ -199,16 +199,9 @@ def survey(stack: np.ndarray, theta, center: float | None = None, *, signed: boo
     theta = np.asarray(theta, float)
     n, ny, nx = stack.shape
     step, gap, distinct = angular_steps(theta)
-    prof = np.abs(stack).mean(axis=1, dtype=np.float64) if signed else stack.mean(axis=1, dtype=np.float64)
+    prof = _column_profiles(stack, signed)
     smooth = ndimage.uniform_filter1d(prof, max(3, nx // 100), axis=1)
-    peak = np.maximum(smooth.max(axis=1), 1e-12)
-    w = max(2, int(round(EDGE_WIDTH * nx)))
-    d = np.diff(stack[:, :, ::max(1, nx // 256)], axis=2).ravel()
-    noise = float(np.std(d)) / math.sqrt(2) / math.sqrt(w * ny)  # std, not MAD: sparse counts are mostly 0
-    band = np.maximum(prof[:, :w].mean(axis=1), prof[:, -w:].mean(axis=1))
-    edge = np.where(band > 5 * noise, band, 0.0) / peak
-    if signed:
-        edge = np.zeros(n)
+    edge = np.zeros(n) if signed else _edge_signal(stack, prof, smooth)
     if center is None:
         center = (nx - 1) / 2
     envelope = smooth.max(axis=0)
@@ -217,6 +210,29 @@ def survey(stack: np.ndarray, theta, center: float | None = None, *, signed: boo
     parallax = radius * math.radians(step)
     return Survey(step, gap, distinct, radius, float(center), parallax,
                   neighbour_similarity(stack, theta), edge, int(np.count_nonzero(edge > EDGE_FRACTION)))
+
+
+def _column_profiles(stack: np.ndarray, signed: bool = False) -> np.ndarray:
+    """(n, nx) mean of each projection's rows (of their magnitude for signed maps)."""
+    return np.abs(stack).mean(axis=1, dtype=np.float64) if signed else stack.mean(axis=1, dtype=np.float64)
+
+
+def _edge_signal(stack: np.ndarray, prof: np.ndarray, smooth: np.ndarray) -> np.ndarray:
+    """(n,) signal in the field's edge columns over the projection's peak, 0 where within 5 noise sigmas."""
+    _, ny, nx = stack.shape
+    peak = np.maximum(smooth.max(axis=1), 1e-12)
+    w = max(2, int(round(EDGE_WIDTH * nx)))
+    d = np.diff(stack[:, :, ::max(1, nx // 256)], axis=2).ravel()
+    noise = float(np.std(d)) / math.sqrt(2) / math.sqrt(w * ny)  # std, not MAD: sparse counts are mostly 0
+    band = np.maximum(prof[:, :w].mean(axis=1), prof[:, -w:].mean(axis=1))
+    return np.where(band > 5 * noise, band, 0.0) / peak
+
+
+def cut_by_field(stack: np.ndarray) -> bool:
+    """Whether the field cuts the specimen at some angle (the edge test of :func:`survey`, alone)."""
+    prof = _column_profiles(stack)
+    smooth = ndimage.uniform_filter1d(prof, max(3, stack.shape[2] // 100), axis=1)
+    return bool(np.any(_edge_signal(stack, prof, smooth) > EDGE_FRACTION))
 
 
 def neighbour_similarity(stack: np.ndarray, theta, sigma: float = 1.0) -> float:
@@ -290,13 +306,15 @@ def reprojection_error(stack: np.ndarray, theta, shifts, *, center: float, sigma
     g = (0, min(1.0, aligned.shape[1] / 8), sigma)
     d = ndimage.gaussian_filter(aligned, g)
     p = ndimage.gaussian_filter(rep, g)
-    m = int(max(0, min(margin, nx // 4)))
-    if m:
-        d, p = d[..., m:-m], p[..., m:-m]
-    r = int(max(0, min(row_margin, (ny - 1) // 2 - 1)))
-    if r:
-        d, p = d[:, r:-r], p[:, r:-r]
-    return relative_misfit(d, p)
+    return relative_misfit(interior(d, row_margin, margin), interior(p, row_margin, margin))
+
+
+def interior(stack: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """``stack`` without ``rows`` rows and ``cols`` columns at each edge (at most a half and a quarter)."""
+    ny, nx = stack.shape[1:]
+    r = int(max(0, min(rows, (ny - 1) // 2 - 1)))
+    c = int(max(0, min(cols, nx // 4)))
+    return stack[:, r:ny - r, c:nx - c]
 
 
 def relative_misfit(data: np.ndarray, model: np.ndarray) -> float:

@@ -58,7 +58,7 @@ from scipy import ndimage
 
 from . import tomo
 from .align import apply_shifts, remove_sinusoid
-from .consistency import bin_columns, binned_center, relative_misfit, shift_margins
+from .consistency import bin_columns, binned_center, interior, relative_misfit, shift_margins
 from .registration import register
 
 logger = logging.getLogger(__name__)
@@ -295,10 +295,7 @@ def _robust(step: np.ndarray, limit: float) -> np.ndarray:
 def _misfit(data: np.ndarray, model: np.ndarray, shifts: np.ndarray, b: int) -> float:
     """Relative misfit of low-passed data and reprojection, best scale, away from the shifted-in edges."""
     rows, cols = shift_margins(shifts, b)
-    ny, nx = data.shape[1:]
-    rows, cols = min(rows, ny // 2 - 1), min(cols, nx // 4)
-    window = (slice(None), slice(rows, ny - rows) if rows > 0 else slice(None), slice(cols, nx - cols))
-    err = relative_misfit(data[window], model[window])
+    err = relative_misfit(interior(data, rows, cols), interior(model, rows, cols))
     return 0.0 if np.isnan(err) else err
 
 

@@ -36,6 +36,7 @@ import numpy as np
 from event_model import compose_run
 
 from ..analysis.align import METHODS, AlignmentWarning, align_projections, alignment_consistency, fit_sinusoid
+from ..analysis.channels import is_element_key
 from ..analysis.pairwise import _solve
 from ..analysis.registration import register
 from ._base import SafeDocumentRouter, theta_key_of
@@ -46,19 +47,6 @@ logger = logging.getLogger(__name__)
 MAP_ENDINGS = ("dpc_diag", "dpc_x", "dpc_y", "transmission", "i0", "live_time")
 #: The kept maps stop growing beyond this (bytes): then only the aligned field is kept.
 MAX_MAP_BYTES = 2 * 1024**3
-_SYMBOLS = frozenset((
-    "H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br Kr "
-    "Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb "
-    "Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu Am Cm Bk Cf Es Fm Md No Lr"
-).split())
-
-
-def _is_element_key(key: str) -> bool:
-    """A key ending in ``_`` + a chemical symbol (``microprobe_scanner_Zn``)."""
-    head, sep, tail = key.rpartition("_")
-    return bool(sep) and tail in _SYMBOLS
-
-
 def _plain(value):
     """``value`` as plain JSON types: numpy scalars and arrays unwrapped, tuples as lists, NaN/inf as None."""
     if isinstance(value, dict):
@@ -212,7 +200,7 @@ class LiveDPCAlignment(SafeDocumentRouter):
         if image and theta_key:
             self._keys = (theta_key, image[0])
             self._map_keys = tuple(k for k, v in keys.items() if k != image[0] and len(v.get("shape") or []) == 2
-                                   and (k.endswith(MAP_ENDINGS) or _is_element_key(k)))
+                                   and (k.endswith(MAP_ENDINGS) or is_element_key(k)))
         else:
             logger.warning("LiveDPCAlignment: no %r map or rotation key in stream 'primary'", self.field)
 
