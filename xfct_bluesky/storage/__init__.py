@@ -11,10 +11,11 @@ tiled   all of the above under one name (older imports)
 
 from .hdf5 import HDF5_MIMETYPE, StreamHDF5Writer
 from .reading import TomoData, load_spectra, load_theta, load_tomo, v1_broker
-from .server import default_data_dir, embedded_server, runs_container
+from .server import DataFolderError, default_data_dir, embedded_server, runs_container
 from .writing import make_tiled_writer, read_backup, replay_backup, replay_directory
 
 __all__ = [
+    "DataFolderError",
     "HDF5_MIMETYPE",
     "StreamHDF5Writer",
     "TomoData",

@@ -28,6 +28,18 @@ TILED_SUBDIR = "tiled"
 ASSETS_SUBDIR = "assets"
 """Sub-folder of the data folder for external files (HDF5 spectra); readable by the server."""
 
+
+
+class DataFolderError(ValueError):
+    """The data folder (or a file in it) cannot be used as it is; the message names the file and the fix.
+
+    Raised by the storage functions for a folder that is not a directory,
+    is read-only where writing is needed, holds a corrupt catalog, does not
+    match its catalog, or lacks an asset file a run points to. The CLI
+    prints it in one line.
+    """
+
+
 _CATALOG_SPEC_NAME = "CatalogOfBlueskyRuns"
 _CATALOG_SPEC_VERSION = "3.0"  # the SQL layout that TiledWriter writes
 

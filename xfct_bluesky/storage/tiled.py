@@ -24,6 +24,7 @@ from .server import (  # noqa: F401
     ASSETS_SUBDIR,
     DATA_DIR_ENV,
     TILED_SUBDIR,
+    DataFolderError,
     default_data_dir,
     embedded_server,
     runs_container,
@@ -40,6 +41,7 @@ from .writing import (  # noqa: F401
 __all__ = [
     "ASSETS_SUBDIR",
     "DATA_DIR_ENV",
+    "DataFolderError",
     "TILED_SUBDIR",
     "TomoData",
     "default_data_dir",
