@@ -117,6 +117,7 @@ def run_demo(
     from .physics.cells import EGG_DIAMETER, EGG_ZN_ATOMS
     from .plans import xfct_tomo
     from .storage import default_data_dir, embedded_server, load_tomo, make_tiled_writer, runs_container
+    from .storage.journal import JOURNAL_SUBDIR
     from .storage.tiled import ASSETS_SUBDIR
 
     data_dir = Path(data_dir or default_data_dir()).expanduser().resolve()
@@ -127,7 +128,7 @@ def run_demo(
         client = from_uri(server.uri)
         catalog = runs_container(client)
         RE = RunEngine({})
-        writer = make_tiled_writer(catalog, data_dir / "backup")
+        writer = make_tiled_writer(catalog, data_dir / "backup", journal_directory=data_dir / JOURNAL_SUBDIR)
         RE.subscribe(writer)
         live = LiveDPCAlignment(emit=writer)  # shifts stored in Tiled as a derived run
         RE.subscribe(live)

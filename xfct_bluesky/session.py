@@ -38,7 +38,11 @@ def make_run_engine(data_dir: Path):
 
 
 def connect_storage(RE, data_dir: Path):
-    """Subscribe a TiledWriter (with a backup folder) to ``RE``; return the runs catalog and the writer.
+    """Subscribe a TiledWriter (with a backup folder and a journal) to ``RE``; return the runs catalog and the writer.
+
+    Every document is journaled in ``<data dir>/journal`` before Tiled sees it,
+    so that a crash of this process loses at most the map in flight
+    (``xfct-bluesky recover`` stores the rest).
 
     Uses $XFCT_BLUESKY_TILED_URI if set, else starts an embedded server over
     ``data_dir`` that stops when the interpreter exits.
@@ -46,6 +50,7 @@ def connect_storage(RE, data_dir: Path):
     from tiled.client import from_uri
 
     from .storage import embedded_server, make_tiled_writer, runs_container
+    from .storage.journal import JOURNAL_SUBDIR
 
     uri = os.environ.get("XFCT_BLUESKY_TILED_URI")
     if uri:
@@ -56,9 +61,22 @@ def connect_storage(RE, data_dir: Path):
         _close_at_exit(stack)
         client = from_uri(server.uri)
     catalog = runs_container(client)
-    writer = make_tiled_writer(catalog, Path(data_dir) / "backup")
+    journal = Path(data_dir) / JOURNAL_SUBDIR
+    _recover_dead_runs(journal, catalog)
+    writer = make_tiled_writer(catalog, Path(data_dir) / "backup", journal_directory=journal)
     RE.subscribe(writer)
     return catalog, writer
+
+
+def _recover_dead_runs(journal: Path, catalog) -> None:
+    """Store the runs a crashed session left in the journal (``xfct-bluesky recover``), saying so."""
+    from .storage import recover_journal
+
+    if not journal.is_dir() or not any(journal.glob("*.jsonl")):
+        return
+    for path, uid, outcome in recover_journal(journal, catalog):
+        level = logging.WARNING if uid else logging.INFO if outcome.startswith("in progress") else logging.ERROR
+        logger.log(level, "journal %s: %s%s", path.name, outcome, f" (run {uid})" if uid else "")
 
 
 def _close_at_exit(stack: ExitStack) -> None:

@@ -5,11 +5,14 @@ hdf5   :class:`StreamHDF5Writer`, per-event arrays in an HDF5 file described by
 server  :func:`default_data_dir`, :func:`embedded_server`, :func:`runs_container`
 writing :func:`make_tiled_writer` (with a JSON Lines backup), :func:`read_backup`,
         :func:`replay_backup`, :func:`replay_directory`
+journal :class:`RunJournal`, :class:`JournaledWriter` (each document on disk before Tiled sees
+        it), :func:`recover_journal` (runs whose process died, into Tiled)
 reading :func:`load_tomo`, :func:`load_theta`, :func:`load_spectra`, :func:`v1_broker`
 tiled   all of the above under one name (older imports)
 """
 
 from .hdf5 import HDF5_MIMETYPE, StreamHDF5Writer
+from .journal import JournaledWriter, RunJournal, recover_journal
 from .reading import TomoData, load_spectra, load_theta, load_tomo, v1_broker
 from .server import DataFolderError, default_data_dir, embedded_server, runs_container
 from .writing import make_tiled_writer, read_backup, replay_backup, replay_directory
@@ -17,6 +20,8 @@ from .writing import make_tiled_writer, read_backup, replay_backup, replay_direc
 __all__ = [
     "DataFolderError",
     "HDF5_MIMETYPE",
+    "JournaledWriter",
+    "RunJournal",
     "StreamHDF5Writer",
     "TomoData",
     "default_data_dir",
@@ -26,6 +31,7 @@ __all__ = [
     "load_tomo",
     "make_tiled_writer",
     "read_backup",
+    "recover_journal",
     "replay_backup",
     "replay_directory",
     "runs_container",

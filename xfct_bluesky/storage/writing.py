@@ -76,6 +76,7 @@ def make_tiled_writer(
     container: Any,
     backup_directory: str | Path | None = None,
     *,
+    journal_directory: str | Path | None = None,
     batch_size: int | None = None,
 ) -> Any:
     """A TiledWriter writing runs into ``container``, to subscribe to a RunEngine.
@@ -91,6 +92,13 @@ def make_tiled_writer(
         ``{"name": ..., "doc": ...}`` per line), and the scan goes on; store it
         later with :func:`replay_backup`. Without it, a write failure aborts
         the scan after tiled's retries (about 24 s).
+    journal_directory : str or pathlib.Path, optional
+        If given (created if missing), every document is first written to a
+        per-run journal file there, flushed and fsync'd one by one, and the
+        file is deleted once the run is stored: if the acquiring process dies,
+        :func:`~xfct_bluesky.storage.journal.recover_journal`
+        (``xfct-bluesky recover``) stores what it had acquired. Usually
+        ``<data dir>/journal``.
     batch_size : int, optional
         Events and StreamDatums gathered before a write; default TiledWriter's
         (10000, i.e. written at the run's stop: fast, not live). ``1`` writes
@@ -99,8 +107,10 @@ def make_tiled_writer(
 
     Returns
     -------
-    bluesky_tiled_plugins.TiledWriter
-        Callback ``(name, doc)``; ``RE.subscribe(writer)``.
+    bluesky_tiled_plugins.TiledWriter or JournaledWriter
+        Callback ``(name, doc)``; ``RE.subscribe(writer)``. With a journal,
+        the TiledWriter wrapped in a
+        :class:`~xfct_bluesky.storage.journal.JournaledWriter`.
 
     Notes
     -----
@@ -118,16 +128,24 @@ def make_tiled_writer(
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1 (1 writes each event at once).")
         kwargs["batch_size"] = int(batch_size)
-    return TiledWriter(container, **kwargs)
+    writer = TiledWriter(container, **kwargs)
+    if journal_directory is None:
+        return writer
+    from .journal import JournaledWriter, RunJournal
+
+    return JournaledWriter(writer, RunJournal(journal_directory))
 
 
-def read_backup(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """The ``(name, doc)`` pairs of a backup file written by :func:`make_tiled_writer`.
+def read_backup(path: str | Path, *, cut_tail_ok: bool = False) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The ``(name, doc)`` pairs of a backup file written by :func:`make_tiled_writer` (or of a journal).
 
     Parameters
     ----------
     path : str or pathlib.Path
         A ``.jsonl`` file of the backup directory.
+    cut_tail_ok : bool, optional
+        Drop (and log) a last line that is not JSON, as a process killed while
+        writing it leaves; any other bad line still raises. For journals.
 
     Yields
     ------
@@ -141,6 +159,9 @@ def read_backup(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
             try:
                 item = json.loads(line)
             except json.JSONDecodeError as err:
+                if cut_tail_ok and not file.read().strip():
+                    logger.warning("%s: its last line (%d) was cut when the process died; dropped", path, number)
+                    return
                 raise ValueError(f"{path}, line {number}: not a JSON document ({err}).") from err
             yield item["name"], item["doc"]
 
@@ -175,16 +196,21 @@ def replay_backup(path: str | Path, container: Any) -> str:
     registered where the documents point: they must lie in the server's
     readable storage to be read.
     """
+    return replay_documents(read_backup(path), container, source=str(path))
+
+
+def replay_documents(documents: Iterator[tuple[str, dict[str, Any]]], container: Any, *, source: str) -> str:
+    """Store one run's ``(name, doc)`` pairs into ``container``, replacing a partial node of it (see
+    :func:`replay_backup`); ``source`` names where they come from in messages. Returns the run's uid."""
     from bluesky_tiled_plugins import TiledWriter
 
-    documents = read_backup(path)
     first = next(documents, None)
     if first is None or first[0] != "start":
-        raise ValueError(f"{path} does not begin with a start document; is it a run backup?")
+        raise ValueError(f"{source} does not begin with a start document; is it a run backup?")
     uid = first[1]["uid"]
     if uid in container:
         if container[uid].metadata.get("stop"):
-            logger.info("Run %s is already stored complete; %s not replayed", uid, path)
+            logger.info("Run %s is already stored complete; %s not replayed", uid, source)
             return uid
         logger.info("Replacing the partial run %s left by the interrupted write", uid)
         container.delete_contents(uid, recursive=True, external_only=False)
@@ -192,7 +218,7 @@ def replay_backup(path: str | Path, container: Any) -> str:
     writer(*first)
     for name, doc in documents:
         writer(name, doc)
-    logger.info("Replayed run %s from %s", uid, path)
+    logger.info("Replayed run %s from %s", uid, source)
     return uid
 
 
