@@ -65,7 +65,12 @@ def test_kill_9_mid_tomography_then_recover_and_resume(server):
     from xfct_bluesky.devices.sim import make_sim_microprobe
     from xfct_bluesky.physics import small_cell
     from xfct_bluesky.plans import xfct_tomo
-    from xfct_bluesky.storage import load_spectra, load_tomo, make_tiled_writer, recover_journal
+    from xfct_bluesky.storage import (
+        load_spectra,
+        load_tomo,
+        make_tiled_writer,
+        recover_journal,
+    )
 
     srv, cat, root = server
     uid, reported = _acquire_and_kill(srv.uri, root)
@@ -163,7 +168,7 @@ def test_recover_drops_a_line_cut_by_the_crash_and_skips_a_run_in_progress(serve
     live = RunJournal(directory)  # a run still being acquired holds its file's lock
     live("start", {**docs[0][1], "uid": "live-run"})
     try:
-        results = dict((r[1] or r[0].stem, r[2]) for r in recover_journal(directory, cat))
+        results = {r[1] or r[0].stem: r[2] for r in recover_journal(directory, cat)}
         assert results["live-run"].startswith("in progress") and (directory / "live-run.jsonl").exists()
     finally:
         live.finish("live-run", stored=True)
@@ -209,3 +214,25 @@ def test_a_session_stores_the_runs_a_crash_left_when_it_starts(server, RE, micro
     assert f"run {uid}" in by_level["WARNING"] and "recovered: 3 events" in by_level["WARNING"]
     assert "damaged.jsonl" in by_level["ERROR"] and "not a JSON document" in by_level["ERROR"]
     assert cat[uid].metadata["stop"]["exit_status"] == "fail"
+
+
+def test_xfct_bluesky_recover_stores_the_journal_and_says_what_it_did(server, RE, microprobe, capsys):
+    from event_model import NumpyEncoder
+
+    from xfct_bluesky.cli import main
+
+    srv, cat, root = server
+    directory = root / "journal-cli"
+    directory.mkdir()
+    docs = [(n, d) for n, d in _docs_of_a_run(RE, microprobe) if n != "stop"]
+    uid = docs[0][1]["uid"]
+    (directory / f"{uid}.jsonl").write_text(
+        "".join(json.dumps({"name": n, "doc": d}, cls=NumpyEncoder) + "\n" for n, d in docs))
+    base, _, query = srv.uri.partition("?")
+    key = dict(part.split("=", 1) for part in query.split("&"))["api_key"]
+    assert main(["recover", str(directory), "--uri", base, "--api-key", key]) == 0
+    out = capsys.readouterr().out
+    assert f"{uid[:8]}  recovered: 3 events, exit status fail" in out and "1 run(s) stored, 0 kept" in out
+    assert cat[uid].metadata["stop"]["reason"].startswith("acquisition process died")
+    assert main(["recover", str(directory), "--uri", base, "--api-key", key]) == 0
+    assert "no journal files in" in capsys.readouterr().out

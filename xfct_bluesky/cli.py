@@ -6,6 +6,7 @@ shell   IPython with the beamline profile (simulated hardware by default)
 ls      recent runs: plan, sample, angles, dose
 show    one run's metadata and streams
 replay  store runs kept in the backup folder (the server was away) into Tiled
+recover store the runs of an acquisition that died (kill -9, power) from the journal into Tiled
 reconstruct  align and reconstruct a stored tomography; store the volumes in Tiled (and DXchange HDF5)
 dose-study   many low-dose projections against few high-dose ones, at equal dose
 ioc     the microprobe's caproto IOC (simulated hardware over Channel Access, loopback by default)
@@ -23,13 +24,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+from . import _cli_checks as checks
+from ._cli_checks import CommandError, OptionError
 
-
-def _data_dir(args) -> Path:
-    from .storage import default_data_dir
-
-    return Path(args.data_dir).expanduser().resolve() if args.data_dir else default_data_dir()
+_data_dir = checks.data_dir
 
 
 def _api_key(data_dir: Path, given: str | None) -> str:
@@ -85,15 +83,15 @@ or from Python:
 
 def cmd_serve(args) -> int:
     data_dir = _data_dir(args)
-    if args.host not in LOOPBACK and not args.allow_remote:
-        print(f"refusing to bind {args.host!r}: the server binds loopback only (127.0.0.1); "
-              "pass --allow-remote to expose it, behind a firewall", file=sys.stderr)
-        return 2
-    key = _api_key(data_dir, args.api_key)
     tiled_dir = data_dir / "tiled"
     assets = data_dir / "assets"
-    (tiled_dir / "data").mkdir(parents=True, exist_ok=True)
-    assets.mkdir(parents=True, exist_ok=True)
+    try:
+        key = _api_key(data_dir, args.api_key)
+        (tiled_dir / "data").mkdir(parents=True, exist_ok=True)
+        assets.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CommandError(f"cannot set up the data folder {data_dir} ({err.strerror}: {err.filename}); "
+                           "give a writable --data-dir") from None
     tiled = shutil.which("tiled") or str(Path(sys.executable).with_name("tiled"))
     cmd = [tiled, "serve", "catalog", str(tiled_dir / "catalog.db"), "--init",
            "-w", str(tiled_dir / "data"), "-w", f"duckdb:///{tiled_dir / 'storage.duckdb'}",
@@ -129,24 +127,6 @@ def cmd_shell(args) -> int:
     return 0
 
 
-def _open_catalog(args):
-    """(context manager, catalog) on --uri or an embedded server over the data folder."""
-    from contextlib import ExitStack
-
-    from tiled.client import from_uri
-
-    from .storage import embedded_server, runs_container
-
-    stack = ExitStack()
-    if args.uri:
-        client = from_uri(args.uri, api_key=args.api_key)
-    else:
-        server = stack.enter_context(embedded_server(_data_dir(args)))
-        client = from_uri(server.uri)
-    stack.callback(client.context.close)  # LIFO: the client closes before the server stops
-    return stack, runs_container(client)
-
-
 def _summary(start: dict) -> str:
     import datetime
 
@@ -159,7 +139,7 @@ def _summary(start: dict) -> str:
 
 
 def cmd_ls(args) -> int:
-    stack, cat = _open_catalog(args)
+    stack, cat = checks.open_catalog(args)
     with stack:
         runs = list(cat.values().tail(args.n)) if len(cat) else []
         print(f"{'uid':8s}  {'time':16s}  {'plan':20s} {'sample':24s} {'angles':>6} {'total dose':>11}")
@@ -195,7 +175,7 @@ def _alignment_lines(summary: dict, label: str = "alignment") -> list[str]:
 def cmd_show(args) -> int:
     import json
 
-    stack, cat = _open_catalog(args)
+    stack, cat = checks.open_catalog(args)
     with stack:
         try:
             run = cat[args.uid]
@@ -232,37 +212,42 @@ def cmd_show(args) -> int:
     return 0
 
 
-def cmd_replay(args) -> int:
-    from .storage import replay_directory
-
-    directory = Path(args.directory).expanduser() if args.directory else _data_dir(args) / "backup"
+def _store_kept(args, store, subdir: str, what: str) -> int:
+    """Store the runs kept as JSON Lines in a folder of the data folder (backup, journal) into Tiled."""
+    directory = Path(args.directory).expanduser() if args.directory else _data_dir(args) / subdir
     if not directory.is_dir():
-        print(f"no backup folder {directory}: nothing to replay", file=sys.stderr)
+        print(f"no {what} folder {directory}: nothing to do", file=sys.stderr)
         return 1
-    stack, cat = _open_catalog(args)
+    stack, cat = checks.open_catalog(args)
     with stack:
-        results = replay_directory(directory, cat)
+        results = store(directory, cat)
     for path, uid, outcome in results:
         print(f"{(uid or '-')[:8]:8s}  {outcome}  {path}")
-    failed = [r for r in results if r[1] is None]
-    print(f"{len(results) - len(failed)} run(s) stored, {len(failed)} kept in {directory}"
-          if results else f"no backup files in {directory}")
+    failed = [r for r in results if r[1] is None and not r[2].startswith("in progress")]
+    live = [r for r in results if r[2].startswith("in progress")]
+    print(f"{len(results) - len(failed) - len(live)} run(s) stored, {len(failed)} kept in {directory}"
+          + (f", {len(live)} still being acquired" if live else "") if results else f"no {what} files in {directory}")
     return 1 if failed else 0
 
 
+def cmd_replay(args) -> int:
+    from .storage import replay_directory
+
+    return _store_kept(args, replay_directory, "backup", "backup")
+
+
+def cmd_recover(args) -> int:
+    from .storage.journal import JOURNAL_SUBDIR, recover_journal
+
+    return _store_kept(args, recover_journal, JOURNAL_SUBDIR, "journal")
+
+
 def cmd_reconstruct(args) -> int:
-    from .reconstruction import check_options, reconstruct_tomo, write_dxchange
+    from .reconstruction import reconstruct_tomo, write_dxchange
     from .storage import load_tomo, make_tiled_writer
 
-    elements = [e.strip() for e in args.elements.split(",") if e.strip()]
-    try:  # bad options are refused before anything is read
-        check_options(args.algorithm, args.iterations, args.subsets, args.align)
-        if not elements:
-            raise ValueError(f"--elements {args.elements!r}: give at least one element, e.g. Zn or Zn,Fe")
-    except ValueError as err:
-        print(f"xfct-bluesky reconstruct: {err}", file=sys.stderr)
-        return 2
-    stack, cat = _open_catalog(args)
+    elements = [e.strip() for e in args.elements.split(",") if e.strip()]  # checks.check_reconstruct: not empty
+    stack, cat = checks.open_catalog(args)
     with stack:
         try:
             run = cat[args.uid]
@@ -305,7 +290,7 @@ def cmd_dose_study(args) -> int:
                      schedules=((args.few, args.few_dwell * 1e-3), (args.many, args.many_dwell * 1e-3)),
                      progress=lambda text: print(f"  {text}", flush=True))
     table = format_study(res)
-    output = Path(args.output or _data_dir(args) / "dose-study").expanduser()
+    output = checks.output_dir(args, "dose-study")
     output.mkdir(parents=True, exist_ok=True)
     (output / "dose-study.txt").write_text(table + "\n")
     figure = study_figure(res, output / "dose-study.png")
@@ -320,7 +305,7 @@ def cmd_paper_table(args) -> int:
     from .paper import format_table, paper_figure, paper_table
 
     data_dir = _data_dir(args)
-    output = Path(args.output or data_dir / "paper").expanduser()
+    output = checks.output_dir(args, "paper")
     with contextlib.ExitStack() as stack:
         subscribers = []
         if not args.no_store:
@@ -362,14 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--total-dose", type=float, default=5e6, help="Gy for the whole tomography")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", help="folder for the overview PNG (default <data dir>/demo)")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_demo, check=checks.check_demo)
 
     p = with_data_dir(sub.add_parser("serve", help="standalone Tiled server on the data folder"))
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", help="default: generated once and kept in <data dir>/api_key (mode 0600)")
     p.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=cmd_serve, check=checks.check_serve)
 
     p = with_data_dir(sub.add_parser("shell", help="IPython with the beamline profile"))
     p.add_argument("--epics", action="store_true", help="EPICS hardware instead of the simulation")
@@ -382,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", help="folder for the table and figure (default <data dir>/paper)")
     p.add_argument("--no-store", action="store_true", help="do not store the maps in Tiled")
-    p.set_defaults(func=cmd_paper_table)
+    p.set_defaults(func=cmd_paper_table, check=checks.check_paper_table)
 
     p = with_data_dir(sub.add_parser("dose-study", help="many low-dose against few high-dose projections"))
     p.add_argument("--few", type=int, default=24, help="projections of the long-dwell tomography")
@@ -395,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", help="folder for the table and figure (default <data dir>/dose-study)")
-    p.set_defaults(func=cmd_dose_study)
+    p.set_defaults(func=cmd_dose_study, check=checks.check_dose_study)
 
     from .ioc import add_arguments as add_ioc_arguments
     from .ioc import main_from_args as ioc_main
@@ -404,11 +389,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_ioc_arguments(p)  # its --data-dir is the folder of the HDF5 spectra (use <data dir>/assets)
     p.set_defaults(func=ioc_main)
 
-    for name, func, helptext in (("ls", cmd_ls, "recent runs"), ("show", cmd_show, "one run"),
-                                 ("replay", cmd_replay, "store the runs kept in a backup folder into Tiled"),
-                                 ("reconstruct", cmd_reconstruct, "align, reconstruct, store the volumes")):
+    for name, func, check, helptext in (
+            ("ls", cmd_ls, checks.check_ls, "recent runs"), ("show", cmd_show, None, "one run"),
+            ("replay", cmd_replay, None, "store the runs kept in a backup folder into Tiled"),
+            ("recover", cmd_recover, None, "store the runs of a dead acquisition (kill -9, power) from the journal"),
+            ("reconstruct", cmd_reconstruct, checks.check_reconstruct, "align, reconstruct, store the volumes")):
         p = with_data_dir(sub.add_parser(name, help=helptext))
-        p.add_argument("--uri", help="a running Tiled server (default: open the data folder in-process)")
+        p.set_defaults(func=func, check=check)
+        p.add_argument("--uri", help="a running Tiled server (default: open the data folder in-process); "
+                       f"one that does not answer within {checks.CONNECT_TIMEOUT:g} s is reported")
         p.add_argument("--api-key", help="API key for --uri")
         if name == "ls":
             p.add_argument("-n", type=int, default=20, help="how many runs")
@@ -431,9 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--refine", action="store_true",
                            help="refine the DPC alignment by projection matching (thick specimens seen whole)")
             p.add_argument("--dxchange", help="also write a DXchange HDF5 file here")
+        elif name == "recover":
+            p.add_argument("directory", nargs="?", help="journal folder (default <data dir>/journal)")
         else:
             p.add_argument("directory", nargs="?", help="backup folder (default <data dir>/backup)")
-        p.set_defaults(func=func)
     return parser
 
 
@@ -445,7 +435,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return args.func(args)
+    from .storage import DataFolderError
+
+    # in one line: a bad option, refused before anything is created (2); a data folder or a server unusable (1)
+    try:
+        checks.check_data_dir(args)
+        if getattr(args, "check", None):
+            args.check(args)
+        return args.func(args)
+    except (OptionError, DataFolderError, CommandError) as err:
+        print(f"xfct-bluesky {args.command}: {err}", file=sys.stderr)
+        return 2 if isinstance(err, OptionError) else 1
 
 
 if __name__ == "__main__":

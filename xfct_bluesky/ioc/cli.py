@@ -6,14 +6,20 @@ import argparse
 import ipaddress
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
 
+from .._cli_checks import check_folder, check_seed
 from ._common import DEFAULT_PREFIX
 from .server import MicroprobeIOC
 
 logger = logging.getLogger("xfct_bluesky.ioc")
+
+#: A PV prefix: EPICS record-name characters (no '.', the field separator), ending in ':' as the PV
+#: suffixes (``Rot``, ``Fly:Acquire``, ...) follow it without one of their own.
+PREFIX_FORM = re.compile(r"[A-Za-z0-9_\-+:\[\]<>;{}]+:")
 
 
 # ---------------------------------------------------------------------- CLI ---
@@ -28,7 +34,8 @@ def _is_loopback(interface: str) -> bool:
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The IOC's options, for ``python -m xfct_bluesky.ioc`` and ``xfct-bluesky ioc``."""
-    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"PV prefix (default {DEFAULT_PREFIX!r})")
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX,
+                        help=f"PV prefix, ending in ':' (default {DEFAULT_PREFIX!r})")
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds the specimen, runout and noise, as make_sim_microprobe(seed=...) (default 0)")
     parser.add_argument("--shape", type=int, nargs=2, default=(32, 32), metavar=("NY", "NX"),
@@ -47,17 +54,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def check_prefix(prefix: str) -> str:
+    """``prefix`` if it has :data:`PREFIX_FORM`; else ValueError naming the form and an example."""
+    if not PREFIX_FORM.fullmatch(prefix):
+        raise ValueError(f"--prefix {prefix!r}: allowed a PV prefix of letters, digits and _-+:[]<>;{{}} ending "
+                         f"in ':', e.g. {DEFAULT_PREFIX!r} (the PVs are <prefix>Rot, <prefix>Fly:Acquire, ...)")
+    return prefix
+
+
 def main_from_args(args: argparse.Namespace) -> int:
     """Run the IOC until interrupted (SIGINT or SIGTERM); 2 if the options are refused."""
     remote = [i for i in args.interfaces if not _is_loopback(i)]
     if remote and not args.allow_remote:
-        print(f"refusing to serve on {', '.join(remote)}: the IOC serves loopback only (127.0.0.1); pass "
-              "--allow-remote to expose its PVs (they move motors and write files), behind a firewall",
-              file=sys.stderr)
+        print(f"xfct-bluesky ioc: --interfaces {' '.join(args.interfaces)}: refusing to serve on "
+              f"{', '.join(remote)}: the IOC serves loopback only (127.0.0.1); pass --allow-remote to expose its "
+              "PVs (they move motors and write files), behind a firewall", file=sys.stderr)
         return 2
-    try:
+    try:  # every option refused before a folder is made or a PV served
+        check_prefix(args.prefix)
+        check_seed(args.seed)
         ioc = MicroprobeIOC(args.prefix, seed=args.seed, shape=tuple(args.shape), pixel_size=args.pixel_size,
                             dwell=args.dwell, data_dir=args.data_dir, realtime=args.realtime)
+        check_folder("--data-dir" if args.data_dir else "the spectra folder", Path(ioc.options["data_dir"]),
+                     writable=True)
     except ValueError as exc:
         print(f"xfct-bluesky ioc: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,293 @@
+"""The ``xfct-bluesky`` options, checked before a command creates anything.
+
+``check_<command>(args)`` raises :class:`OptionError` (exit status 2) with one
+line ``--option VALUE: <what is allowed and the fix>``. The ranges are the
+library's own (``plans.planning.estimate_tomo`` and ``tomo_angles``,
+``reconstruction.check_options``, ``paper.paper_table``, the simulator's map
+and field checks), called on a simulated microprobe built as the command
+builds it, so the command line and the Python API refuse the same values.
+:func:`check_data_dir` runs for every command that has ``--data-dir``.
+:func:`open_catalog` gives the run catalog on ``--uri`` (:func:`connect`
+answers an unreachable server in one line, :class:`CommandError`, exit
+status 1) or on an embedded server over the data folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+
+#: Hosts ``serve`` binds without ``--allow-remote``.
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: Seconds to wait for a ``--uri`` server to accept the connection before it is reported unreachable.
+CONNECT_TIMEOUT = 3.0
+
+
+class OptionError(ValueError):
+    """A command-line option refused before anything is created; the message names it (exit status 2)."""
+
+
+class CommandError(RuntimeError):
+    """A command that cannot go on for a reason outside its options; the message is one line (exit status 1)."""
+
+
+# ----------------------------------------------------------------- helpers ---
+def _show(value) -> str:
+    """A value as it would be typed: 5e+06, -1, '' (quoted when empty or with spaces)."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return shlex.quote(str(value))
+
+
+@contextlib.contextmanager
+def _option(label: str) -> Iterator[None]:
+    """Turn a library ``ValueError`` raised in the block into an :class:`OptionError` led by ``label``."""
+    try:
+        yield
+    except OptionError:
+        raise
+    except ValueError as err:
+        raise OptionError(f"{label}: {err}") from None
+
+
+def _opt(name: str, value) -> str:
+    return f"{name} {_show(value)}"
+
+
+def data_dir(args) -> Path:
+    """The data folder: ``--data-dir``, else :func:`~xfct_bluesky.storage.default_data_dir` (not created)."""
+    from .storage import default_data_dir
+
+    return Path(args.data_dir).expanduser().resolve() if args.data_dir else default_data_dir()
+
+
+def output_dir(args, default: str) -> Path:
+    """``--output``, else ``<data dir>/<default>`` (not created)."""
+    return Path(args.output).expanduser() if args.output else data_dir(args) / default
+
+
+def check_folder(label: str, path: Path, *, writable: bool = False) -> None:
+    """Refuse a folder that is a file, lies under a file or (``writable``) cannot be created or written."""
+    path = Path(path).expanduser()
+    try:
+        if path.exists() and not path.is_dir():
+            raise OptionError(f"{label} {path}: is a file, not a folder; give a folder (created if missing)")
+        existing = next(p for p in (path, *path.parents) if p.exists())
+    except OSError as err:
+        raise OptionError(f"{label} {path}: cannot be examined ({err.strerror}); give another folder") from None
+    if not existing.is_dir():
+        raise OptionError(f"{label} {path}: {existing} is a file, so no folder can be made under it; "
+                          "give another folder")
+    if writable and not os.access(existing, os.W_OK | os.X_OK):
+        raise OptionError(f"{label} {path}: {existing} is not writable; give a folder you can write to")
+
+
+def check_data_dir(args) -> None:
+    """Refuse a data folder (``--data-dir``, ``$XFCT_BLUESKY_DATA`` or the default) that is a file or under one."""
+    if not hasattr(args, "data_dir"):
+        return
+    from .storage.server import DATA_DIR_ENV
+
+    if args.data_dir:
+        label = "--data-dir"
+    elif os.environ.get(DATA_DIR_ENV, "").strip():
+        label = f"${DATA_DIR_ENV}"
+    else:
+        label = "the default data folder"
+    check_folder(label, data_dir(args))
+
+
+def _check_output(args, default: str) -> None:
+    label = "--output" if args.output else f"--output (default <data dir>/{default})"
+    check_folder(label, output_dir(args, default), writable=True)
+
+
+def check_seed(seed) -> None:
+    """Refuse a seed numpy's generators (all the simulator's random numbers) do not take."""
+    import numpy as np
+
+    try:
+        np.random.default_rng(seed)
+    except (TypeError, ValueError) as err:
+        raise OptionError(f"--seed {_show(seed)}: allowed an integer >= 0 (numpy: {err}), e.g. 0") from None
+
+
+def _field(shape, seed, *, pixel_size: float = 300e-9, spectra: bool):
+    """A simulated microprobe (a small cell: cheap) whose scanner accepted ``shape``; ValueError if not."""
+    from .devices.sim import make_sim_microprobe
+    from .physics import small_cell
+
+    mp = make_sim_microprobe(shape=shape, pixel_size=pixel_size, seed=seed, specimen=small_cell(10e-6, seed=seed),
+                             save_spectra=spectra)
+    mp.scanner.check_field(shape, pixel_size)
+    return mp
+
+
+# ---------------------------------------------------------------- commands ---
+def check_demo(args) -> None:
+    """``demo``: the checks ``run_demo`` meets (its microprobe, ``xfct_tomo`` and TiledWriter), without running it."""
+    from .plans.planning import estimate_tomo, tomo_angles
+
+    _check_output(args, "demo")
+    with _option(_opt("--n-angles", args.n_angles)):
+        tomo_angles(args.n_angles, order="golden")
+    check_seed(args.seed)
+    shape = (args.size, args.size)
+    with _option(_opt("--size", args.size)):
+        mp = _field(shape, args.seed, spectra=True)
+    with _option(f"{_opt('--total-dose', args.total_dose)} over {_opt('--n-angles', args.n_angles)}"):
+        estimate_tomo(mp, shape=shape, pixel_size=300e-9, n_angles=args.n_angles, total_dose=args.total_dose,
+                      order="golden")
+    # imported last (4 s; the demo imports it anyway)
+    from bluesky_tiled_plugins.writing.tiled_writer import MAX_ARRAY_SIZE
+
+    if args.size * args.size <= MAX_ARRAY_SIZE:
+        # TiledWriter keeps arrays this small in its table, which cannot hold 2D maps (the run is lost at its stop)
+        raise OptionError(f"--size {args.size}: a {args.size}x{args.size} map has {args.size ** 2} pixels; "
+                          f"allowed --size >= {math.isqrt(MAX_ARRAY_SIZE) + 1} (TiledWriter stores arrays of up to "
+                          f"{MAX_ARRAY_SIZE} elements in a table that cannot hold maps)")
+
+
+def check_serve(args) -> None:
+    if not 1 <= args.port <= 65535:
+        raise OptionError(f"--port {args.port}: allowed a TCP port 1..65535, e.g. 8000 (the default); "
+                          "0 would let the system pick one that could not be printed for the clients")
+    if args.host not in LOOPBACK and not args.allow_remote:
+        raise OptionError(f"--host {args.host}: refusing to bind {args.host!r}: the server binds loopback only "
+                          "(127.0.0.1); pass --allow-remote to expose it, behind a firewall")
+
+
+def check_ls(args) -> None:
+    if args.n < 1:
+        raise OptionError(f"-n {args.n}: allowed an integer >= 1 (how many of the newest runs to list), e.g. 20")
+
+
+def check_reconstruct(args) -> None:
+    """``reconstruct``: ``reconstruction.check_options`` one option at a time, the elements, the DXchange path."""
+    from .reconstruction import check_options
+
+    with _option(_opt("--algorithm", args.algorithm)):
+        check_options(args.algorithm, None, 1, "none")
+    with _option(_opt("--align", args.align)):
+        check_options(args.algorithm, None, 1, args.align)
+    if args.iterations is not None:
+        with _option(_opt("--iterations", args.iterations)):
+            check_options(args.algorithm, args.iterations, 1, args.align)
+    with _option(_opt("--subsets", args.subsets)):
+        check_options(args.algorithm, args.iterations, args.subsets, args.align)
+    if not [e for e in args.elements.split(",") if e.strip()]:
+        raise OptionError(f"--elements {args.elements!r}: give at least one element, e.g. Zn or Zn,Fe")
+    if args.dxchange:
+        path = Path(args.dxchange).expanduser()
+        if path.is_dir():
+            raise OptionError(f"--dxchange {path}: is a folder; give the HDF5 file to write, e.g. {path / 'rec.h5'}")
+        check_folder("--dxchange", path.parent, writable=True)
+
+
+def check_dose_study(args) -> None:
+    """``dose-study``: ``dose_study``'s own checks and, per schedule, the checks ``xfct_tomo`` meets."""
+    import inspect
+
+    from .dose_study import PIXEL, dose_study
+    from .plans.planning import MAX_DWELL, MIN_DWELL, estimate_tomo, tomo_angles
+    from .reconstruction import check_options
+
+    _check_output(args, "dose-study")
+    with _option(_opt("--algorithm", args.algorithm)):
+        check_options(args.algorithm, None, 1, "dpc")
+    with _option(_opt("--iterations", args.iterations)):
+        check_options(args.algorithm, args.iterations, 1, "dpc")
+    check_seed(args.seed)
+    if args.rows < 1:
+        raise OptionError(f"--rows {args.rows}: allowed an integer >= 1 (the central rows compared), e.g. 16")
+    margin = inspect.signature(dose_study).parameters["margin"].default  # the CLI leaves it at its default
+    field = (args.rows + 2 * margin, args.size)
+    with _option(f"{_opt('--rows', args.rows)} and {_opt('--size', args.size)} (a field of {field[0]}x{field[1]} px)"):
+        mp = _field(field, args.seed, pixel_size=PIXEL, spectra=False)
+    for count, n, dwell_name, dwell_ms in (("--few", args.few, "--few-dwell", args.few_dwell),
+                                           ("--many", args.many, "--many-dwell", args.many_dwell)):
+        with _option(_opt(count, n)):
+            tomo_angles(n, order="golden")
+        if not MIN_DWELL * 1e3 <= dwell_ms <= MAX_DWELL * 1e3:  # NaN too
+            raise OptionError(f"{_opt(dwell_name, dwell_ms)}: allowed {MIN_DWELL * 1e3:g}..{MAX_DWELL * 1e3:g} ms "
+                              "per pixel (the scanner's dwell range), e.g. 3")
+        with _option(f"{_opt(count, n)} at {_opt(dwell_name, dwell_ms)}"):
+            estimate_tomo(mp, shape=field, pixel_size=PIXEL, n_angles=n, dwell=dwell_ms * 1e-3, order="golden")
+
+
+def check_paper_table(args) -> None:
+    """``paper-table``: ``paper_table``'s own checks, the field check of its microprobe, the CC upsampling."""
+    from .analysis._regprep import _check_upsample
+    from .paper import paper_table
+
+    _check_output(args, "paper")
+    check_seed(args.seed)
+    shape = (args.size, args.size)
+    with _option(_opt("--size", args.size)):
+        _field(shape, args.seed, spectra=False)
+    with _option(f"{_opt('--region', args.region)} with {_opt('--size', args.size)}"):
+        paper_table(shape=shape, region=args.region, upsample=args.upsample, spots=())  # no spot: checks only
+    with _option(_opt("--upsample", args.upsample)):
+        _check_upsample(args.upsample)  # what cross_correlation and cc_fwhm check, after the simulation
+
+
+# ------------------------------------------------------------------ --uri ---
+def connect(uri: str, api_key: str | None):
+    """A Tiled client on ``uri``; one try of at most :data:`CONNECT_TIMEOUT` s tells an unreachable server.
+
+    tiled's own retries (``TILED_RETRY_ATTEMPTS``/``TILED_RETRY_TIMEOUT``, 10
+    attempts over about 26 s by default, each printing "Retrying..." where
+    stderr is not a terminal) are read once when ``tiled.client`` is imported
+    and would hold for the whole command; they are left as they are for the
+    requests after this probe.
+
+    Raises
+    ------
+    OptionError
+        ``uri`` is not an http(s) address.
+    CommandError
+        Nothing answers at ``uri``, or the server refuses the client (e.g. a wrong API key).
+    """
+    import httpx
+    from tiled.client import from_uri
+
+    try:
+        httpx.get(uri, timeout=httpx.Timeout(10.0, connect=CONNECT_TIMEOUT))
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as err:
+        raise OptionError(f"--uri {uri}: not an address of a Tiled server ({err}); "
+                          "give http://host:port, e.g. http://127.0.0.1:8000") from None
+    except httpx.TransportError as err:
+        raise CommandError(f"--uri {uri}: no Tiled server answers ({str(err) or type(err).__name__}); start one "
+                           "(`xfct-bluesky serve`) or check the address") from None
+    try:
+        return from_uri(uri, api_key=api_key)
+    except httpx.HTTPStatusError as err:
+        if err.response.status_code in (401, 403):
+            raise CommandError(f"--uri {uri}: the server refused the client ({err}); give the server's key with "
+                               "--api-key (it is in <data dir>/api_key of the server)") from None
+        raise CommandError(f"--uri {uri}: the server answered with an error ({err}); is it a Tiled server, "
+                           "at this address?") from None
+
+
+def open_catalog(args):
+    """(context manager, run catalog) on ``--uri`` (:func:`connect`) or an embedded server over the data folder."""
+    from tiled.client import from_uri
+
+    from .storage import embedded_server, runs_container
+
+    stack = contextlib.ExitStack()
+    try:
+        if args.uri:
+            client = connect(args.uri, args.api_key)
+        else:
+            server = stack.enter_context(embedded_server(data_dir(args)))
+            client = from_uri(server.uri)
+        stack.callback(client.context.close)  # LIFO: the client closes before the server stops
+        return stack, runs_container(client)
+    except BaseException:  # e.g. a DataFolderError: the server started is stopped
+        stack.close()
+        raise
