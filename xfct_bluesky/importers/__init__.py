@@ -11,6 +11,15 @@ mda    :func:`read_mda` -> :class:`MDAFile`: synApps MDA scans (the sscan
 flyxrf :func:`read_flyxrf` -> :class:`FlyXRF`: APS 2-ID-E fly-scan raw HDF5
        (``MAPS_RAW``): spectra ``(elements, rows, cols, channels)``, their sum,
        live/real time, input/output counts and XRF-Maps' dead-time factor
+maps_hdf5 :func:`read_maps_hdf5` -> :class:`MAPSFile`: XRF-Maps / MAPS analysed
+       HDF5 (``/MAPS``, and the legacy v9 names): spectra, scalers (I0, DPC),
+       element maps by fitting routine, axes, theta, extra PVs, quantification
+pyxrf  :func:`read_pyxrf` -> :class:`PyXRFFile`: NSLS-II PyXRF HDF5
+       (``xrfmap``): summed and per-channel spectra, positions, scalers,
+       fitted and ROI maps, scan metadata
+dxchange :func:`read_dxchange` -> :class:`DXchangeFile`: Data Exchange HDF5
+       (``/exchange``, tomopy): projections, flats, darks, theta (degrees),
+       measurement and process values with units
 
 Next, in this package: readers for MAPS / XRF-Maps analysed HDF5 (``/MAPS``),
 PyXRF HDF5 (``xrfmap``) and DXchange (``/exchange``), and the mapping of what
@@ -18,7 +27,24 @@ the readers return to bluesky documents (event-model ``compose_run``) stored
 in Tiled.
 """
 
+from .dxchange import (
+    DXchangeFile,
+    DXchangeFormatError,
+    DXValue,
+    read_dxchange,
+    write_dxchange,
+)
 from .flyxrf import DEAD_TIME_FORMULA, FlyXRF, FlyXRFFormatError, read_flyxrf
+from .maps_hdf5 import (
+    EnergyCalibration,
+    MAPSChannels,
+    MAPSExtraPV,
+    MAPSFile,
+    MAPSFormatError,
+    MAPSStandard,
+    read_maps_hdf5,
+    write_maps_hdf5,
+)
 from .mda import (
     EXTRA_PV_TYPES,
     Detector,
@@ -30,19 +56,37 @@ from .mda import (
     Trigger,
     read_mda,
 )
+from .pyxrf import PyXRFFile, PyXRFFormatError, read_pyxrf, write_pyxrf
 
 __all__ = [
     "DEAD_TIME_FORMULA",
     "EXTRA_PV_TYPES",
+    "DXValue",
+    "DXchangeFile",
+    "DXchangeFormatError",
     "Detector",
+    "EnergyCalibration",
     "ExtraPV",
     "FlyXRF",
     "FlyXRFFormatError",
+    "MAPSChannels",
+    "MAPSExtraPV",
+    "MAPSFile",
+    "MAPSFormatError",
+    "MAPSStandard",
     "MDAFile",
     "MDAFormatError",
     "Positioner",
+    "PyXRFFile",
+    "PyXRFFormatError",
     "ScanDimension",
     "Trigger",
+    "read_dxchange",
     "read_flyxrf",
+    "read_maps_hdf5",
     "read_mda",
+    "read_pyxrf",
+    "write_dxchange",
+    "write_maps_hdf5",
+    "write_pyxrf",
 ]
