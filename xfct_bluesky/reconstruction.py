@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .analysis.channels import find_map
+from .analysis.tomo import ReconstructionWarning
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +45,15 @@ class Reconstruction:
     aligned : dict of str to (n_angles, n_rows, n_cols) float32 arrays
         The projections after the shifts, same keys as ``volumes``.
     theta : (n_angles,) array, degrees, acquisition order.
+        The projections reconstructed: every one given but those in ``excluded``.
     shifts : (n_angles, 2) array
-        (dy, dx) px applied to every projection.
+        (dy, dx) px applied to every projection (of ``theta``).
     center : float
         Rotation-axis column (px) used.
+    excluded : tuple of int
+        Projections (indices into the angles given) left out of the
+        reconstruction: the alignment found no signal in them, or their
+        shift was given as NaN. A ReconstructionWarning names each.
     """
 
     volumes: dict[str, np.ndarray]
@@ -61,6 +68,7 @@ class Reconstruction:
     alignment: object = None
     raw_uid: str | None = None
     metadata: dict = field(default_factory=dict)
+    excluded: tuple = ()
 
 
 def _check_choice(name: str, value, allowed: Sequence[str]) -> str:
@@ -109,8 +117,6 @@ def align_maps(theta, maps: Mapping[str, np.ndarray], align: str = "auto", *, tr
     maps. Every choice but "none" and "truth" reports its consistency and is not applied when it
     leaves the stack less consistent; its warnings are logged (and kept in ``Alignment.warnings``).
     """
-    import warnings
-
     from .analysis.align import AlignmentWarning, align_projections
 
     n = len(theta)
@@ -163,60 +169,92 @@ def reconstruct_maps(
 ) -> Reconstruction:
     """Align and reconstruct projections given as arrays (see :func:`reconstruct_tomo`)."""
     from .analysis import tomo
+    from .analysis._checks import negatives, non_negative, real
+    from .analysis._checks import shifts as check_shifts
     from .analysis.align import apply_shifts
+    from .analysis.consistency import angle_problems, angles_checked, check_angles
 
     algorithm, iterations, subsets, align = check_options(algorithm, iterations, subsets, align)
-    theta = np.asarray(theta, float).ravel()
+    theta = real("theta", theta).astype(float).ravel()
     if theta.size < 2:
         raise ValueError(f"{theta.size} projection(s): a reconstruction needs at least 2 angles")
+    angle_problems(theta)  # angles from one direction only: refused before any work
     keys = {}
     for el in elements:
         key = find_map(maps, el)
         if key is None:
             raise ValueError(f"element {el!r} has no map in this run; maps: {sorted(maps)}")
         keys[el] = key
+    for key, value in maps.items():
+        real(f"map {key!r}", value)
+    if algorithm in ("mlem", "osem"):  # photon counts: integer counts below 0 are impossible
+        for key in keys.values():
+            if np.asarray(maps[key]).dtype.kind == "i":
+                non_negative(f"map {key!r}", maps[key],
+                             fix="Integer counts below zero are a reading error (an overflow?): check the data")
+            elif found := negatives(f"map {key!r}", maps[key]):  # fitted maps dip below zero in noise
+                warnings.warn(f"{found}: {algorithm.upper()} models photon counts, so they are set to 0 for it; "
+                              "for maps whose negative values are real use algorithm='sirt' or 'fbp'",
+                              ReconstructionWarning, stacklevel=2)
     say = progress or (lambda text: None)
     alignment = None
-    if shifts is None:
-        say(f"aligning {theta.size} projections ({align})")
-        shifts, found_center, alignment = align_maps(theta, maps, align, true_offsets=true_offsets,
-                                                     method=align_method, channel=channel)
-        if alignment is not None:
-            c = alignment.consistency
-            say(f"alignment: {alignment.reason}; reprojection error {c.get('before')} unaligned -> "
-                f"{c.get('after')} aligned{'' if alignment.applied else ' (NOT applied)'}")
-    else:
-        shifts = np.asarray(shifts, float)
-        found_center = float("nan")
-    dpc_y = find_map(maps, "dpc_y")
-    if refine and align == "dpc" and dpc_y is not None and np.ptp(theta) > 150:
-        from .analysis.refine import refine_alignment
-
-        say("refining the alignment by projection matching (DPC y)")
-        shifts = refine_alignment(maps[dpc_y], theta, shifts,
-                                  center=found_center if np.isfinite(found_center) else None).shifts
-    stacks = {el: np.asarray(maps[key], np.float32) for el, key in keys.items()}
-    if phase and find_map(maps, "dpc_x") and find_map(maps, "dpc_y"):
-        stacks["phase"] = phase_projections(maps[find_map(maps, "dpc_x")], maps[find_map(maps, "dpc_y")])
-    aligned = {name: apply_shifts(stack, shifts) for name, stack in stacks.items()}
-    if center is None:
-        center = found_center
-    if not np.isfinite(center):
-        ref = aligned.get("phase", next(iter(aligned.values())))
-        say("searching the rotation axis")
-        center = float(tomo.find_center(ref, theta))
-    volumes = {}
-    for name, stack in aligned.items():
-        say(f"reconstructing {name} ({'fbp' if name == 'phase' else algorithm})")
-        if name == "phase" or algorithm == "fbp":
-            volumes[name] = tomo.fbp(stack, theta, center=center, filter="shepp-logan")
-        elif algorithm == "sirt":
-            volumes[name] = tomo.sirt(stack, theta, iterations=iterations, center=center)
+    with angles_checked():  # warned about once below, for the projections reconstructed
+        if shifts is None:
+            say(f"aligning {theta.size} projections ({align})")
+            shifts, found_center, alignment = align_maps(theta, maps, align, true_offsets=true_offsets,
+                                                         method=align_method, channel=channel)
+            if alignment is not None:
+                c = alignment.consistency
+                say(f"alignment: {alignment.reason}; reprojection error {c.get('before')} unaligned -> "
+                    f"{c.get('after')} aligned{'' if alignment.applied else ' (NOT applied)'}")
         else:
-            volumes[name] = tomo.mlem(np.clip(stack, 0, None), theta, iterations=iterations, subsets=subsets,
-                                      center=center)
+            found_center = float("nan")
+    shifts = check_shifts(shifts, theta.size, excluded_ok=True)
+    given = theta
+    left_out = np.flatnonzero(np.isnan(shifts[:, 0]))
+    if left_out.size:
+        reasons = getattr(alignment, "excluded", {})
+        listed = "; ".join(f"{k} (theta={given[k]:.2f} deg): {reasons.get(int(k), 'its shift is NaN')}"
+                           for k in left_out[:8])
+        more = f"; and {left_out.size - 8} more" if left_out.size > 8 else ""
+        text = (f"{left_out.size} of the {given.size} projections are left out of the reconstruction (no shift for "
+                f"them, NaN): projection {listed}{more}. The volume is made of the other {given.size - left_out.size} "
+                "projections")
+        warnings.warn(text, ReconstructionWarning, stacklevel=2)
+        keep = np.isfinite(shifts[:, 0])
+        theta, shifts = theta[keep], shifts[keep]
+        maps = {k: np.asarray(v)[keep] for k, v in maps.items()}
+    check_angles(theta, ReconstructionWarning, "the reconstruction", stacklevel=3)
+    with angles_checked():
+        dpc_y = find_map(maps, "dpc_y")
+        if refine and align == "dpc" and dpc_y is not None and np.ptp(theta) > 150:
+            from .analysis.refine import refine_alignment
+
+            say("refining the alignment by projection matching (DPC y)")
+            shifts = refine_alignment(maps[dpc_y], theta, shifts,
+                                      center=found_center if np.isfinite(found_center) else None).shifts
+        stacks = {el: np.asarray(maps[key], np.float32) for el, key in keys.items()}
+        if phase and find_map(maps, "dpc_x") and find_map(maps, "dpc_y"):
+            stacks["phase"] = phase_projections(maps[find_map(maps, "dpc_x")], maps[find_map(maps, "dpc_y")])
+        aligned = {name: apply_shifts(stack, shifts) for name, stack in stacks.items()}
+        if center is None:
+            center = found_center
+        if not np.isfinite(center):
+            ref = aligned.get("phase", next(iter(aligned.values())))
+            say("searching the rotation axis")
+            center = float(tomo.find_center(ref, theta))
+        volumes = {}
+        for name, stack in aligned.items():
+            say(f"reconstructing {name} ({'fbp' if name == 'phase' else algorithm})")
+            if name == "phase" or algorithm == "fbp":
+                volumes[name] = tomo.fbp(stack, theta, center=center, filter="shepp-logan")
+            elif algorithm == "sirt":
+                volumes[name] = tomo.sirt(stack, theta, iterations=iterations, center=center)
+            else:  # linear interpolation of counts >= 0 stays >= 0, but for float32 rounding
+                volumes[name] = tomo.mlem(np.clip(stack, 0, None), theta, iterations=iterations, subsets=subsets,
+                                          center=center)
     return Reconstruction(volumes, aligned, theta, np.asarray(shifts, float), float(center), algorithm,
-                          iterations, subsets, align, alignment)
+                          iterations, subsets, align, alignment, excluded=tuple(int(k) for k in left_out))
 
 
 def reconstruct_tomo(tomo_data, **kwargs) -> Reconstruction:
@@ -244,6 +282,9 @@ def reconstruct_tomo(tomo_data, **kwargs) -> Reconstruction:
         With ``align="auto"``: the map to align on (default chosen by the data).
     shifts : (n, 2) array, optional
         Shifts to apply instead of aligning (e.g. the live alignment's).
+        Finite, or NaN in both components for a projection to leave out
+        (what an alignment gives a projection without signal; warned about);
+        infinity, or NaN everywhere, is refused.
     refine : bool
         With ``align="dpc"``, refine the shifts by projection matching on the
         DPC y maps (:func:`~xfct_bluesky.analysis.refine.refine_alignment`):
@@ -253,6 +294,17 @@ def reconstruct_tomo(tomo_data, **kwargs) -> Reconstruction:
         (0.06 to 0.12 px on a 72 px field, 60 angles), hence off by default.
     center : float, optional
         Rotation-axis column; default from the alignment, else searched.
+
+    Notes
+    -----
+    Nothing is lost and nothing is silent: a projection the alignment left
+    out (no signal: a closed shutter, a beam dump) is left out of the volume
+    with a :class:`~xfct_bluesky.analysis.tomo.ReconstructionWarning` naming
+    it (``Reconstruction.excluded``), never shifted by NaN; angles covering
+    well under 180 degrees (a missing wedge) or repeating each other are
+    warned about once with the consequence; angles all in one direction,
+    complex maps and, for MLEM/OSEM, negative counts are refused naming the
+    map, the value and its index.
     """
     rec = reconstruct_maps(tomo_data.theta, tomo_data.maps, **kwargs)
     rec.raw_uid = tomo_data.uid
@@ -287,6 +339,8 @@ def publish(rec: Reconstruction, emit: Callable[[str, dict], object], *, extra_m
         "volumes": sorted(rec.volumes), "purpose": "reconstructed volumes of a tomography (derived run)",
         **rec.metadata, **(extra_md or {}),
     }
+    if rec.excluded:
+        md["excluded_projections"] = list(rec.excluded)
     bundle = compose_run(metadata=md)
     emit("start", bundle.start_doc)
     keys = {
@@ -343,6 +397,8 @@ def write_dxchange(path: str | Path, rec: Reconstruction) -> Path:
         for key, value in (("center", rec.center), ("algorithm", rec.algorithm), ("iterations", rec.iterations),
                            ("subsets", rec.subsets), ("align", rec.align), ("raw_uid", rec.raw_uid or "")):
             ex.attrs[key] = value
+        if rec.excluded:  # projections left out (no signal): theta, data and shifts hold the others
+            ex.attrs["excluded_projections"] = np.asarray(rec.excluded, np.int64)
         meas = f.create_group("measurement/sample")
         for key, value in rec.metadata.items():
             if value is not None:

@@ -11,11 +11,12 @@ from .align import (
     remove_sinusoid,
 )
 from .dpc import DPCMaps, difference_over_sum, dpc_from_segments, integrate_gradients, optical_path
-from .registration import CCWidth, Registration, cc_fwhm, cross_correlation, register
+from .registration import CCWidth, Registration, cc_fwhm, cross_correlation, is_blank, register
+from .tomo import ReconstructionWarning
 
 __all__ = [
-    "Alignment", "AlignmentWarning", "CCWidth", "DPCMaps", "Registration", "align_projections",
-    "alignment_consistency", "alignment_error", "apply_shifts",
+    "Alignment", "AlignmentWarning", "CCWidth", "DPCMaps", "ReconstructionWarning", "Registration",
+    "align_projections", "alignment_consistency", "alignment_error", "apply_shifts",
     "cc_fwhm", "cross_correlation", "difference_over_sum", "dpc_from_segments", "fit_sinusoid",
-    "integrate_gradients", "optical_path", "register", "remove_sinusoid",
+    "integrate_gradients", "is_blank", "optical_path", "register", "remove_sinusoid",
 ]

@@ -19,6 +19,12 @@ from scipy import fft as _fft
 NORMALIZATIONS = (None, "phase")
 WINDOWS = (None, "hann", "tukey")
 _TUKEY_ALPHA = 0.25
+#: An image whose values in the registered region vary by at most this fraction of its largest
+#: magnitude (float32 rounding, not structure) holds no signal: zeros, a closed shutter, a beam dump.
+FLAT_RTOL = 1e-6
+#: The cheap first test of :func:`_spectra`: only images whose energy (mean-free) is below this
+#: fraction of their mean squared are tested exactly (the float32 mean of a constant is not exact).
+_FLAT_SUSPECT = 1e-6
 
 
 # ---------------------------------------------------------- threading ---
@@ -192,18 +198,31 @@ def _prepare(parts, sl, window) -> np.ndarray:
     out -= mean[:, None, None]
     if window is not None:
         out *= _window(window, ny, nx)
-    return out
+    return out, mean
+
+
+def _flat(images: np.ndarray, sl) -> np.ndarray:
+    """(k,) bool: the images (2D or a stack) are constant in the region ``sl`` to within FLAT_RTOL."""
+    a = np.asarray(images)
+    region = a[..., sl[0], sl[1]].reshape(-1, (sl[0].stop - sl[0].start) * (sl[1].stop - sl[1].start))
+    if region.dtype == bool:
+        region = region.view(np.uint8)
+    lo, hi = region.min(axis=1).astype(np.float64), region.max(axis=1).astype(np.float64)
+    return (hi - lo) <= FLAT_RTOL * np.maximum(np.abs(lo), np.abs(hi))
 
 
 def _spectra(parts, sl, window, workers):
     """rfft2 (k, ny, nx//2+1) of the prepared images of ``parts`` ((name, images) pairs,
-    stacked in order) and their energies (k,) without the mean.
+    stacked in order), their energies (k,) without the mean, and which are flat (k,) bool.
 
     The energies come from the spectra (Parseval, DC left out), which also
-    catches NaN and infinity without another pass over the images.
+    catches NaN and infinity without another pass over the images. Flat
+    images (no signal, :func:`_flat`) have no registration: only those whose
+    energy is tiny against their mean are tested, so the test costs nothing
+    for images with structure.
     """
     with np.errstate(invalid="ignore", over="ignore"):  # NaN and inf are reported below
-        a = _prepare([images for _, images in parts], sl, window)
+        a, mean = _prepare([images for _, images in parts], sl, window)
         k, ny, nx = a.shape
         F = _fft.rfft2(a, workers=_workers(workers, k))
         v = F.reshape(k, -1).view(np.float32)
@@ -224,4 +243,13 @@ def _spectra(parts, sl, window, workers):
             f"{' and '.join(bad)} contains NaN or infinity (or values beyond float32's range) in the "
             "registered region; replace them (e.g. by 0 or the mean) first"
         )
-    return F, np.maximum(energy, 0.0)
+    energy = np.maximum(energy, 0.0)
+    flat = np.zeros(energy.size, bool)
+    suspect = np.flatnonzero(energy <= _FLAT_SUSPECT * np.square(mean.astype(np.float64)))
+    if suspect.size:
+        images = [im if im.ndim == 3 else im[None] for _, im in parts]
+        starts = np.cumsum([0] + [im.shape[0] for im in images])
+        for g in suspect:
+            p = int(np.searchsorted(starts, g, side="right")) - 1
+            flat[g] = _flat(images[p][g - starts[p]], sl)[0]
+    return F, energy, flat

@@ -21,6 +21,14 @@ applied (``Alignment.applied`` False, zero shifts, the computed shifts kept
 in ``proposed``) and a warning says so with the figures; so do warnings for
 a field that cuts the specimen and for neighbours too far apart to register.
 
+Nothing is lost, nothing silent: a projection with no signal (constant, as
+all zeros from a closed shutter or a beam dump) or that no registration can
+place is left out, its shift NaN, listed in ``Alignment.excluded`` and
+named in a warning (:func:`~xfct_bluesky.reconstruction.reconstruct_maps`
+then leaves it out of the volume); its angular neighbours are registered
+with each other instead. A limited angular range and repeated angles are
+warned about (:func:`~.consistency.angle_problems`).
+
 Sign convention
 ---------------
 ``shifts[k]`` (dy, dx) in pixels moves projection ``k`` onto the common
@@ -40,6 +48,7 @@ Hong et al., the founding paper (DPC for XRF tomography alignment).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from collections.abc import Mapping
@@ -47,6 +56,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
+
+from ._checks import real
+from ._checks import shifts as check_shifts
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +82,8 @@ class Alignment:
     ----------
     shifts : (n, 2) array
         (dy, dx) in pixels that move each projection (input order) onto the
-        common rotation axis: zeros when the alignment was not applied.
+        common rotation axis: zeros when the alignment was not applied; NaN
+        for the projections in ``excluded``.
     theta : (n,) array
         Angles (deg), input order.
     center : float
@@ -104,6 +117,10 @@ class Alignment:
         similarity, edge signal, truncated angles).
     steps : (k, 2) array
         RMS correction (dy, dx) of each projection-matching iteration, px.
+    excluded : dict of int to str
+        The projections (input indices) left out of the alignment, each with
+        the reason: no signal, or no registration that places it. Their
+        shifts are NaN.
     """
 
     shifts: np.ndarray
@@ -125,6 +142,7 @@ class Alignment:
     warnings: tuple = ()
     survey: dict = field(default_factory=dict)
     steps: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    excluded: dict = field(default_factory=dict)
 
     @property
     def rms_residual(self) -> np.ndarray:
@@ -140,12 +158,14 @@ class Alignment:
                 "applied": bool(self.applied), "center": None if not np.isfinite(self.center) else float(self.center),
                 "consistency": dict(self.consistency),
                 "rms_residual_px": [None if not np.isfinite(v) else round(float(v), 4) for v in self.rms_residual],
-                "warnings": list(self.warnings), "survey": dict(self.survey)}
+                "warnings": list(self.warnings), "survey": dict(self.survey),
+                "excluded": [{"projection": int(k), "theta": float(self.theta[k]), "reason": why}
+                             for k, why in self.excluded.items()]}
 
 
-def _check_stack(stack, theta):
-    stack = np.asarray(stack)
-    theta = np.asarray(theta, dtype=float).ravel()
+def _check_stack(stack, theta, name="projections"):
+    stack = real(name, stack)
+    theta = real("theta", theta).astype(float).ravel()
     if stack.ndim != 3:
         raise ValueError(f"projections must be a 3D (n_angles, ny, nx) stack; got shape {stack.shape}")
     if stack.shape[0] != theta.size:
@@ -253,7 +273,8 @@ def align_projections(
     """
     from . import channels as ch
     from . import consistency as cs
-    from .pairwise import center_from_mirror, pairwise_alignment
+    from .pairwise import NO_SIGNAL, center_from_mirror, pairwise_alignment
+    from .registration import is_blank
 
     if method not in METHODS:
         raise ValueError(f"method={method!r}: allowed {', '.join(map(repr, METHODS))}")
@@ -261,10 +282,11 @@ def align_projections(
     shapes = {k: v.shape for k, v in maps.items()}
     first = next(iter(maps.values()))
     for key, arr in maps.items():
-        _check_stack(arr, theta)
+        _check_stack(arr, theta, "projections" if bare else f"map {key!r}")
         if arr.shape[:1] != first.shape[:1] or (arr.ndim == 3 and arr.shape[1:] != first.shape[1:]):
             raise ValueError(f"the maps differ in shape ({shapes}); give one (n, ny, nx) stack per map")
     stack0, theta = _check_stack(first, theta)
+    cs.angle_problems(theta)  # angles from one direction only: refused before any work
     if center_parity not in (1, -1):
         raise ValueError(f"center_parity={center_parity!r}: allowed 1 (mirroring maps) or -1 (d/dx maps)")
     if center_maps is not None and np.asarray(center_maps).shape != stack0.shape:
@@ -277,6 +299,21 @@ def align_projections(
         warnings.warn(text, AlignmentWarning, stacklevel=3)
 
     chosen, cons = ch.choose(maps, channel if bare is None else bare)
+    reg = chosen
+    if reg is None:
+        diag = ch.find_map(maps, "dpc_diag") if channel is None else None
+        reg = ch.prepare(diag, maps) if diag else cons
+    theta_all = theta
+    keep = np.flatnonzero(~(is_blank(cons.stack) | is_blank(reg.stack, roi=roi)))
+    if keep.size < theta.size:  # no signal: left out, and their neighbours registered with each other
+        if keep.size < 2:
+            raise ValueError(f"{theta.size - keep.size} of the {theta.size} projections have no signal (constant "
+                             f"in {cons.name} or {reg.name}: a closed shutter or a beam dump?); allowed: at least "
+                             "2 projections with signal. Check the beam and the shutter, and re-measure")
+        maps, theta = {k: v[keep] for k, v in maps.items()}, theta[keep]
+        cons, reg = _subset(cons, keep), (cons if reg is cons else _subset(reg, keep))
+        center_maps = None if center_maps is None else np.asarray(center_maps)[keep]
+    notes.extend(cs.check_angles(theta, AlignmentWarning, "the alignment", stacklevel=3))
     whole = cons.consistent
     com, sv = _survey(cons, theta)
     if sv.truncated:
@@ -299,17 +336,18 @@ def align_projections(
                          f"{cons.name!r} is {cons.kind}: pass the run's maps as a mapping or name the channel")
     empty = np.zeros((0, 2))
     pairs, measured, residuals, psr, used = np.zeros((0, 2), int), empty, empty, np.zeros(0), np.zeros(0, bool)
-    steps, matching = empty, {}
+    steps, matching, unplaced = empty, {}, {}
     if method == "pairwise":
-        reg = chosen
-        if reg is None:
-            diag = ch.find_map(maps, "dpc_diag") if channel is None else None
-            reg = ch.prepare(diag, maps) if diag else cons
         sol = pairwise_alignment(reg.stack, theta, upsample=upsample, max_separation=max_separation,
                                  max_angle=max_angle, roi=roi, normalization=normalization, window=window,
                                  outlier_threshold=outlier_threshold)
         used_name, proposed = reg.name, sol.shifts
         pairs, measured, residuals, psr, used = sol.pairs, sol.measured, sol.residuals, sol.psr, sol.used
+        unplaced = sol.excluded
+        if np.isfinite(proposed[:, 0]).sum() < 2:
+            raise ValueError(f"no two of the {theta.size} projections could be registered with each other on "
+                             f"{used_name} ({len(unplaced)} left out: {next(iter(unplaced.values()), '')}); "
+                             "try method='matching', another channel, or more angles")
         center = float("nan")
         if find_center:
             cmaps, parity = center_maps, center_parity
@@ -320,22 +358,47 @@ def align_projections(
             center = center_from_mirror(cmaps, theta, proposed, upsample, window, parity)
     else:
         used_name = cons.name
-        ref, sigma = _matching(cons, theta, com, sv, iterations=iterations, tolerance=tolerance, upsample=upsample)
+        with cs.angles_checked():  # warned above
+            ref, sigma = _matching(cons, theta, com, sv, iterations=iterations, tolerance=tolerance,
+                                   upsample=upsample)
         proposed, steps, center = ref.shifts, ref.steps, ref.center
         matching = {"converged": bool(ref.converged), "levels": [int(b) for b in ref.levels], "sigma": sigma}
     reason = f"{method} on {used_name}: {why}"
     if cons.name != used_name:
         reason += f"; consistency measured on {cons.name}"
     logger.info("alignment: %s", reason)
-    consistency = cs.consistency_figures(cons, theta, proposed, center, sv, com)
-    applied = _verdict(consistency, sv, theta.size, proposed, method, used_name, force, warn)
-    shifts = np.array(proposed, float) if applied else np.zeros_like(proposed, dtype=float)
-    return Alignment(shifts, theta, float(center), fit_sinusoid(theta, shifts[:, 1]), pairs, measured, residuals,
-                     psr, used,
+    placed = np.isfinite(proposed).all(axis=1)
+    if placed.all():
+        consistency = cs.consistency_figures(cons, theta, proposed, center, sv, com)
+    else:  # measured on the projections the alignment placed
+        sub_com = None if com is None else dataclasses.replace(com, dx=com.dx[placed], measured=com.measured[placed])
+        consistency = cs.consistency_figures(_subset(cons, placed), theta[placed], proposed[placed], center, sv,
+                                             sub_com)
+    applied = _verdict(consistency, sv, theta.size, proposed[placed], method, used_name, force, warn)
+    shifts = np.where(placed[:, None], proposed if applied else 0.0, np.nan)
+    excluded = {k: NO_SIGNAL for k in np.setdiff1d(np.arange(theta_all.size), keep).tolist()}
+    excluded.update({int(keep[k]): why for k, why in unplaced.items()})
+    excluded = dict(sorted(excluded.items()))
+    if excluded:
+        listed = "; ".join(f"{k} (theta={theta_all[k]:.2f} deg): {why}" for k, why in list(excluded.items())[:8])
+        more = f"; and {len(excluded) - 8} more" if len(excluded) > 8 else ""
+        warn(f"{len(excluded)} of the {theta_all.size} projections are left out of the alignment, their shifts "
+             f"NaN (Alignment.excluded): projection {listed}{more}. reconstruct_tomo leaves them out of the volume; "
+             "re-measure those angles, or drop them")
+    full, proposed_full = np.full((theta_all.size, 2), np.nan), np.full((theta_all.size, 2), np.nan)
+    full[keep], proposed_full[keep] = shifts, proposed
+    return Alignment(full, theta_all, float(center), fit_sinusoid(theta_all, full[:, 1]), keep[pairs], measured,
+                     residuals, psr, used,
                      params={"upsample": upsample, "max_separation": max_separation, "max_angle": max_angle,
                              "normalization": normalization, "window": window, **matching},
                      method=method, channel=used_name, reason=reason, consistency=consistency, applied=applied,
-                     proposed=np.array(proposed, float), warnings=tuple(notes), survey=sv.as_dict(), steps=steps)
+                     proposed=proposed_full, warnings=tuple(notes), survey=sv.as_dict(), steps=steps,
+                     excluded=excluded)
+
+
+def _subset(channel, index):
+    """The channel with only the projections ``index`` (indices or a boolean mask)."""
+    return dataclasses.replace(channel, stack=channel.stack[index])
 
 
 def alignment_consistency(projections, theta, shifts, *, channel: str | None = None) -> dict:
@@ -351,9 +414,10 @@ def alignment_consistency(projections, theta, shifts, *, channel: str | None = N
     maps, bare = _as_maps(projections, channel)
     first = next(iter(maps.values()))
     _, theta = _check_stack(first, theta)
-    shifts = np.asarray(shifts, float)
-    if shifts.shape != (theta.size, 2):
-        raise ValueError(f"shifts have shape {shifts.shape}; expected {(theta.size, 2)} (dy, dx per projection)")
+    shifts = check_shifts(shifts, theta.size, excluded_ok=True)
+    placed = np.isfinite(shifts[:, 0])  # NaN: a projection the alignment left out, measured without it
+    if not placed.all():
+        maps, theta, shifts = {k: np.asarray(v)[placed] for k, v in maps.items()}, theta[placed], shifts[placed]
     _, cons = channels.choose(maps, channel if bare is None else bare)
     com, sv = _survey(cons, theta)
     return cs.consistency_figures(cons, theta, shifts, float("nan"), sv, None if sv.truncated else com)
@@ -425,10 +489,15 @@ def _verdict(consistency, sv, n, proposed, method, name, force, warn) -> bool:
 
 
 def fit_sinusoid(theta, values) -> np.ndarray:
-    """Least-squares (a, b, c) of values ~ a + b cos(theta) + c sin(theta), theta in degrees."""
+    """Least-squares (a, b, c) of values ~ a + b cos(theta) + c sin(theta), theta in degrees.
+
+    NaN values (projections an alignment left out) are left out of the fit.
+    """
     t = np.radians(np.asarray(theta, float))
+    values = np.asarray(values, float)
+    ok = np.isfinite(values)
     A = np.stack([np.ones_like(t), np.cos(t), np.sin(t)], axis=1)
-    coef, *_ = np.linalg.lstsq(A, np.asarray(values, float), rcond=None)
+    coef, *_ = np.linalg.lstsq(A[ok], values[ok], rcond=None)
     return coef
 
 
@@ -456,7 +525,11 @@ def apply_shifts(stack, shifts, *, method: str = "linear", cval: float = 0.0, mo
     Parameters
     ----------
     stack : (n, ny, nx) array
+        Real values (complex input is refused).
     shifts : (n, 2) array
+        Finite: NaN (a projection an alignment left out) or infinity is
+        refused naming the projections, since a NaN shift would turn the
+        projection into zeros; leave such projections out instead.
     method : {"linear", "fourier"}
         ``linear`` interpolation keeps counts non-negative (fluorescence);
         ``fourier`` is exact for band-limited images (DPC) but rings.
@@ -471,10 +544,10 @@ def apply_shifts(stack, shifts, *, method: str = "linear", cval: float = 0.0, mo
     -------
     (n, ny, nx) array of the input's floating dtype (float32 for integer input).
     """
-    stack = np.asarray(stack)
-    shifts = np.asarray(shifts, float)
-    if stack.ndim != 3 or shifts.shape != (stack.shape[0], 2):
-        raise ValueError(f"need a (n, ny, nx) stack and (n, 2) shifts; got {stack.shape} and {shifts.shape}")
+    stack = real("stack", stack)
+    if stack.ndim != 3 or np.shape(shifts) != (stack.shape[0], 2):
+        raise ValueError(f"need a (n, ny, nx) stack and (n, 2) shifts; got {stack.shape} and {np.shape(shifts)}")
+    shifts = check_shifts(shifts, stack.shape[0])
     if method not in ("linear", "fourier"):
         raise ValueError(f"method={method!r}: allowed 'linear' or 'fourier'")
     if mode not in ("constant", "nearest"):

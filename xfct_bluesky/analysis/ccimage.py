@@ -98,7 +98,7 @@ def cross_correlation(
         )
     ny, nx = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
     with _one_blas_thread():
-        F, E = _spectra([("reference", ref), ("moving", mov)], sl, window, workers)
+        F, E, _ = _spectra([("reference", ref), ("moving", mov)], sl, window, workers)
     P = F[0] * np.conj(F[1])
     Er, Em = E[:1], E[1:]
     P[0, 0] = 0

@@ -40,6 +40,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import fft as _fft
 
+from ._checks import non_negative, real
+
 __all__ = [
     "QUADRANTS",
     "DPCMaps",
@@ -90,8 +92,8 @@ def difference_over_sum(a, b) -> np.ndarray:
     -------
     float32 array of the broadcast shape.
     """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
+    a = real("a", a).astype(np.float64)
+    b = real("b", b).astype(np.float64)
     s = a + b
     out = np.zeros(np.broadcast_shapes(a.shape, b.shape), dtype=np.float32)
     np.divide(a - b, s, out=out, where=s != 0, casting="unsafe")
@@ -101,9 +103,13 @@ def difference_over_sum(a, b) -> np.ndarray:
 def _segments(q1, q2, q3, q4):
     qs = []
     for name, q in zip(QUADRANTS, (q1, q2, q3, q4)):
-        a = np.asarray(q)
-        if a.dtype == object or np.iscomplexobj(a) or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
-            raise ValueError(f"{name} has dtype {a.dtype}; give real-valued counts")
+        a = non_negative(name, q, fix="Segment counts are photon counts: give the raw counts of each segment "
+                                      "(not dark- or background-subtracted maps, which can dip below zero)")
+        if not np.isfinite(a).all():
+            bad = np.argwhere(~np.isfinite(a))
+            raise ValueError(f"{name} has {len(bad)} NaN or infinite count(s), the first at index "
+                             f"{tuple(int(i) for i in bad[0])}; allowed: finite counts >= 0. Replace them "
+                             "(e.g. by 0: a pixel with no counts gives DPC 0) or crop them out")
         qs.append(a)
     shapes = [a.shape for a in qs]
     if len(set(shapes)) != 1:
@@ -196,7 +202,9 @@ def dpc_from_segments(q1, q2=None, q3=None, q4=None, *, numerical_aperture: floa
     q1, q2, q3, q4 : array_like
         Counts of the (+x, +y), (-x, +y), (-x, -y), (+x, -y) segments, same
         shape (maps or stacks); never modified. Or pass a single mapping
-        with keys "q1".."q4" (e.g. ``MapResult.maps``) as ``q1``.
+        with keys "q1".."q4" (e.g. ``MapResult.maps``) as ``q1``. Real,
+        finite and >= 0: negative, NaN or complex counts are refused naming
+        the segment and the index.
     numerical_aperture : float, optional
         If given, convert to deflection angles in rad (:func:`deflection`).
     central_stop_ratio : float

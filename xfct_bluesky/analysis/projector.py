@@ -96,14 +96,19 @@ def _check_theta(theta, n_angles: int | None = None) -> np.ndarray:
         bad = np.flatnonzero(~np.isfinite(arr))
         raise ValueError(f"theta holds {bad.size} NaN/inf value(s) (first at index {bad[0]}); "
                          "all angles must be finite degrees: drop those projections")
-    span = float(arr.max() - arr.min())
-    if arr.size > 8 and 0 < span <= 2 * np.pi + 1e-6:
+    if _looks_like_radians(arr):
         logger.warning("theta spans only %.3g degrees: theta is in degrees, not radians "
-                       "(np.rad2deg converts)", span)
+                       "(np.rad2deg converts)", float(np.ptp(arr)))
     if n_angles is not None and arr.size != n_angles:
         raise ValueError(f"theta has {arr.size} angles but the stack's first axis has {n_angles} "
                          "projections; they must be equal: pass one angle (degrees) per projection")
     return arr
+
+
+def _looks_like_radians(theta: np.ndarray) -> bool:
+    """More than 8 angles spanning at most 2 pi "degrees": the likelier reading is radians."""
+    span = float(np.ptp(theta)) if theta.size else 0.0
+    return theta.size > 8 and 0 < span <= 2 * np.pi + 1e-6
 
 
 def _check_stack(projections, theta, *, name: str = "projections"):

@@ -57,9 +57,19 @@ import numpy as np
 from scipy import ndimage
 
 from . import tomo
-from .align import apply_shifts, remove_sinusoid
-from .consistency import bin_columns, binned_center, interior, relative_misfit, shift_margins
-from .registration import register
+from ._checks import real
+from ._checks import shifts as check_shifts
+from .align import AlignmentWarning, apply_shifts, remove_sinusoid
+from .consistency import (
+    angles_checked,
+    bin_columns,
+    binned_center,
+    check_angles,
+    interior,
+    relative_misfit,
+    shift_margins,
+)
+from .registration import is_blank, register
 
 logger = logging.getLogger(__name__)
 
@@ -196,12 +206,18 @@ def refine_alignment(projections, theta, shifts, *, center: float | None = None,
     -------
     Refinement
     """
-    stack = np.asarray(projections, np.float32)
-    theta = np.asarray(theta, float).ravel()
-    shifts = np.array(shifts, float)
-    if stack.ndim != 3 or stack.shape[0] != theta.size or shifts.shape != (theta.size, 2):
+    stack = real("projections", projections).astype(np.float32, copy=False)
+    theta = real("theta", theta).astype(float).ravel()
+    if stack.ndim != 3 or stack.shape[0] != theta.size or np.shape(shifts) != (theta.size, 2):
         raise ValueError(f"need (n, ny, nx) projections, n angles and (n, 2) shifts; got {stack.shape}, "
-                         f"{theta.shape} and {shifts.shape}")
+                         f"{theta.shape} and {np.shape(shifts)}")
+    shifts = check_shifts(shifts, theta.size, name="start shifts")
+    blank = np.flatnonzero(is_blank(stack))
+    if blank.size:
+        raise ValueError(f"projections {blank.tolist()} have no signal (constant: a closed shutter or a beam dump?); "
+                         "allowed: projections with signal, which a reprojection can be matched to. Leave them out "
+                         "(align_projections does, and gives them NaN shifts)")
+    check_angles(theta, AlignmentWarning, "projection matching")
     if isinstance(iterations, bool) or not float(iterations).is_integer() or iterations < 1:
         raise ValueError(f"iterations={iterations!r}: allowed an integer >= 1, e.g. 6")
     levels = tuple(int(b) for b in levels)
@@ -249,6 +265,7 @@ def refine_alignment(projections, theta, shifts, *, center: float | None = None,
                 best = (err, shifts.copy())
             step = np.atleast_2d(register(ref_lp, mov_lp, upsample=int(min(upsample * b, 400)),
                                           window="tukey").shift)
+            step = np.nan_to_num(step, nan=0.0)  # no correlation peak (NaN): no correction this round
             step = _robust(step.astype(float) * scale, limit=max_step)
             step[:, 1] = remove_sinusoid(theta, step[:, 1])  # object motion: not the alignment's business
             step[:, 0] = step[:, 0] - step[:, 0].mean() if vertical else 0.0
@@ -270,7 +287,8 @@ def refine_alignment(projections, theta, shifts, *, center: float | None = None,
 def reproject(aligned: np.ndarray, theta, center: float, *, support: float | None = None,
               nonneg: bool = False) -> np.ndarray:
     """Filtered back-projection (Shepp-Logan) of ``aligned``, masked to ``support`` px about the axis, reprojected."""
-    rec = tomo.fbp(aligned, theta, center=center, filter="shepp-logan")
+    with angles_checked():  # its callers warn about the angles once
+        rec = tomo.fbp(aligned, theta, center=center, filter="shepp-logan")
     if support is not None:
         nx = aligned.shape[2]
         c = (nx - 1) / 2

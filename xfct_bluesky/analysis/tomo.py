@@ -8,6 +8,12 @@ n_cols, n_cols)`` volume, :func:`skimage.transform.radon`'s convention). The
 centre-of-rotation search is in :mod:`.center`, the quality metrics in
 :mod:`.metrics`; both are re-exported here.
 
+:func:`fbp`, :func:`sirt` and :func:`mlem` refuse angles that see the
+specimen from one direction only, and warn (:class:`ReconstructionWarning`)
+about a limited angular range (a missing wedge) and repeated angles, with
+the consequence (:func:`~.consistency.angle_problems`); MLEM refuses
+negative counts naming the index of the lowest.
+
 Public functions: :func:`project`, :func:`backproject`, :func:`fbp`,
 :func:`sirt`, :func:`mlem`, :func:`find_center`, :func:`nrmse`,
 :func:`ssim`, :func:`poisson_log_likelihood`, :func:`clear_cache`.
@@ -20,6 +26,7 @@ import logging
 import numpy as np
 from scipy import fft as _fft
 
+from ._checks import non_negative
 from .center import CENTER_METHODS, find_center  # noqa: F401 (re-exported)
 from .metrics import nrmse, poisson_log_likelihood, ssim  # noqa: F401 (re-exported)
 from .projector import (  # noqa: F401 (backproject, clear_cache, project: re-exported)
@@ -29,6 +36,7 @@ from .projector import (  # noqa: F401 (backproject, clear_cache, project: re-ex
     _check_stack,
     _check_volume_like,
     _geometry,
+    _looks_like_radians,
     _mask_pixels,
     _system,
     _to_pixels,
@@ -40,11 +48,28 @@ from .projector import (  # noqa: F401 (backproject, clear_cache, project: re-ex
 )
 
 __all__ = [
-    "CENTER_METHODS", "FILTERS", "backproject", "clear_cache", "fbp", "find_center", "mlem", "nrmse",
-    "poisson_log_likelihood", "project", "sirt", "ssim",
+    "CENTER_METHODS", "FILTERS", "ReconstructionWarning", "backproject", "clear_cache", "fbp", "find_center",
+    "mlem", "nrmse", "poisson_log_likelihood", "project", "sirt", "ssim",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+class ReconstructionWarning(UserWarning):
+    """Data a reconstruction accepts but that limit what it can show (a limited angular range, repeated
+    angles, projections left out); the message has the figures and the consequence."""
+
+
+def _check_angles(theta, what: str) -> None:
+    """Refuse angles from a single direction; warn about a missing wedge or repeated angles (once per
+    entry point: not inside :func:`~.consistency.angles_checked`). Angles that look like radians have
+    been logged as such by the stack check, the likelier mistake than a 6-degree scan."""
+    from .consistency import angle_problems, check_angles
+
+    if _looks_like_radians(theta):
+        angle_problems(theta)  # still refuse a single direction
+        return
+    check_angles(theta, ReconstructionWarning, what, stacklevel=4)
 
 #: FBP filters: the ramp (Ram-Lak) and the ramp apodised by a window.
 FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
@@ -151,6 +176,7 @@ def fbp(projections, theta, *, center=None, filter="ramp") -> np.ndarray:
     stack, theta, was_2d = _check_stack(projections, theta)
     if not isinstance(filter, str) or filter not in FILTERS:
         raise ValueError(f"filter {filter!r} is not known; use one of {FILTERS}")
+    _check_angles(theta, "FBP")
     n_cols = stack.shape[2]
     system = _system(*_geometry(n_cols, theta, _check_center(center, n_cols)))
     rays = _filter_rays(stack, filter, np.pi / theta.size)
@@ -219,6 +245,7 @@ def sirt(projections, theta, *, iterations=100, center=None, nonneg=True, mask=N
     """
     stack, theta, was_2d = _check_stack(projections, theta)
     iterations = _check_count(iterations, "iterations", 1)
+    _check_angles(theta, "SIRT")
     _, n_rows, n_cols = stack.shape
     system = _system(*_geometry(n_cols, theta, _check_center(center, n_cols)))
     weights = _mask_pixels(mask, n_rows, n_cols, system.n_pad)
@@ -312,10 +339,9 @@ def mlem(projections, theta, *, iterations=50, subsets=1, center=None, mask=None
     iterations = _check_count(iterations, "iterations", 1)
     n_angles, n_rows, n_cols = stack.shape
     subsets = _check_count(subsets, "subsets", 1, n_angles, " (1 = MLEM; at most one subset per angle)")
-    low = float(stack.min())
-    if low < 0:
-        raise ValueError(f"projections have negative values (min {low:g}); MLEM needs non-negative data "
-                         "(counts): clip them with np.clip(projections, 0, None), or use sirt")
+    non_negative("projections", stack[:, 0] if was_2d else stack,
+                 fix="MLEM models photon counts: clip fitted maps with np.clip(projections, 0, None), or use sirt")
+    _check_angles(theta, "OSEM" if subsets > 1 else "MLEM")
     center = _check_center(center, n_cols)
     shape = (n_rows, n_cols, n_cols) if not was_2d else (n_cols, n_cols)
     if subsets == 1:

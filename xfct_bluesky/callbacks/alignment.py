@@ -38,7 +38,7 @@ from event_model import compose_run
 from ..analysis.align import METHODS, AlignmentWarning, align_projections, alignment_consistency, fit_sinusoid
 from ..analysis.channels import is_element_key
 from ..analysis.pairwise import _solve
-from ..analysis.registration import register
+from ..analysis.registration import is_blank, register
 from ._base import SafeDocumentRouter, theta_key_of
 
 logger = logging.getLogger(__name__)
@@ -75,32 +75,44 @@ class _Estimator:
         self.pairs: list[tuple[int, int]] = []
         self.measured: list[np.ndarray] = []
         self.weights: list[float] = []
+        self.blank: list[bool] = []
         self.shifts = np.zeros((0, 2))
 
     def add(self, theta: float, image: np.ndarray) -> None:
+        """Register a new projection against its nearest neighbours with signal and solve again.
+
+        A projection without signal (constant: a closed shutter, a beam dump) is not registered: its
+        shift is NaN, and the next ones are registered against the others.
+        """
         k = len(self.theta)
-        if self.theta:
-            th = np.asarray(self.theta)
+        blank = is_blank(image, roi=self.roi)
+        others = np.flatnonzero(~np.asarray(self.blank, bool))
+        if others.size and not blank:
+            th = np.asarray(self.theta)[others]
             dist = np.abs(th - theta)
-            near = np.argsort(dist, kind="stable")[: self.neighbours]
+            order = np.argsort(dist, kind="stable")
+            near = order[: self.neighbours]
             near = near[dist[near] <= self.max_angle]
             if len(near) == 0:
-                near = np.argsort(dist, kind="stable")[:1]
-            refs = np.stack([self.images[i] for i in near])
+                near = order[:1]
+            refs = np.stack([self.images[others[i]] for i in near])
             res = register(refs, np.broadcast_to(image, refs.shape), upsample=self.upsample, roi=self.roi,
                            window="tukey")
-            for i, s in zip(near, np.atleast_2d(res.shift), strict=True):
-                self.pairs.append((int(i), k))
+            for i, s, ok in zip(near, np.atleast_2d(res.shift), np.atleast_1d(res.valid), strict=True):
+                if not ok:  # no correlation peak: nothing measured
+                    continue
+                self.pairs.append((int(others[i]), k))
                 self.measured.append(np.asarray(s, float))
-                rank = 1 + np.count_nonzero(np.asarray(self.theta)[near] != self.theta[i])
+                rank = 1 + np.count_nonzero(th[near] != th[i])
                 self.weights.append(1.0 / max(dist[i], 1e-3) / rank)
         self.theta.append(float(theta))
         self.images.append(np.asarray(image, dtype=np.float32))
+        self.blank.append(blank)
         if self.pairs:
             self.shifts = _solve(len(self.theta), np.asarray(self.pairs), np.asarray(self.measured),
                                  np.asarray(self.weights))
-        else:
-            self.shifts = np.zeros((1, 2))
+        else:  # nothing registered yet: the first projection with signal sits at zero
+            self.shifts = np.where(np.asarray(self.blank)[:, None], np.nan, 0.0)
 
 
 class LiveDPCAlignment(SafeDocumentRouter):
@@ -128,7 +140,9 @@ class LiveDPCAlignment(SafeDocumentRouter):
     Attributes
     ----------
     shifts : (n, 2) array
-        Current (dy, dx) of the projections received so far (acquisition order).
+        Current (dy, dx) of the projections received so far (acquisition order);
+        NaN for a projection without signal (a closed shutter, a beam dump) or
+        not yet tied to the others.
     theta : (n,) array
     results : dict
         Per raw-run uid: the final shifts, theta, the derived run's uid, the
@@ -242,7 +256,8 @@ class LiveDPCAlignment(SafeDocumentRouter):
                 warnings.simplefilter("always")
                 al = align_projections(maps, theta, method=self.method)
                 shifts, summary = np.array(al.shifts, float), al.summary()
-                if al.applied and al.method == "pairwise" and al.channel == image_key:
+                same_left_out = np.array_equal(np.isnan(self.shifts[:, 0]), np.isnan(al.shifts[:, 0]))
+                if al.applied and al.method == "pairwise" and al.channel == image_key and same_left_out:
                     # the same method as the live estimate, which weighs neighbours by their angular
                     # distance: keep whichever of the two leaves the stack more consistent
                     live = alignment_consistency(maps, theta, self.shifts)

@@ -173,6 +173,7 @@ class LiveReconstruction(SafeDocumentRouter):
     def _update_preview(self, theta, stacks):
         from ..analysis import tomo
         from ..analysis.align import apply_shifts
+        from ..analysis.consistency import angles_checked
 
         element = self.elements[0]
         if element not in stacks:
@@ -180,8 +181,14 @@ class LiveReconstruction(SafeDocumentRouter):
         stack = np.asarray(stacks[element], np.float32)
         row = stack.shape[1] // 2 if self.preview_row is None else int(self.preview_row)
         lo, hi = max(row - 4, 0), min(row + 5, stack.shape[1])  # a band: vertical shifts interpolate
-        band = apply_shifts(stack[:, lo:hi], self._live_shifts(len(theta)))
-        self.preview = tomo.fbp(band[:, row - lo], theta, filter="shepp-logan")
+        shifts = self._live_shifts(len(theta))
+        placed = np.isfinite(shifts).all(axis=1)  # a blank projection has no live shift (NaN): left out
+        if placed.sum() < 2:
+            return
+        band = apply_shifts(stack[placed, lo:hi], shifts[placed])
+        # a preview of the angles so far: a sequential scan's first ones cover a small range, as expected
+        with angles_checked():
+            self.preview = tomo.fbp(band[:, row - lo], np.asarray(theta)[placed], filter="shepp-logan")
         if self.plot:
             self._show()
 
