@@ -77,6 +77,8 @@ def test_kill_9_mid_tomography_then_recover_and_resume(server):
     journal = root / "journal"
     assert (journal / f"{uid}.jsonl").exists()
     assert not cat[uid].metadata.get("stop"), "the dead process cannot have stored a stop document"
+    with pytest.raises(ValueError, match=r"no 'primary' events in Tiled and no stop document.*xfct-bluesky recover"):
+        load_tomo(cat[uid])  # was KeyError: "Key 'microprobe_rotation' not found"
 
     results = recover_journal(journal, cat)
     assert [(r[1], r[2].split(":")[0]) for r in results] == [(uid, "recovered")]

@@ -82,20 +82,20 @@ or from Python:
 
 
 def cmd_serve(args) -> int:
+    from .storage.folder import prepare_data_folder
+
     data_dir = _data_dir(args)
-    tiled_dir = data_dir / "tiled"
-    assets = data_dir / "assets"
+    # Checks the folder, creates tiled/data and assets, and points a moved folder's catalog into it.
+    folder = prepare_data_folder(data_dir, read_only=False)
     try:
         key = _api_key(data_dir, args.api_key)
-        (tiled_dir / "data").mkdir(parents=True, exist_ok=True)
-        assets.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CommandError(f"cannot set up the data folder {data_dir} ({err.strerror}: {err.filename}); "
                            "give a writable --data-dir") from None
     tiled = shutil.which("tiled") or str(Path(sys.executable).with_name("tiled"))
-    cmd = [tiled, "serve", "catalog", str(tiled_dir / "catalog.db"), "--init",
-           "-w", str(tiled_dir / "data"), "-w", f"duckdb:///{tiled_dir / 'storage.duckdb'}",
-           "-r", str(assets), "--host", args.host, "--port", str(args.port)]
+    cmd = [tiled, "serve", "catalog", str(folder.catalog_path), "--init",
+           "-w", str(folder.arrays_dir), "-w", f"duckdb:///{folder.tables_path}",
+           "-r", str(folder.assets_dir), "--host", args.host, "--port", str(args.port)]
     print(f"Tiled server on http://{args.host}:{args.port} for {data_dir}\n"
           f"API key in {data_dir / 'api_key'} (or the one given); clients:\n"
           f"  from tiled.client import from_uri\n"

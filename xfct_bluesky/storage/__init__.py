@@ -2,7 +2,10 @@
 
 hdf5   :class:`StreamHDF5Writer`, per-event arrays in an HDF5 file described by
        StreamResource/StreamDatum documents (no ophyd dependency)
-server  :func:`default_data_dir`, :func:`embedded_server`, :func:`runs_container`
+folder  :func:`default_data_dir`, :func:`prepare_data_folder` (checks a data folder, rewrites a moved
+        folder's catalog), :class:`DataFolderError`
+server  :func:`embedded_server`, :func:`runs_container`
+readonly :class:`ReadOnlyTiledServer` (what :func:`embedded_server` starts on a folder it may not write)
 writing :func:`make_tiled_writer` (with a JSON Lines backup), :func:`read_backup`,
         :func:`replay_backup`, :func:`replay_directory`
 journal :class:`RunJournal`, :class:`JournaledWriter` (each document on disk before Tiled sees
@@ -11,10 +14,11 @@ reading :func:`load_tomo`, :func:`load_theta`, :func:`load_spectra`, :func:`v1_b
 tiled   all of the above under one name (older imports)
 """
 
+from .folder import DataFolderError, default_data_dir
 from .hdf5 import HDF5_MIMETYPE, StreamHDF5Writer
 from .journal import JournaledWriter, RunJournal, recover_journal
 from .reading import TomoData, load_spectra, load_theta, load_tomo, v1_broker
-from .server import DataFolderError, default_data_dir, embedded_server, runs_container
+from .server import embedded_server, runs_container
 from .writing import make_tiled_writer, read_backup, replay_backup, replay_directory
 
 __all__ = [

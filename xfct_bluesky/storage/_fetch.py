@@ -4,11 +4,15 @@ One listing of the stream's parts, then every array key streamed from its
 ``/array/full`` link straight into a preallocated numpy array (raw bytes on
 loopback, the client's compression elsewhere, large arrays in row blocks),
 scalar keys as selected table columns, up to ``max_workers`` requests at
-once through the run's own authenticated client.
+once through the run's own authenticated client. The listing carries each
+part's data sources, so that, on a server on this machine, a file a key
+points to that is missing is named (:class:`~xfct_bluesky.storage.DataFolderError`)
+before any read, instead of the server's HTTP 500 after tiled's retries.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,11 +50,51 @@ def _stream_parts(stream_node: Any) -> dict[str, Any]:
     ``internal`` table for the scalar keys. Asking the composite for
     ``stream[key]`` costs two requests per key (it lists the stream again,
     then fetches the item); listing ``base`` once gives every client at once.
+    The listing includes each part's data sources (``include_data_sources``,
+    same request), for :func:`_check_local_files`.
     """
     container = getattr(stream_node, "base", stream_node)
     if not hasattr(container, "items"):
         return {}  # read key by key through stream_node[key]
+    if hasattr(container, "new_variation"):
+        container = container.new_variation(include_data_sources=True)
     return dict(container.items())
+
+
+def _check_local_files(part: Any, key: str) -> None:
+    """Raise DataFolderError if a file that ``part`` (one key's client) points to is missing on this machine.
+
+    Only for a server on loopback, whose files are this machine's (the data
+    folder of :func:`~xfct_bluesky.storage.embedded_server` or
+    ``xfct-bluesky serve``); elsewhere the server's own error stands. Uses
+    the data sources the listing brought (no request); a client listed
+    without them is not checked. The path is the one the server opens
+    (``tiled.utils.path_from_uri``: not percent-decoded).
+    """
+    from urllib.parse import unquote
+
+    from .server import DataFolderError, asset_path
+
+    context = getattr(part, "context", None)
+    item = getattr(part, "item", None)
+    if context is None or not isinstance(item, dict) or not _is_loopback(context.api_uri):
+        return
+    for source in item.get("attributes", {}).get("data_sources") or []:
+        for asset in source.get("assets") or []:
+            path = asset_path(asset.get("data_uri") or "")
+            if path is None or path.exists():
+                continue
+            where = "/".join(getattr(part, "path_parts", [key]))
+            if Path(unquote(str(path))).exists():
+                raise DataFolderError(
+                    f"{asset['data_uri']}: tiled cannot open this file, its URI is percent-encoded (the path has "
+                    f"spaces or non-ASCII characters) and tiled does not decode it ({where}); move the data folder "
+                    "to a path without them"
+                )
+            raise DataFolderError(
+                f"missing file {path}: {where} (data key {key!r}) points to it; restore it from a backup, or from "
+                "the data folder this one was copied from"
+            )
 
 
 def _fetch_rows(client: Any, out: np.ndarray, start: int, stop: int, accept_encoding: str | None) -> None:
@@ -180,11 +224,13 @@ def _read_stream_keys(
     for key in dict.fromkeys(keys):  # unique, in order
         part = parts.get(key)
         if getattr(part, "structure_family", None) == StructureFamily.array:
+            _check_local_files(part, key)
             results[key], fetches = _array_fetches(part, accept_encoding)
             array_tasks.extend(fetches)
             continue
         table = next((name for name, t in tables.items() if key in t.columns), None)
         if table is not None:
+            _check_local_files(tables[table], key)
             table_columns.setdefault(table, []).append(key)
         else:
             other_tasks.append(functools.partial(_read_one_key, stream_node, key, results))

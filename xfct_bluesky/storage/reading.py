@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ._fetch import _read_key, _read_stream_keys
+from ._fetch import _check_local_files, _read_key, _read_stream_keys, _stream_parts
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,18 @@ def _choose_theta_key(
 
 
 
+def _interrupted(run: Any, stream: str) -> ValueError | None:
+    """The error for a run without events whose acquisition never ended (no stop document), else None."""
+    if run.metadata.get("stop"):
+        return None
+    uid = run.metadata["start"]["uid"]
+    return ValueError(
+        f"run {uid[:8]} has no {stream!r} events in Tiled and no stop document: its acquisition was "
+        f"interrupted before they were stored. `xfct-bluesky recover` stores what the acquisition's journal "
+        f"holds (a session does it when it starts); then xfct_tomo(mp, resume={uid!r}, catalog=cat) takes "
+        "the missing angles")
+
+
 def load_tomo(
     run: Any,
     theta_key: str | None = None,
@@ -143,6 +155,10 @@ def load_tomo(
         If the stream or the rotation key is missing or ambiguous.
     ValueError
         If a map does not have one frame per angle.
+    DataFolderError
+        If the server is on this machine and a file a map or the table points
+        to (under ``tiled/``) is missing: the message names it, before any
+        data is read.
 
     Notes
     -----
@@ -159,16 +175,22 @@ def load_tomo(
     against 0.09 s per 360x128x128 uint32 map in ``benchmarks/bench_storage.py``);
     over a network of 1 Gbit/s or less, compression wins for count maps.
     """
-    node = _stream(run, stream)
-    data_keys = _data_keys(node)
     start = dict(run.metadata["start"])
+    try:
+        node = _stream(run, stream)
+    except KeyError as err:
+        raise _interrupted(run, stream) or err from None
+    data_keys = _data_keys(node)
     tkey = _choose_theta_key(data_keys, theta_key, start)
     map_keys = [
         key
         for key, spec in sorted(data_keys.items())
         if len(spec.get("shape") or []) == 2 and not spec.get("external")
     ]
-    values = _read_stream_keys(node, [tkey, *map_keys], compression=compression, max_workers=max_workers)
+    try:
+        values = _read_stream_keys(node, [tkey, *map_keys], compression=compression, max_workers=max_workers)
+    except KeyError as err:  # a descriptor and no events: the writer died before it stored them
+        raise _interrupted(run, stream) or err from None
     theta = np.array(values[tkey], dtype=float).reshape(-1)  # a copy, even if theta_key names a map
 
     maps: dict[str, np.ndarray] = {}
@@ -226,12 +248,19 @@ def load_spectra(run: Any, key: str, *, stream: str = _DEFAULT_STREAM, index: An
     ------
     KeyError
         If the stream or key is missing.
+    DataFolderError
+        If the server is on this machine and the file the key points to
+        (the run's HDF5 file under ``assets/``) is missing: the message names
+        it. Elsewhere a missing file is the server's HTTP 500.
     """
     node = _stream(run, stream)
-    try:
-        array_client = node[key]
-    except KeyError:
-        raise KeyError(f"Stream {stream!r} has no data key {key!r}; keys: {sorted(node)}.") from None
+    array_client = _stream_parts(node).get(key)  # one listing, with the key's data sources
+    if array_client is None:
+        try:
+            array_client = node[key]
+        except KeyError:
+            raise KeyError(f"Stream {stream!r} has no data key {key!r}; keys: {sorted(node)}.") from None
+    _check_local_files(array_client, key)
     data = array_client.read() if index is None else array_client[index]
     return np.asarray(data)
 

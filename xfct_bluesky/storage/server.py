@@ -1,44 +1,53 @@
-"""The Tiled server the runs go to: the data folder, an embedded server, the run catalog.
+"""The Tiled server the runs go to: an embedded server, the run catalog.
 
-- :func:`default_data_dir` is where everything lives (``$XFCT_BLUESKY_DATA``
-  or the user's data folder): the SQLite catalog under ``tiled/``, external
-  HDF5 files under ``assets/``, which the server may read.
-- :func:`embedded_server` runs a Tiled server in this process (loopback only).
+- :func:`embedded_server` runs a Tiled server in this process (loopback only)
+  on a checked data folder: tiled's ``SimpleTiledServer``, or
+  :class:`~xfct_bluesky.storage.readonly.ReadOnlyTiledServer` on a folder it
+  may not write.
 - :func:`runs_container` gives the ``CatalogOfBlueskyRuns`` container the runs
   are written into, so that ``cat[-1]``, ``cat[scan_id]`` and searches on the
   start document work.
+
+The data folder itself (its layout, :func:`default_data_dir`,
+:func:`prepare_data_folder`, :class:`DataFolderError`, the rewrite of a moved
+folder's catalog) is in :mod:`.folder`; those names are importable from here
+too, as before.
+
+Tiled internals this module relies on (tiled 0.2.20, bluesky-tiled-plugins
+2.0.12): ``tiled.server.SimpleTiledServer``; the process-wide settings every
+in-process app writes its API key into (hence one key per process); tiled's
+default serialization registry, into which bluesky-tiled-plugins'
+``json_seq_exporter`` is registered; the ``CatalogOfBlueskyRuns`` spec,
+version 3.0, that selects bluesky-tiled-plugins' client class.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# The data folder's names stay importable from here (other modules import them from this one).
+from .folder import (  # noqa: F401
+    ARRAYS_SUBDIR,
+    ASSETS_SUBDIR,
+    CATALOG_NAME,
+    DATA_DIR_ENV,
+    MARKER_NAME,
+    TABLES_NAME,
+    TILED_SUBDIR,
+    DataFolder,
+    DataFolderError,
+    asset_path,
+    default_data_dir,
+    prepare_data_folder,
+)
+from .readonly import _READ_ONLY_HEADER, ReadOnlyTiledServer
+
 logger = logging.getLogger(__name__)
-
-DATA_DIR_ENV = "XFCT_BLUESKY_DATA"
-"""Environment variable that overrides :func:`default_data_dir`."""
-TILED_SUBDIR = "tiled"
-"""Sub-folder of the data folder holding the Tiled catalog and its internal storage."""
-ASSETS_SUBDIR = "assets"
-"""Sub-folder of the data folder for external files (HDF5 spectra); readable by the server."""
-
-
-
-class DataFolderError(ValueError):
-    """The data folder (or a file in it) cannot be used as it is; the message names the file and the fix.
-
-    Raised by the storage functions for a folder that is not a directory,
-    is read-only where writing is needed, holds a corrupt catalog, does not
-    match its catalog, or lacks an asset file a run points to. The CLI
-    prints it in one line.
-    """
-
 
 _CATALOG_SPEC_NAME = "CatalogOfBlueskyRuns"
 _CATALOG_SPEC_VERSION = "3.0"  # the SQL layout that TiledWriter writes
@@ -50,24 +59,7 @@ _CATALOG_SPEC_VERSION = "3.0"  # the SQL layout that TiledWriter writes
 _PROCESS_API_KEY = secrets.token_hex(16)
 
 
-def default_data_dir() -> Path:
-    """Folder where the embedded Tiled catalog and the detector files live.
-
-    Returns
-    -------
-    pathlib.Path
-        ``$XFCT_BLUESKY_DATA`` if that variable is set and not empty, else the
-        per-user data folder of ``platformdirs.user_data_dir("xfct-bluesky")``
-        (``~/.local/share/xfct-bluesky`` on Linux). Not created here.
-    """
-    env = os.environ.get(DATA_DIR_ENV, "").strip()
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("xfct-bluesky"))
-
-
+# --------------------------------------------------------------------------- servers
 def _register_bluesky_run_exporter() -> None:
     """Let the server export a BlueskyRun as ``application/json-seq`` (``run.documents()``).
 
@@ -81,8 +73,9 @@ def _register_bluesky_run_exporter() -> None:
     default_serialization_registry.register("BlueskyRun", "application/json-seq", json_seq_exporter)
 
 
+
 @contextlib.contextmanager
-def embedded_server(data_dir: str | Path | None = None) -> Iterator[Any]:
+def embedded_server(data_dir: str | Path | None = None, *, read_only: bool | None = None) -> Iterator[Any]:
     """Run a Tiled server in this process for as long as the ``with`` block lasts.
 
     Parameters
@@ -91,16 +84,29 @@ def embedded_server(data_dir: str | Path | None = None) -> Iterator[Any]:
         Data folder; default :func:`default_data_dir`. The catalog (SQLite,
         persistent across sessions) goes in ``data_dir / "tiled"``; external
         detector files must be written under ``data_dir / "assets"``, the
-        only other folder the server will read. Both are created if missing.
+        only other folder the server will read. Both are created if missing
+        (unless the folder is read-only).
+    read_only : bool, optional
+        ``True``: serve the folder read-only; ``False``: it must be writable.
+        Default ``None``: read-only if this process may not write the folder's
+        catalog (see :func:`prepare_data_folder`).
 
     Yields
     ------
-    tiled.server.SimpleTiledServer
+    tiled.server.SimpleTiledServer or ReadOnlyTiledServer
         The running server: ``.uri`` (with its API key) for
         ``tiled.client.from_uri``, ``.directory``.
 
+    Raises
+    ------
+    DataFolderError
+        If the folder cannot be used (see :func:`prepare_data_folder`), or
+        the server does not start.
+
     Notes
     -----
+    The folder is checked and, if it was moved or copied, its catalog made
+    to point into it (:func:`prepare_data_folder`) before the server starts.
     The server listens on the loopback interface only, on a random free port,
     with a random API key, the same for every embedded server of this process
     (tiled's settings are process-wide: servers with different keys would lock
@@ -108,28 +114,50 @@ def embedded_server(data_dir: str | Path | None = None) -> Iterator[Any]:
     BlueskyRun ``application/json-seq`` exporter, so that
     ``run.documents()`` replays a stored run's documents.
 
+    A read-only server (:class:`ReadOnlyTiledServer`) reads everything a
+    writable one does (``ls``, ``show``, :func:`~xfct_bluesky.storage.load_tomo`,
+    :func:`~xfct_bluesky.storage.load_spectra`) and refuses every write with
+    HTTP 403.
+
     Examples
     --------
     >>> from tiled.client import from_uri
     >>> with embedded_server(tmp_path) as server:
     ...     cat = runs_container(from_uri(server.uri))
     """
-    from tiled.server import SimpleTiledServer
-
-    root = Path(data_dir if data_dir is not None else default_data_dir()).expanduser().resolve()
-    tiled_dir = root / TILED_SUBDIR
-    assets_dir = root / ASSETS_SUBDIR
-    tiled_dir.mkdir(parents=True, exist_ok=True)
-    assets_dir.mkdir(parents=True, exist_ok=True)
-
-    _register_bluesky_run_exporter()
-    server = SimpleTiledServer(directory=tiled_dir, readable_storage=[assets_dir], api_key=_PROCESS_API_KEY)
-    logger.info("Tiled server for %s running at %s", root, server.uri.split("?", 1)[0])
+    folder = prepare_data_folder(data_dir, read_only=read_only)
+    try:
+        _register_bluesky_run_exporter()
+        server = _start_server(folder)
+    except BaseException:
+        folder.cleanup()
+        raise
+    logger.info("Tiled server for %s running%s at %s", folder.root, " read-only" if folder.read_only else "",
+                server.uri.split("?", 1)[0])
     try:
         yield server
     finally:
         server.close()
-        logger.info("Tiled server for %s stopped", root)
+        folder.cleanup()
+        logger.info("Tiled server for %s stopped", folder.root)
+
+
+def _start_server(folder: DataFolder) -> Any:
+    from tiled.server import SimpleTiledServer
+
+    error_log = folder.tiled_dir / "error.log"
+    try:
+        if folder.read_only:
+            return ReadOnlyTiledServer(folder, _PROCESS_API_KEY)
+        return SimpleTiledServer(directory=folder.tiled_dir, readable_storage=[folder.assets_dir],
+                                 api_key=_PROCESS_API_KEY)
+    except Exception as err:
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+        where = "" if folder.read_only else f"; details in {error_log}"
+        raise DataFolderError(
+            f"the Tiled server for {folder.root} did not start ({type(err).__name__}: {first[:200]}){where}; "
+            f"if {folder.catalog_path} is damaged, move it aside and restore it from a backup"
+        ) from err
 
 
 def runs_container(client: Any, name: str = "raw") -> Any:
@@ -154,12 +182,23 @@ def runs_container(client: Any, name: str = "raw") -> Any:
     ------
     ValueError
         If ``name`` exists but is not a ``CatalogOfBlueskyRuns`` container.
+    DataFolderError
+        If ``name`` is missing and the server is read-only.
     """
+    import httpx
     from tiled.structures.core import Spec
 
     if name not in client:
         logger.info("Creating the run container %r", name)
-        client.create_container(key=name, specs=[Spec(_CATALOG_SPEC_NAME, version=_CATALOG_SPEC_VERSION)])
+        try:
+            client.create_container(key=name, specs=[Spec(_CATALOG_SPEC_NAME, version=_CATALOG_SPEC_VERSION)])
+        except httpx.HTTPStatusError as err:
+            if err.response.headers.get(_READ_ONLY_HEADER):
+                raise DataFolderError(
+                    f"the catalog has no run container {name!r} yet, and its data folder is open read-only: "
+                    "there are no runs to read; store a run with write access first"
+                ) from None
+            raise
     # Fetched again after creation so that its spec selects the CatalogOfBlueskyRuns client.
     node = client[name]
     spec_names = {spec.name for spec in getattr(node, "specs", [])}

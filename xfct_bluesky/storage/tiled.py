@@ -1,6 +1,7 @@
 """Tiled storage, in three modules re-exported here (the names other code imports from this one).
 
-- :mod:`.server`: the data folder, :func:`embedded_server`, :func:`runs_container`;
+- :mod:`.folder` (the data folder) and :mod:`.server`: :func:`default_data_dir`,
+  :func:`embedded_server`, :func:`runs_container`;
 - :mod:`.writing`: :func:`make_tiled_writer` with its JSON Lines backup,
   :func:`read_backup`, :func:`replay_backup`, :func:`replay_directory`;
 - :mod:`.reading`: :class:`TomoData`, :func:`load_tomo`, :func:`load_theta`,
@@ -12,6 +13,13 @@ The data flow is ``RunEngine -> TiledWriter -> Tiled (HTTP) -> client``.
 from __future__ import annotations
 
 from ._fetch import _is_loopback  # noqa: F401
+from .folder import (
+    ASSETS_SUBDIR,
+    DATA_DIR_ENV,
+    TILED_SUBDIR,
+    DataFolderError,
+    default_data_dir,
+)
 from .reading import (  # noqa: F401
     TomoData,
     _choose_theta_key,
@@ -20,15 +28,7 @@ from .reading import (  # noqa: F401
     load_tomo,
     v1_broker,
 )
-from .server import (  # noqa: F401
-    ASSETS_SUBDIR,
-    DATA_DIR_ENV,
-    TILED_SUBDIR,
-    DataFolderError,
-    default_data_dir,
-    embedded_server,
-    runs_container,
-)
+from .server import embedded_server, runs_container
 from .writing import (  # noqa: F401
     REPLAYED_SUBDIR,
     _JSONLinesBackup,
