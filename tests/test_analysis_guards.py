@@ -290,3 +290,18 @@ def test_live_preview_leaves_out_a_projection_without_a_live_shift():
 
     np.testing.assert_allclose(live.preview, tomo.fbp(stack[keep, 4], theta[keep], filter="shepp-logan"),
                                rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("elements, match", [("Zn", r"elements='Zn' is one string.*elements=\('Zn',\)"),
+                                             ((), r"allowed one or more element symbols"),
+                                             (("Zn", 3), r"allowed one or more element symbols")])
+def test_elements_must_be_a_list_of_symbols(elements, match):
+    """``elements='Zn'`` was iterated letter by letter ("element 'Z' has no map")."""
+    from xfct_bluesky.callbacks.reconstruction import LiveReconstruction
+    from xfct_bluesky.reconstruction import reconstruct_maps
+
+    theta = np.linspace(0, 180, 8, endpoint=False)
+    with pytest.raises((TypeError, ValueError), match=match):
+        reconstruct_maps(theta, {"Zn": np.ones((8, 4, 6))}, elements=elements, align="none")
+    with pytest.raises((TypeError, ValueError), match=match):
+        LiveReconstruction(elements=elements)

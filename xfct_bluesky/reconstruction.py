@@ -78,6 +78,17 @@ def _check_choice(name: str, value, allowed: Sequence[str]) -> str:
     return v
 
 
+def check_elements(elements) -> tuple[str, ...]:
+    """The element symbols to reconstruct, as a tuple; a single string is refused (it is not a list)."""
+    if isinstance(elements, str):
+        raise TypeError(f"elements={elements!r} is one string, not a list of elements; give a sequence of symbols, "
+                        f"e.g. elements=({elements!r},) or elements=['Zn', 'Fe']")
+    out = tuple(elements)
+    if not out or not all(isinstance(e, str) and e for e in out):
+        raise ValueError(f"elements={out!r}: allowed one or more element symbols (strings), e.g. ('Zn', 'Fe')")
+    return out
+
+
 def check_options(algorithm: str, iterations: int | None, subsets: int, align: str) -> tuple[str, int, int, str]:
     """Validate the reconstruction options (before any data is read); return them normalised."""
     algorithm = _check_choice("algorithm", algorithm, ALGORITHMS)
@@ -175,6 +186,7 @@ def reconstruct_maps(
     from .analysis.consistency import angle_problems, angles_checked, check_angles
 
     algorithm, iterations, subsets, align = check_options(algorithm, iterations, subsets, align)
+    elements = check_elements(elements)
     theta = real("theta", theta).astype(float).ravel()
     if theta.size < 2:
         raise ValueError(f"{theta.size} projection(s): a reconstruction needs at least 2 angles")

@@ -69,12 +69,12 @@ class LiveReconstruction(SafeDocumentRouter):
     def __init__(self, emit: Callable | None = None, *, elements: Sequence[str] = ("Zn",), alignment=None,
                  algorithm: str = "mlem", iterations: int | None = None, subsets: int = 1, phase: bool = True,
                  preview_row: int | None = None, preview_every: int | None = None, plot: bool = False):
-        from ..reconstruction import check_options
+        from ..reconstruction import check_elements, check_options
 
         super().__init__()
         self.algorithm, self.iterations, self.subsets, _ = check_options(algorithm, iterations, subsets, "dpc")
         self.emit = emit
-        self.elements = tuple(elements)
+        self.elements = check_elements(elements)
         self.alignment = alignment
         self.phase = phase
         self.preview_row = preview_row
