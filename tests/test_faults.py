@@ -108,7 +108,7 @@ def test_beam_loss_suspends_closes_the_shutter_and_repeats_the_projection(RE, do
 def test_beam_loss_suspender_refuses_bad_thresholds(microprobe):
     with pytest.raises(ValueError, match=r"resume_threshold=5.0 is below threshold=10.0"):
         beam_loss_suspender(microprobe, threshold=10, resume_threshold=5)
-    with pytest.raises(ValueError, match=r"threshold=nan: allowed a finite number >= 0"):
+    with pytest.raises(ValueError, match=r"threshold=nan is not finite; allowed: a finite number >= 0"):
         beam_loss_suspender(microprobe, threshold=float("nan"))
 
 

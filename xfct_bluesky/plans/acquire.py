@@ -6,8 +6,9 @@ import logging
 import uuid
 
 import bluesky.plan_stubs as bps
-import numpy as np
 from bluesky.utils import FailedStatus, MsgGenerator
+
+from ..physics._validate import integer, number
 
 logger = logging.getLogger(__name__)
 
@@ -19,14 +20,16 @@ class DetectorTimeout(RuntimeError):
     """The fly scanner did not deliver a map after all its retries."""
 
 
-def _check_retry_options(detector_timeout, retries) -> None:
-    if isinstance(retries, bool) or not isinstance(retries, int | np.integer) or retries < 0:
-        raise ValueError(f"retries={retries!r}: allowed an integer >= 0 (tries after a failed map); e.g. 2")
+def _check_retry_options(detector_timeout, retries) -> tuple[float | None, int]:
+    """``detector_timeout`` (None or seconds > 0) and ``retries`` (an integer >= 0), checked and normalised."""
+    retries = integer("retries", retries, low=0, fix="Give how many times a failed map is tried again, e.g. 2.")
     if detector_timeout is not None:
-        t = float(detector_timeout) if isinstance(detector_timeout, int | float | np.number) else float("nan")
-        if not np.isfinite(t) or t <= 0:
-            raise ValueError(f"detector_timeout={detector_timeout!r}: allowed None (automatic) or seconds > 0; "
-                             "e.g. 60")
+        allowed, fix = "None (automatic) or seconds > 0", "Give the seconds a map may take, e.g. 60."
+        t = number("detector_timeout", detector_timeout, allowed=allowed, fix=fix)
+        if t <= 0:
+            raise ValueError(f"detector_timeout={detector_timeout!r}: allowed {allowed}. {fix}")
+        detector_timeout = t
+    return detector_timeout, retries
 
 
 def _map_timeout(scanner, shape, dwell, detector_timeout) -> float:

@@ -1,8 +1,8 @@
 """Plan arithmetic: angles, dwell from a dose budget, dose and duration estimates.
 
-Everything here is checked before a plan yields its first message, so bad
-arguments raise a ``ValueError`` that names the value, the allowed range and
-the fix, before any motor moves or any document is emitted.
+Everything here is checked when a plan is called, before it yields its first
+message, so bad arguments raise a ``ValueError`` that names the value, the
+allowed range and the fix, before any motor moves or any document is emitted.
 """
 
 from __future__ import annotations
@@ -13,9 +13,15 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..physics._validate import integer, number, one_of, positive
 from ..physics.dose import dose_per_projection, dwell_for_dose
+from .resume import ANGLE_TOLERANCE
 
 ORDERS = ("sequential", "interlaced", "golden")
+#: Most projections in one tomography. Every angle is stored in the start document (100000 angles are
+#: about 2 MB of JSON), and 100000 over 180 deg keep even golden-ratio angles (closest pair ~0.6 of the
+#: mean step) more than ANGLE_TOLERANCE apart, so that resuming tells every projection from the others.
+MAX_ANGLES = 100_000
 #: Fastest fly scan the scanner supports (s per pixel) and the slowest sensible one.
 MIN_DWELL = 1e-4
 MAX_DWELL = 10.0
@@ -50,14 +56,9 @@ def tomo_angles(n_angles: int, angular_range: float = 180.0, order: str = "seque
     Interlaced and golden orders spread early projections over the whole
     range: a scan stopped early still reconstructs, and drift is averaged.
     """
-    if order not in ORDERS:
-        raise ValueError(f"order={order!r} is not known; allowed: {', '.join(map(repr, ORDERS))}")
-    if isinstance(n_angles, bool) or not float(n_angles).is_integer() or int(n_angles) < 2:
-        raise ValueError(f"n_angles={n_angles!r}: allowed an integer >= 2; a tomography needs at least two angles")
-    n = int(n_angles)
-    rng = float(angular_range)
-    if not math.isfinite(rng) or not 0 < rng <= 360:
-        raise ValueError(f"angular_range={angular_range!r}: allowed (0, 360] degrees; 180 is usual")
+    n = _check_n_angles(n_angles)
+    rng = _check_angular_range(angular_range)
+    order = one_of("order", order, ORDERS, fix="Give one of them, e.g. order='golden'.")
     if order == "sequential":
         return np.arange(n) * (rng / n)
     if order == "golden":
@@ -67,8 +68,8 @@ def tomo_angles(n_angles: int, angular_range: float = 180.0, order: str = "seque
     offsets = [0, 2, 1, 3][:loops] if loops == 4 else list(range(loops))
     out = []
     per_loop = [len(range(k, n, loops)) for k in range(loops)]
-    for loop, k in enumerate(offsets):
-        m = per_loop[loop]
+    for k in offsets:
+        m = per_loop[k]  # offset k holds the grid points k, k + loops, ... below n
         out.extend((np.arange(m) * step + k * rng / n) % rng)
     return np.asarray(out[:n], dtype=float)
 
@@ -109,14 +110,70 @@ class TomoEstimate:
         )
 
 
-def _check_dwell(dwell: float, fix: str) -> float:
-    try:
-        d = float(dwell)
-    except (TypeError, ValueError):
-        raise ValueError(f"dwell={dwell!r} is not a number; allowed {MIN_DWELL:g}..{MAX_DWELL:g} s. {fix}") from None
-    if not math.isfinite(d) or not MIN_DWELL <= d <= MAX_DWELL:
-        raise ValueError(f"dwell={dwell!r} s is out of range; allowed {MIN_DWELL:g}..{MAX_DWELL:g} s per pixel. {fix}")
+def _check_dwell(dwell: float, fix: str, name: str = "dwell") -> float:
+    allowed = f"{MIN_DWELL:g}..{MAX_DWELL:g} s per pixel"
+    d = number(name, dwell, allowed=allowed, fix=fix)
+    if not MIN_DWELL <= d <= MAX_DWELL:
+        raise ValueError(f"{name}={dwell!r} s is out of range; allowed {allowed}. {fix}")
     return d
+
+
+def _check_n_angles(n_angles) -> int:
+    return integer("n_angles", n_angles, low=2, high=MAX_ANGLES,
+                   fix=f"A tomography needs at least 2 angles; at most {MAX_ANGLES} fit one run (every angle is "
+                   f"in the start document, and more would come closer than {ANGLE_TOLERANCE:g} deg, the tolerance "
+                   "that tells projections apart when resuming): use fewer angles.")
+
+
+def _check_angular_range(angular_range) -> float:
+    rng = number("angular_range", angular_range, allowed="(0, 360] degrees", fix="180 is usual.")
+    if not 0 < rng <= 360:
+        raise ValueError(f"angular_range={angular_range!r}: allowed (0, 360] degrees; 180 is usual")
+    return rng
+
+
+def _closest(theta: np.ndarray) -> float:
+    """The smallest difference between two of the angles (deg)."""
+    return float(np.diff(np.sort(theta)).min())
+
+
+def _most_angles(angular_range: float, order: str) -> int:
+    """The most angles of ``order`` over ``angular_range`` that stay more than ANGLE_TOLERANCE apart (or 1).
+
+    The closest pair only comes closer as angles are added (golden angles extend their own sequence;
+    the others lie on a grid of range / n), so bisection finds it.
+    """
+    def fits(n: int) -> bool:
+        return _closest(tomo_angles(n, angular_range, order)) > ANGLE_TOLERANCE
+
+    low, high = 1, MAX_ANGLES
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid - 1)
+    return low
+
+
+def _check_angles(angles, min_angles: int) -> np.ndarray:
+    """Explicit angles as a float array: numbers, finite, at least ``min_angles``, none repeated."""
+    fix = "Give the angles in degrees as numbers, e.g. angles=[0, 45, 90]."
+    if isinstance(angles, str | bytes) or not isinstance(angles, Sequence | np.ndarray) or (
+            isinstance(angles, np.ndarray) and angles.ndim != 1):
+        raise ValueError(f"angles={angles!r}: allowed a sequence of {min_angles} to {MAX_ANGLES} angles. {fix}")
+    if not min_angles <= len(angles) <= MAX_ANGLES:
+        raise ValueError(f"angles has {len(angles)} value(s); allowed: {min_angles} to {MAX_ANGLES} angles for a "
+                         f"tomography. {fix}")
+    arr = np.array([number(f"angles[{i}]", a, allowed="a finite angle in degrees", fix=fix)
+                    for i, a in enumerate(angles)])
+    order = np.argsort(arr, kind="stable")
+    close = np.flatnonzero(np.diff(arr[order]) <= ANGLE_TOLERANCE)
+    if close.size:
+        pairs = [f"angles[{order[k]}]={arr[order[k]]:g} and angles[{order[k + 1]}]={arr[order[k + 1]]:g}"
+                 for k in close[:3]]
+        more = f" (and {close.size - 3} more)" if close.size > 3 else ""
+        raise ValueError(f"angles repeat: {'; '.join(pairs)}{more} deg are within {ANGLE_TOLERANCE:g} deg of each "
+                         "other, the tolerance that tells projections apart; allowed: each angle once. Remove the "
+                         "repeats (to image an angle twice, run it again)")
+    return arr
 
 
 def estimate_tomo(
@@ -143,6 +200,11 @@ def estimate_tomo(
     the fewest explicit angles accepted (1 when resuming a tomography that
     lacks a single angle).
 
+    Bools and strings are not numbers (``dwell=True`` is not 1 s), NaN is
+    refused wherever a number is (``max_dose=nan`` would switch the budget
+    off), angles closer than ``ANGLE_TOLERANCE`` (1e-3 deg) are repeats, and
+    a tomography has at most ``MAX_ANGLES`` (100000) projections.
+
     Raises
     ------
     ValueError
@@ -155,22 +217,32 @@ def estimate_tomo(
             "give exactly one of n_angles (with angular_range and order) or angles (degrees); "
             f"got n_angles={n_angles!r}, angles={'None' if angles is None else '[...]'}"
         )
+    angular_range = _check_angular_range(angular_range)
+    if not (angles is not None and isinstance(order, str) and order == "explicit"):  # "explicit": a resumption
+        order = one_of("order", order, ORDERS, fix="Give one of them, e.g. order='golden'.")
     if angles is not None:
-        arr = np.asarray(angles, dtype=float).ravel()
-        if arr.size < min_angles:
-            raise ValueError(f"angles has {arr.size} value(s); allowed: at least {min_angles} angles for a tomography")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError("angles contains NaN or infinity; give finite angles in degrees")
-        low, high = float(arr.min()), float(arr.max())
+        if order in ("interlaced", "golden"):
+            raise ValueError(f"order={order!r} orders the angles of n_angles; explicit angles are taken in the "
+                             "order given: omit order, or give n_angles instead of angles")
+        theta = _check_angles(angles, min_angles)
+        low, high = float(theta.min()), float(theta.max())
         if low < 0 or high > angular_range:
             raise ValueError(
                 f"angles span [{low:g}, {high:g}] deg, outside the angular range [0, {angular_range:g}] deg; "
                 "give angles inside it or raise angular_range (<= 360)"
             )
-        theta = arr
         order = "explicit"
     else:
+        n_angles = _check_n_angles(n_angles)
         theta = tomo_angles(n_angles, angular_range, order)
+        if _closest(theta) <= ANGLE_TOLERANCE:
+            most = _most_angles(angular_range, order)
+            raise ValueError(
+                f"n_angles={n_angles} over angular_range={angular_range:g} deg ({order}) puts angles "
+                f"{_closest(theta):.2g} deg apart, within {ANGLE_TOLERANCE:g} deg, the tolerance that tells "
+                f"projections apart; allowed: at most {most} {order} angles over {angular_range:g} deg. Use fewer "
+                "angles or a wider angular_range"
+            )
     lo_lim, hi_lim = microprobe.rotation.limits
     if lo_lim < hi_lim and (theta.min() < lo_lim or theta.max() > hi_lim):
         raise ValueError(
@@ -185,14 +257,15 @@ def estimate_tomo(
             "give exactly one of dwell (s per pixel) or total_dose (Gy for the whole tomography); "
             f"got dwell={dwell!r}, total_dose={total_dose!r}"
         )
+    budget = default_dose_budget(pixel_size) if max_dose is None else positive(
+        "max_dose", max_dose, unit=" Gy", fix="Give the dose budget of the whole tomography in Gy, e.g. 1e9, or "
+        "None for the default (Howells: 1e8 Gy per nm of pixel size).")
     n = len(theta)
     kw = dict(flux=beam["flux"], energy_kev=beam["energy_kev"])
     if total_dose is not None:
-        try:
-            td = float(total_dose)
-        except (TypeError, ValueError):
-            td = float("nan")
-        if not math.isfinite(td) or td <= 0:
+        td = number("total_dose", total_dose, allowed="a finite dose > 0 Gy",
+                    fix="Give the dose for the whole tomography in Gy, e.g. 2.3e7.")
+        if td <= 0:
             raise ValueError(f"total_dose={total_dose!r}: allowed a finite dose > 0 Gy, e.g. 2.3e7")
         dwell = dwell_for_dose(td / n, pixel_size, **kw)
         dwell = _check_dwell(
@@ -202,7 +275,6 @@ def estimate_tomo(
         dwell = _check_dwell(dwell, "Give seconds, e.g. 3e-3 for 3 ms.")
     per = dose_per_projection(dwell, pixel_size, **kw)
     total = per * n
-    budget = default_dose_budget(pixel_size) if max_dose is None else float(max_dose)
     if total > budget * (1 + 1e-9):
         raise ValueError(
             f"the tomography would give {total:.3g} Gy ({n} x {per:.3g} Gy), over the dose budget of "
@@ -212,4 +284,4 @@ def estimate_tomo(
     velocity = float(microprobe.rotation.velocity.get()) or 1.0
     duration += (float(np.abs(np.diff(theta)).sum()) + abs(theta[0] - microprobe.rotation.position)) / velocity
     return TomoEstimate(tuple(float(t) for t in theta), float(dwell), shape, float(pixel_size), per, total,
-                        duration, order, float(angular_range))
+                        duration, order, angular_range)

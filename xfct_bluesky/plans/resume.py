@@ -22,6 +22,10 @@ def _missing_angles(resume, catalog, microprobe) -> tuple[dict, np.ndarray]:
     from ..storage.tiled import load_theta
 
     run = resume
+    if not isinstance(resume, str) and not hasattr(resume, "metadata"):
+        raise ValueError(f"resume={resume!r} is neither a run's uid nor a run; allowed: the uid string of the "
+                         "interrupted xfct_tomo run (with catalog=) or the run itself. Give resume='<uid>', "
+                         "catalog=cat or resume=cat['<uid>'] (xfct-bluesky ls lists the uids; a scan_id is not one)")
     if isinstance(resume, str):
         if catalog is None:
             raise ValueError(f"resume={resume!r} is a uid: give catalog= (e.g. the session's cat) to find it, "

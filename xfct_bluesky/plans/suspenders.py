@@ -11,20 +11,10 @@ never taken twice).
 
 from __future__ import annotations
 
-import math
-
 import bluesky.plan_stubs as bps
 from bluesky.suspenders import SuspendFloor
 
-
-def _number(name: str, value, fix: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = math.nan
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name}={value!r}: allowed a finite number >= 0. {fix}")
-    return v
+from ..physics._validate import non_negative
 
 
 def beam_loss_suspender(
@@ -69,13 +59,21 @@ def beam_loss_suspender(
         signal = getattr(microprobe, "beam_current", None)
         if signal is None:
             raise ValueError("this microprobe has no beam_current signal: pass signal= (ring current or I0)")
-    threshold = _number("threshold", threshold, "Give the current (or I0) below which the beam counts as lost.")
-    resume = threshold if resume_threshold is None else _number(
-        "resume_threshold", resume_threshold, "Give the level above which the beam counts as back.")
+    elif not all(callable(getattr(signal, attr, None)) for attr in ("get", "subscribe")):
+        raise ValueError(f"signal={signal!r}: allowed an ophyd Signal to watch (ring current or I0), e.g. "
+                         "signal=microprobe.beam_current; give the signal, not its value")
+    if not isinstance(tripped_message, str):
+        raise ValueError(f"tripped_message={tripped_message!r}: allowed a string, printed when the RunEngine "
+                         "suspends; e.g. tripped_message='beam dump'")
+    threshold = non_negative("threshold", threshold,
+                             fix="Give the current (or I0) below which the beam counts as lost, e.g. 10.")
+    resume = threshold if resume_threshold is None else non_negative(
+        "resume_threshold", resume_threshold, fix="Give the level above which the beam counts as back, e.g. 20.")
     if resume < threshold:
         raise ValueError(f"resume_threshold={resume!r} is below threshold={threshold!r}: allowed "
                          f">= threshold; raise it or lower threshold")
-    sleep = _number("sleep", sleep, "Give the seconds the beam must be back before resuming, e.g. 60.")
+    sleep = non_negative("sleep", sleep, unit=" s",
+                         fix="Give the seconds the beam must be back before resuming, e.g. 60.")
     shutter = microprobe.shutter
 
     def close():

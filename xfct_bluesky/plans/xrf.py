@@ -1,8 +1,11 @@
 """Bluesky plans for fly-scanned XRF maps and low-dose XRF tomography.
 
-Each plan checks its arguments when it is called (``ValueError`` naming the
-value, the allowed range and the fix), so a bad plan fails before any motor
-moves or any document is emitted. Inside, each is one run: stage positions
+Each plan is a plain function that checks every argument, ``md`` included,
+when it is called (``ValueError`` naming the value, the allowed range and
+the fix) and only then returns the plan's generator: a bad plan fails before
+any motor moves, any file is opened or any document is emitted, even before
+it reaches a RunEngine. Running it (``RE(plan)``) returns the run's uid, as
+the generator does. Inside, each is one run: stage positions
 in a ``baseline`` stream, maps in ``primary`` (one event per map), full
 spectra external in HDF5. Whatever happens, the shutter closes and the
 rotation stage returns to where it started (``finalize_wrapper``).
@@ -19,7 +22,9 @@ import bluesky.preprocessors as bpp
 import numpy as np
 from bluesky.utils import MsgGenerator
 
+from ..physics._validate import number
 from ..physics.dose import dose_per_projection
+from ._checks import check_md, plain
 from .acquire import DEFAULT_RETRIES, _acquire, _check_retry_options, _map_timeout
 from .planning import TomoEstimate, _check_dwell, estimate_tomo
 from .resume import _NOT_CARRIED, _missing_angles
@@ -86,6 +91,40 @@ def _baseline_devices(microprobe) -> list:
     return [microprobe.rotation, microprobe.zone_plate, microprobe.shutter]
 
 
+def _theta(microprobe, theta) -> float:
+    """A rotation angle (deg): a finite number within the stage's limits."""
+    theta = number("theta", theta, allowed="a finite angle in degrees", fix="Give the rotation angle, e.g. 45.")
+    microprobe.rotation.check_value(theta)
+    return theta
+
+
+def _start_md(microprobe, plan_name: str, plan_args: dict, plan_md: dict, md, *, carried: dict | None = None,
+              also_written: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The start document's metadata: what the plan records, what a resumed run carries over, then the
+    user's ``md``, checked (:func:`~._checks.check_md`): it may not set what the plan records."""
+    _md = _common_md(microprobe, plan_name, plan_args)
+    _md.update(plan_md)
+    user = check_md(md, plan=plan_name, written=[*_md, *also_written])
+    return plain({**_md, **(carried or {})}, "start") | user  # numpy values from a device become plain Python
+
+
+def _run(microprobe, md: dict[str, Any], field: tuple, body: MsgGenerator) -> MsgGenerator[str]:
+    """The one run of each plan here: configure the scanner to ``field`` (shape, pixel size, dwell), open the
+    shutter, run ``body``; whatever happens, close the shutter and return the stage. Returns the run's uid."""
+    scanner, rotation = microprobe.scanner, microprobe.rotation
+
+    @bpp.baseline_decorator(_baseline_devices(microprobe))
+    @bpp.stage_decorator([scanner])
+    @bpp.run_decorator(md=md)
+    def inner():
+        yield from bps.mv(microprobe.shutter, "open")
+        yield from body
+
+    start = rotation.position  # read when the plan runs, not when it is made
+    yield from _configure(scanner, *field)
+    return (yield from _with_cleanup(microprobe, inner(), start))
+
+
 def xrf_fly_map(
     microprobe,
     *,
@@ -112,11 +151,16 @@ def xrf_fly_map(
         Rotation angle (deg); default: where the stage is. The stage returns
         to its start afterwards.
     md : dict, optional
-        Metadata for the start document (e.g. ``sample``).
+        Metadata for the start document (e.g. ``sample``), checked at the
+        call: string keys, values JSON and Tiled store (numpy values are
+        converted), none of the keys the plan writes itself but ``sample``
+        (see :func:`~xfct_bluesky.plans._checks.check_md`).
 
     Returns
     -------
-    uid : str
+    plan : generator
+        The checked plan, to run with ``RE(...)``; it returns the run's uid
+        (and so does ``RE``).
 
     Examples
     --------
@@ -125,38 +169,26 @@ def xrf_fly_map(
     shape, pixel_size = microprobe.scanner.check_field(shape, pixel_size)
     dwell = _check_dwell(dwell, "Give seconds per pixel, e.g. 3e-3.")
     if theta is not None:
-        microprobe.rotation.check_value(theta)
+        theta = _theta(microprobe, theta)
+    scanner, rotation = microprobe.scanner, microprobe.rotation
     beam = microprobe.beam_parameters()
     dose = dose_per_projection(dwell, pixel_size, flux=beam["flux"], energy_kev=beam["energy_kev"])
-    _md = _common_md(
-        microprobe,
-        "xrf_fly_map",
+    _md = _start_md(
+        microprobe, "xrf_fly_map",
         {"microprobe": repr(microprobe), "shape": list(shape), "pixel_size": pixel_size, "dwell": dwell,
          "theta": theta},
+        {"shape": list(shape), "pixel_size": pixel_size, "dwell": dwell, "num_points": 1, "num_intervals": 0,
+         "dose_per_projection": dose, "total_dose": dose, "estimated_duration": scanner.map_duration(shape, dwell)},
+        md,
     )
-    _md.update(
-        shape=list(shape), pixel_size=pixel_size, dwell=dwell, num_points=1, num_intervals=0,
-        dose_per_projection=dose, total_dose=dose,
-        estimated_duration=microprobe.scanner.map_duration(shape, dwell),
-    )
-    _md.update(md or {})
-    scanner, rotation = microprobe.scanner, microprobe.rotation
+    timeout = _map_timeout(scanner, shape, dwell, None)
 
-    @bpp.baseline_decorator(_baseline_devices(microprobe))
-    @bpp.stage_decorator([scanner])
-    @bpp.run_decorator(md=_md)
-    def inner():
-        yield from bps.mv(microprobe.shutter, "open")
+    def body():
         if theta is not None:
             yield from bps.mv(rotation, theta)
-        yield from _acquire(scanner, rotation, _map_timeout(scanner, shape, dwell, None), DEFAULT_RETRIES)
+        yield from _acquire(scanner, rotation, timeout, DEFAULT_RETRIES)
 
-    def plan():
-        start = rotation.position
-        yield from _configure(scanner, shape, pixel_size, dwell)
-        return (yield from _with_cleanup(microprobe, inner(), start))
-
-    return (yield from plan())
+    return _run(microprobe, _md, (shape, pixel_size, dwell), body())
 
 
 def xfct_tomo(
@@ -217,10 +249,16 @@ def xfct_tomo(
     catalog : tiled container, optional
         Where to find ``resume`` when it is a uid (e.g. the session's ``cat``).
     md : dict, optional
+        Metadata for the start document (e.g. ``sample``), checked at the
+        call: string keys, values JSON and Tiled store (numpy values are
+        converted), none of the keys the plan writes itself but ``sample``
+        (see :func:`~xfct_bluesky.plans._checks.check_md`).
 
     Returns
     -------
-    uid : str
+    plan : generator
+        The checked plan, to run with ``RE(...)``; it returns the run's uid
+        (and so does ``RE``).
 
     See Also
     --------
@@ -239,8 +277,8 @@ def xfct_tomo(
     >>> RE(xfct_tomo(mp, shape=(64, 64), pixel_size=300e-9, n_angles=240, total_dose=2.3e7,
     ...              order="golden", md={"sample": "egg 3"}))
     """
-    _check_retry_options(detector_timeout, retries)
-    extra: dict[str, Any] = {}
+    detector_timeout, retries = _check_retry_options(detector_timeout, retries)
+    carried: dict[str, Any] = {}
     if resume is None and (shape is None or pixel_size is None):
         raise ValueError(f"shape={shape!r}, pixel_size={pixel_size!r}: both are required, e.g. shape=(64, 64), "
                          "pixel_size=300e-9 (only resume= takes them from an earlier run)")
@@ -252,58 +290,45 @@ def xfct_tomo(
                              f"{sorted(given)}: omit them")
         first, missing = _missing_angles(resume, catalog, microprobe)
         # the user's metadata (sample, proposal, ...) carries over; what this plan writes is written anew
-        extra = {k: v for k, v in first.items() if k not in _NOT_CARRIED}
-        extra.update(resumed_from=first["uid"], planned_angles=first["angles"],
-                     resumed_angles=[float(a) for a in missing])
+        carried = {k: v for k, v in first.items() if k not in _NOT_CARRIED}
+        carried.update(resumed_from=first["uid"], planned_angles=first["angles"],
+                       resumed_angles=[float(a) for a in missing])
         shape, pixel_size, dwell, angles = first["shape"], first["pixel_size"], first["dwell"], missing
         angular_range, order = first.get("angular_range", angular_range), first.get("order", order)
     est = estimate_tomo(microprobe, shape=shape, pixel_size=pixel_size, n_angles=n_angles, angles=angles,
-                        dwell=dwell, total_dose=total_dose, angular_range=angular_range, order=order,
+                        dwell=dwell, total_dose=total_dose, angular_range=angular_range,
+                        order="explicit" if resume is not None else order,  # the missing angles, as planned
                         max_dose=max_dose, min_angles=1 if resume is not None else 2)
     plan_args = {
-        "microprobe": repr(microprobe), "shape": list(est.shape), "pixel_size": pixel_size, "n_angles": n_angles,
-        "angles": None if angles is None else [float(a) for a in angles], "dwell": dwell,
-        "total_dose": total_dose, "angular_range": angular_range, "order": order, "max_dose": max_dose,
+        "microprobe": repr(microprobe), "shape": list(est.shape), "pixel_size": est.pixel_size,
+        "n_angles": None if n_angles is None else est.n_angles,
+        "angles": None if angles is None else list(est.angles),
+        "dwell": None if dwell is None else est.dwell, "total_dose": None if total_dose is None else float(total_dose),
+        "angular_range": est.angular_range, "order": order, "max_dose": None if max_dose is None else float(max_dose),
         "detector_timeout": detector_timeout, "retries": retries,
-        "resume": None if resume is None else extra["resumed_from"],
+        "resume": None if resume is None else carried["resumed_from"],
     }
-    timeout = _map_timeout(microprobe.scanner, est.shape, est.dwell, detector_timeout)
-    return (yield from _tomo(microprobe, est, "xfct_tomo", plan_args, {**extra, **(md or {})}, timeout, retries))
-
-
-def _tomo(microprobe, est: TomoEstimate, plan_name: str, plan_args: dict, md, timeout: float,
-          retries: int) -> MsgGenerator[str]:
-    scanner, rotation = microprobe.scanner, microprobe.rotation
-    _md = _common_md(microprobe, plan_name, plan_args)
-    _md.update(est.as_metadata())
-    _md.update(
-        num_points=est.n_angles,
-        num_intervals=est.n_angles - 1,
-        plan_pattern="array",
-        plan_pattern_module="numpy",
-        plan_pattern_args={"object": repr(rotation), "array": [float(a) for a in est.angles]},
+    rotation = microprobe.rotation
+    _md = _start_md(
+        microprobe, "xfct_tomo", plan_args,
+        {**est.as_metadata(), "num_points": est.n_angles, "num_intervals": est.n_angles - 1,
+         "plan_pattern": "array", "plan_pattern_module": "numpy",
+         "plan_pattern_args": {"object": repr(rotation), "array": list(est.angles)}},
+        md, carried=carried, also_written=("resumed_from", "planned_angles", "resumed_angles"),
     )
-    _md.update(md or {})
+    timeout = _map_timeout(microprobe.scanner, est.shape, est.dwell, detector_timeout)
+    return _run(microprobe, _md, (est.shape, est.pixel_size, est.dwell), _tomo(microprobe, est, timeout, retries))
 
-    @bpp.baseline_decorator(_baseline_devices(microprobe))
-    @bpp.stage_decorator([scanner])
-    @bpp.run_decorator(md=_md)
-    def inner():
-        yield from bps.mv(microprobe.shutter, "open")
-        for theta in est.angles:
-            # a pause or suspension rewinds to the last checkpoint: the projection in flight is
-            # repeated, and the one just saved is never taken twice
-            yield from bps.checkpoint()
-            yield from bps.mv(rotation, theta)
-            yield from _acquire(scanner, rotation, timeout, retries)
-            yield from bps.checkpoint()
 
-    def plan():
-        start = rotation.position
-        yield from _configure(scanner, est.shape, est.pixel_size, est.dwell)
-        return (yield from _with_cleanup(microprobe, inner(), start))
-
-    return (yield from plan())
+def _tomo(microprobe, est: TomoEstimate, timeout: float, retries: int) -> MsgGenerator:
+    """One projection per angle, a checkpoint before and after each."""
+    for theta in est.angles:
+        # a pause or suspension rewinds to the last checkpoint: the projection in flight is
+        # repeated, and the one just saved is never taken twice
+        yield from bps.checkpoint()
+        yield from bps.mv(microprobe.rotation, theta)
+        yield from _acquire(microprobe.scanner, microprobe.rotation, timeout, retries)
+        yield from bps.checkpoint()
 
 
 def dwell_pair_series(
@@ -333,50 +358,50 @@ def dwell_pair_series(
     pixel_size : float
         The paper used 300e-9 m.
     md : dict, optional
+        Metadata for the start document (e.g. ``sample``), checked at the
+        call: string keys, values JSON and Tiled store (numpy values are
+        converted), none of the keys the plan writes itself but ``sample``
+        (see :func:`~xfct_bluesky.plans._checks.check_md`).
 
     Returns
     -------
-    uid : str
+    plan : generator
+        The checked plan, to run with ``RE(...)``; it returns the run's uid
+        (and so does ``RE``).
     """
     shape, pixel_size = microprobe.scanner.check_field(shape, pixel_size)
-    dwells = [_check_dwell(d, "Give seconds per pixel, e.g. (3e-3, 30e-3).") for d in np.atleast_1d(dwells)]
-    if not dwells:
-        raise ValueError("dwells is empty; give at least one dwell in seconds, e.g. (3e-3, 30e-3)")
-    microprobe.rotation.check_value(theta)
+    fix = "Give seconds per pixel, e.g. dwells=(3e-3, 30e-3)."
+    if isinstance(dwells, str | bytes | Mapping) or isinstance(dwells, np.ndarray) and dwells.ndim > 1:
+        raise ValueError(f"dwells={dwells!r}: allowed a sequence of dwells in seconds per pixel. {fix}")
+    if not isinstance(dwells, Sequence | np.ndarray):
+        dwells = [dwells]  # one dwell; _check_dwell refuses what is not a number
+    if not len(dwells):
+        raise ValueError(f"dwells={dwells!r} is empty; allowed at least one dwell in seconds per pixel. {fix}")
+    dwells = [_check_dwell(d, fix, f"dwells[{i}]") for i, d in enumerate(dwells)]
+    theta = _theta(microprobe, theta)
     beam = microprobe.beam_parameters()
     per = [dose_per_projection(d, pixel_size, flux=beam["flux"], energy_kev=beam["energy_kev"]) for d in dwells]
     scanner, rotation = microprobe.scanner, microprobe.rotation
-    _md = _common_md(
-        microprobe,
-        "dwell_pair_series",
+    _md = _start_md(
+        microprobe, "dwell_pair_series",
         {"microprobe": repr(microprobe), "dwells": dwells, "theta": theta, "shape": list(shape),
          "pixel_size": pixel_size},
+        {"shape": list(shape), "pixel_size": pixel_size, "dwells": dwells, "theta": theta, "repeats": 2,
+         "num_points": 2 * len(dwells), "num_intervals": 2 * len(dwells) - 1,
+         "dose_per_projection": per, "total_dose": 2 * float(sum(per)),
+         "estimated_duration": 2 * sum(scanner.map_duration(shape, d) for d in dwells),
+         "hints": {"dimensions": [([scanner.map_dwell.name], "primary")]}},
+        md,
     )
-    _md.update(
-        shape=list(shape), pixel_size=pixel_size, dwells=dwells, theta=float(theta), repeats=2,
-        num_points=2 * len(dwells), num_intervals=2 * len(dwells) - 1,
-        dose_per_projection=per, total_dose=2 * float(sum(per)),
-        estimated_duration=2 * sum(scanner.map_duration(shape, d) for d in dwells),
-        hints={"dimensions": [([scanner.map_dwell.name], "primary")]},
-    )
-    _md.update(md or {})
+    timeouts = [_map_timeout(scanner, shape, d, None) for d in dwells]
 
-    @bpp.baseline_decorator(_baseline_devices(microprobe))
-    @bpp.stage_decorator([scanner])
-    @bpp.run_decorator(md=_md)
-    def inner():
-        yield from bps.mv(microprobe.shutter, "open")
+    def body():
         yield from bps.mv(rotation, theta)
-        for d in dwells:
+        for d, timeout in zip(dwells, timeouts, strict=True):
             yield from bps.mv(scanner.dwell, d)
             for _ in range(2):
                 yield from bps.checkpoint()
-                yield from _acquire(scanner, rotation, _map_timeout(scanner, shape, d, None), DEFAULT_RETRIES)
+                yield from _acquire(scanner, rotation, timeout, DEFAULT_RETRIES)
                 yield from bps.checkpoint()
 
-    def plan():
-        start = rotation.position
-        yield from _configure(scanner, shape, pixel_size, dwells[0])
-        return (yield from _with_cleanup(microprobe, inner(), start))
-
-    return (yield from plan())
+    return _run(microprobe, _md, (shape, pixel_size, dwells[0]), body())
