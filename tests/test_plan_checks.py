@@ -20,7 +20,13 @@ import numpy as np
 import pytest
 from bluesky import RunEngine
 
-from xfct_bluesky.plans import beam_loss_suspender, dwell_pair_series, estimate_tomo, xfct_tomo, xrf_fly_map
+from xfct_bluesky.plans import (
+    beam_loss_suspender,
+    dwell_pair_series,
+    estimate_tomo,
+    xfct_tomo,
+    xrf_fly_map,
+)
 from xfct_bluesky.plans.planning import MAX_ANGLES
 
 SHAPE = (12, 16)
@@ -238,3 +244,22 @@ def test_interlaced_angles_are_the_sequential_grid_for_every_n(n):
     from xfct_bluesky.plans import tomo_angles
 
     np.testing.assert_allclose(np.sort(tomo_angles(n, 180, "interlaced")), tomo_angles(n, 180, "sequential"))
+
+
+def test_the_session_run_engine_refuses_metadata_it_cannot_store(tmp_path, microprobe):
+    """``RE.md`` and ``RE(plan, **md)`` bypass the plans' own md= check: the session's md_validator catches them."""
+    from xfct_bluesky.plans import xrf_fly_map
+    from xfct_bluesky.session import make_run_engine
+
+    RE = make_run_engine(tmp_path)
+    seen = []
+    RE.subscribe(lambda name, doc: seen.append(name))
+    with pytest.raises(ValueError, match=r"md\['x'\]=\(1\+2j\) is complex"):
+        RE(xrf_fly_map(microprobe, shape=(16, 20), pixel_size=300e-9, dwell=1e-4), x=1 + 2j)
+    RE.md["operator"] = float("nan")  # the persistent metadata holds it; JSON and Tiled cannot
+    with pytest.raises(ValueError, match=r"md\['operator'\]=nan"):
+        RE(xrf_fly_map(microprobe, shape=(16, 20), pixel_size=300e-9, dwell=1e-4))
+    assert "start" not in seen
+    del RE.md["operator"]
+    (uid,) = RE(xrf_fly_map(microprobe, shape=(16, 20), pixel_size=300e-9, dwell=1e-4), operator="ada")
+    assert seen[0] == "start" and isinstance(uid, str)

@@ -32,8 +32,11 @@ def make_run_engine(data_dir: Path):
 
     md_dir = Path(data_dir) / "runengine-metadata"
     md_dir.mkdir(parents=True, exist_ok=True)
+    from .plans._checks import check_run_md
+
     RE = RunEngine()
     RE.md = PersistentDict(str(md_dir))
+    RE.md_validator = check_run_md  # metadata that cannot be stored is refused before the run starts
     return RE
 
 

@@ -70,6 +70,16 @@ def check_md(md: Any, *, plan: str, written: Iterable[str]) -> dict[str, Any]:
     return clean
 
 
+def check_run_md(md: Mapping[str, Any]) -> None:
+    """A RunEngine ``md_validator``: the metadata of every run (``RE.md``, ``RE(plan, **md)``, the plan's) can
+    be stored, else ValueError naming the key, before the start document is emitted.
+
+    The plans check their own ``md=`` when called (:func:`check_md`); this
+    catches what reaches the run another way. The session's RunEngine uses it.
+    """
+    _check_schema(plain(dict(md), "md"))
+
+
 def plain(value: Any, where: str) -> Any:
     """``value`` as plain Python that JSON holds exactly, or ValueError naming its place (``where[...]``)."""
     return _plain(value, where, ())
