@@ -263,3 +263,15 @@ def test_the_session_run_engine_refuses_metadata_it_cannot_store(tmp_path, micro
     del RE.md["operator"]
     (uid,) = RE(xrf_fly_map(microprobe, shape=(16, 20), pixel_size=300e-9, dwell=1e-4), operator="ada")
     assert seen[0] == "start" and isinstance(uid, str)
+
+
+@pytest.mark.parametrize("make", [
+    lambda mp: xrf_fly_map(mp, shape=(4, 4), pixel_size=300e-9, dwell=1e-4),
+    lambda mp: xfct_tomo(mp, shape=(2, 8), pixel_size=300e-9, n_angles=4, dwell=1e-4),
+    lambda mp: dwell_pair_series(mp, shape=(4, 4), pixel_size=300e-9),
+])
+def test_a_map_too_small_for_tiled_is_refused_when_the_plan_is_called(make, microprobe, tmp_path):
+    """Maps of 16 pixels or fewer go to TiledWriter's table, which cannot hold them: the run was lost at its stop."""
+    with pytest.raises(ValueError, match=r"pixels is too small to store; allowed: more than 16 pixels"):
+        make(microprobe)
+    assert not list(tmp_path.rglob("*.h5"))

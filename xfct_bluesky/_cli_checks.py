@@ -15,7 +15,6 @@ status 1) or on an embedded server over the data folder.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import shlex
 from collections.abc import Iterator
@@ -130,6 +129,7 @@ def _field(shape, seed, *, pixel_size: float = 300e-9, spectra: bool):
 # ---------------------------------------------------------------- commands ---
 def check_demo(args) -> None:
     """``demo``: the checks ``run_demo`` meets (its microprobe, ``xfct_tomo`` and TiledWriter), without running it."""
+    from .plans._checks import check_storable_shape
     from .plans.planning import estimate_tomo, tomo_angles
 
     _check_output(args, "demo")
@@ -139,17 +139,10 @@ def check_demo(args) -> None:
     shape = (args.size, args.size)
     with _option(_opt("--size", args.size)):
         mp = _field(shape, args.seed, spectra=True)
+        check_storable_shape(shape)
     with _option(f"{_opt('--total-dose', args.total_dose)} over {_opt('--n-angles', args.n_angles)}"):
         estimate_tomo(mp, shape=shape, pixel_size=300e-9, n_angles=args.n_angles, total_dose=args.total_dose,
                       order="golden")
-    # imported last (4 s; the demo imports it anyway)
-    from bluesky_tiled_plugins.writing.tiled_writer import MAX_ARRAY_SIZE
-
-    if args.size * args.size <= MAX_ARRAY_SIZE:
-        # TiledWriter keeps arrays this small in its table, which cannot hold 2D maps (the run is lost at its stop)
-        raise OptionError(f"--size {args.size}: a {args.size}x{args.size} map has {args.size ** 2} pixels; "
-                          f"allowed --size >= {math.isqrt(MAX_ARRAY_SIZE) + 1} (TiledWriter stores arrays of up to "
-                          f"{MAX_ARRAY_SIZE} elements in a table that cannot hold maps)")
 
 
 def check_serve(args) -> None:

@@ -70,6 +70,18 @@ def check_md(md: Any, *, plan: str, written: Iterable[str]) -> dict[str, Any]:
     return clean
 
 
+def check_storable_shape(shape: tuple[int, int]) -> None:
+    """Refuse a map too small for Tiled to store: TiledWriter keeps arrays of up to ``MAX_ARRAY_SIZE`` (16)
+    elements in its event table, which cannot hold 2D maps, and the run would be lost at its stop."""
+    from bluesky_tiled_plugins.writing.tiled_writer import MAX_ARRAY_SIZE
+
+    ny, nx = shape
+    if ny * nx <= MAX_ARRAY_SIZE:
+        raise ValueError(f"shape=({ny}, {nx}): a map of {ny * nx} pixels is too small to store; allowed: more than "
+                         f"{MAX_ARRAY_SIZE} pixels (TiledWriter keeps arrays of up to {MAX_ARRAY_SIZE} elements in a "
+                         "table that cannot hold maps, and the run would be lost), e.g. shape=(5, 5)")
+
+
 def check_run_md(md: Mapping[str, Any]) -> None:
     """A RunEngine ``md_validator``: the metadata of every run (``RE.md``, ``RE(plan, **md)``, the plan's) can
     be stored, else ValueError naming the key, before the start document is emitted.

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..physics._validate import integer, number, one_of, positive
 from ..physics.dose import dose_per_projection, dwell_for_dose
+from ._checks import check_storable_shape
 from .resume import ANGLE_TOLERANCE
 
 ORDERS = ("sequential", "interlaced", "golden")
@@ -251,6 +252,7 @@ def estimate_tomo(
         )
     # --- field
     shape, pixel_size = microprobe.scanner.check_field(shape, pixel_size)
+    check_storable_shape(shape)
     # --- dwell / dose
     if (dwell is None) == (total_dose is None):
         raise ValueError(

@@ -24,7 +24,7 @@ from bluesky.utils import MsgGenerator
 
 from ..physics._validate import number
 from ..physics.dose import dose_per_projection
-from ._checks import check_md, plain
+from ._checks import check_md, check_storable_shape, plain
 from .acquire import DEFAULT_RETRIES, _acquire, _check_retry_options, _map_timeout
 from .planning import TomoEstimate, _check_dwell, estimate_tomo
 from .resume import _NOT_CARRIED, _missing_angles
@@ -167,6 +167,7 @@ def xrf_fly_map(
     >>> RE(xrf_fly_map(mp, shape=(64, 64), pixel_size=300e-9, dwell=3e-3, md={"sample": "egg 3"}))
     """
     shape, pixel_size = microprobe.scanner.check_field(shape, pixel_size)
+    check_storable_shape(shape)
     dwell = _check_dwell(dwell, "Give seconds per pixel, e.g. 3e-3.")
     if theta is not None:
         theta = _theta(microprobe, theta)
@@ -370,6 +371,7 @@ def dwell_pair_series(
         (and so does ``RE``).
     """
     shape, pixel_size = microprobe.scanner.check_field(shape, pixel_size)
+    check_storable_shape(shape)
     fix = "Give seconds per pixel, e.g. dwells=(3e-3, 30e-3)."
     if isinstance(dwells, str | bytes | Mapping) or isinstance(dwells, np.ndarray) and dwells.ndim > 1:
         raise ValueError(f"dwells={dwells!r}: allowed a sequence of dwells in seconds per pixel. {fix}")
