@@ -80,7 +80,11 @@ def test_beam_loss_suspends_closes_the_shutter_and_repeats_the_projection(RE, do
     def beam_dump():
         mp.beam_current.put(0.05)  # mA: the beam is gone
         dump["t0"] = time.monotonic()
-        time.sleep(1.0)
+        # the beam stays away until the suspender has closed the shutter (at most 10 s on a loaded machine)
+        deadline = dump["t0"] + 10
+        while time.monotonic() < deadline and not any(v == "closed" and t >= dump["t0"] for t, v in shutter_log):
+            time.sleep(0.05)
+        time.sleep(0.2)
         mp.beam_current.put(100.0)
         dump["t1"] = time.monotonic()
 
