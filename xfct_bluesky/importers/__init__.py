@@ -21,10 +21,13 @@ dxchange :func:`read_dxchange` -> :class:`DXchangeFile`: Data Exchange HDF5
        (``/exchange``, tomopy): projections, flats, darks, theta (degrees),
        measurement and process values with units
 
-Next, in this package: readers for MAPS / XRF-Maps analysed HDF5 (``/MAPS``),
-PyXRF HDF5 (``xrfmap``) and DXchange (``/exchange``), and the mapping of what
-the readers return to bluesky documents (event-model ``compose_run``) stored
-in Tiled.
+runs   :func:`documents_from_file`: one file as the event-model documents of one
+       bluesky run (format detected from the content, every document
+       schema-validated; the start document's ``quantities`` maps the names of
+       :data:`QUANTITIES` to data keys); :func:`import_files`: files into a Tiled
+       runs container through a TiledWriter, files already there skipped, several
+       maps as one tomography with ``tomo=True``; the per-format field tables are
+       in ``_mapping``
 """
 
 from .dxchange import (
@@ -57,10 +60,21 @@ from .mda import (
     read_mda,
 )
 from .pyxrf import PyXRFFile, PyXRFFormatError, read_pyxrf, write_pyxrf
+from .runs import (
+    FORMATS,
+    QUANTITIES,
+    ImportFormatError,
+    ImportResult,
+    detect_format,
+    documents_from_file,
+    import_files,
+)
 
 __all__ = [
     "DEAD_TIME_FORMULA",
     "EXTRA_PV_TYPES",
+    "FORMATS",
+    "QUANTITIES",
     "DXValue",
     "DXchangeFile",
     "DXchangeFormatError",
@@ -69,6 +83,8 @@ __all__ = [
     "ExtraPV",
     "FlyXRF",
     "FlyXRFFormatError",
+    "ImportFormatError",
+    "ImportResult",
     "MAPSChannels",
     "MAPSExtraPV",
     "MAPSFile",
@@ -81,6 +97,9 @@ __all__ = [
     "PyXRFFormatError",
     "ScanDimension",
     "Trigger",
+    "detect_format",
+    "documents_from_file",
+    "import_files",
     "read_dxchange",
     "read_flyxrf",
     "read_maps_hdf5",
