@@ -114,3 +114,25 @@ def microprobe(tmp_path):
         hdf5_directory=tmp_path,
         runout=runout,
     )
+
+
+@pytest.fixture(scope="session")
+def shared_tiled(tmp_path_factory):
+    """One Tiled server for the suite (embedded, SQLite, HTTP on loopback): ``.data_dir``, ``.server``,
+    ``.client``, ``.catalog`` (the runs container).
+
+    A server costs 3-8 s to start; tests that only write runs and read them back by uid share this one.
+    Spectra the server must read go under ``.data_dir / "assets"``. Tests that need an empty catalog, a
+    server that goes down or a folder of their own start their own.
+    """
+    from types import SimpleNamespace
+
+    from tiled.client import from_uri
+
+    from xfct_bluesky.storage import embedded_server, runs_container
+
+    root = tmp_path_factory.mktemp("shared-tiled")
+    with embedded_server(root) as server:
+        client = from_uri(server.uri)
+        yield SimpleNamespace(data_dir=root, server=server, client=client, catalog=runs_container(client))
+        client.context.close()

@@ -27,16 +27,8 @@ KILL_AFTER = 4  # projections reported before the kill
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from tiled.client import from_uri
-
-    from xfct_bluesky.storage import embedded_server, runs_container
-
-    root = tmp_path_factory.mktemp("crash-data")
-    with embedded_server(root) as srv:
-        client = from_uri(srv.uri)
-        yield srv, runs_container(client), root
-        client.context.close()
+def server(shared_tiled):
+    return shared_tiled.server, shared_tiled.catalog, shared_tiled.data_dir
 
 
 def _acquire_and_kill(uri: str, root: Path) -> tuple[str, list[dict]]:

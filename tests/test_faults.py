@@ -182,18 +182,9 @@ def test_a_move_beyond_the_rotation_limits_is_refused_before_the_plan_starts(RE,
 
 # ---------------------------------------------------------------- resume an interrupted tomography
 @pytest.fixture
-def tiled_catalog(tmp_path):
-    """A Tiled server on loopback (embedded, SQLite) and its runs container."""
-    from tiled.client import from_uri
-
-    from xfct_bluesky.storage import embedded_server, runs_container
-
-    with embedded_server(tmp_path / "data") as server:
-        client = from_uri(server.uri)
-        try:
-            yield runs_container(client)
-        finally:
-            client.context.close()
+def tiled_catalog(shared_tiled):
+    """The suite's Tiled server on loopback (embedded, SQLite): its runs container."""
+    return shared_tiled.catalog
 
 
 def test_resume_takes_only_the_missing_angles_and_links_the_first_run(RE, docs, microprobe, monkeypatch,

@@ -34,11 +34,9 @@ from xfct_bluesky.importers import (
     write_pyxrf,
 )
 from xfct_bluesky.storage import (
-    embedded_server,
     load_spectra,
     load_theta,
     load_tomo,
-    runs_container,
 )
 
 DATA = Path(__file__).parent / "data" / "xrf-maps-2ide"
@@ -142,8 +140,8 @@ def write_tomo(path: Path, rng) -> dict:
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("import-data")
+def data_dir(shared_tiled):
+    return shared_tiled.data_dir
 
 
 @pytest.fixture(scope="module")
@@ -152,18 +150,8 @@ def assets(data_dir):
 
 
 @pytest.fixture(scope="module")
-def client(data_dir):
-    from tiled.client import from_uri
-
-    with embedded_server(data_dir) as server:
-        tiled_client = from_uri(server.uri)
-        yield tiled_client
-        tiled_client.context.close()
-
-
-@pytest.fixture(scope="module")
-def catalog(client):
-    return runs_container(client)
+def catalog(shared_tiled):
+    return shared_tiled.catalog
 
 
 @pytest.fixture(scope="module")

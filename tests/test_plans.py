@@ -17,7 +17,14 @@ from bluesky.simulators import summarize_plan
 from bluesky.utils import RunEngineInterrupted
 
 from xfct_bluesky.physics.dose import dose_per_projection
-from xfct_bluesky.plans import DetectorTimeout, dwell_pair_series, estimate_tomo, tomo_angles, xfct_tomo, xrf_fly_map
+from xfct_bluesky.plans import (
+    DetectorTimeout,
+    dwell_pair_series,
+    estimate_tomo,
+    tomo_angles,
+    xfct_tomo,
+    xrf_fly_map,
+)
 
 SHAPE = (12, 16)
 PIXEL = 300e-9
@@ -242,16 +249,8 @@ def test_summarize_plan(RE, microprobe, make):
 
 # ---------------------------------------------------------------------------- through Tiled
 @pytest.fixture(scope="module")
-def tiled_catalog(tmp_path_factory):
-    from tiled.client import from_uri
-
-    from xfct_bluesky.storage import embedded_server, runs_container
-
-    root = tmp_path_factory.mktemp("tiled")
-    with embedded_server(root) as server:
-        client = from_uri(server.uri)
-        yield root, runs_container(client)
-        client.context.close()
+def tiled_catalog(shared_tiled):
+    return shared_tiled.data_dir, shared_tiled.catalog
 
 
 def test_round_trip_through_tiled(RE, docs, tmp_path, tiled_catalog):
@@ -259,7 +258,12 @@ def test_round_trip_through_tiled(RE, docs, tmp_path, tiled_catalog):
 
     from xfct_bluesky.devices.sim import make_sim_microprobe
     from xfct_bluesky.physics import RunoutModel, small_cell
-    from xfct_bluesky.storage import load_spectra, load_tomo, make_tiled_writer, v1_broker
+    from xfct_bluesky.storage import (
+        load_spectra,
+        load_tomo,
+        make_tiled_writer,
+        v1_broker,
+    )
 
     root, cat = tiled_catalog
     mp = make_sim_microprobe(shape=SHAPE, seed=3, specimen=small_cell(5e-6), hdf5_directory=root / "assets",

@@ -100,17 +100,8 @@ def test_bad_input_is_refused(scan):
 
 # ------------------------------------------------------------------ live, Tiled, replay
 @pytest.fixture
-def catalog(tmp_path):
-    from tiled.client import from_uri
-
-    from xfct_bluesky.storage import embedded_server, runs_container
-
-    with embedded_server(tmp_path / "data") as server:
-        client = from_uri(server.uri)
-        try:
-            yield runs_container(client), tmp_path / "data"
-        finally:
-            client.context.close()
+def catalog(shared_tiled):
+    return shared_tiled.catalog, shared_tiled.data_dir
 
 
 def test_live_reconstruction_publishes_volumes_to_tiled_and_replays(microprobe, catalog):
@@ -132,7 +123,8 @@ def test_live_reconstruction_publishes_volumes_to_tiled_and_replays(microprobe, 
     assert live.errors == [] and alignment.errors == []
     assert live.preview is not None and live.preview.shape == (20, 20)  # the central slice shown live
 
-    (derived,) = cat.search(Key("start.plan_name") == "xfct_reconstruction").values()
+    (derived,) = cat.search(Key("start.plan_name") == "xfct_reconstruction").search(
+        Key("start.raw_uid") == uid).values()
     start = derived.metadata["start"]
     assert start["raw_uid"] == uid and start["alignment_source"] == "live dpc alignment"
     assert start["alignment_uid"] == alignment.results[uid]["derived_uid"]
