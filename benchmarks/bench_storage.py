@@ -110,8 +110,9 @@ def verify(tomo, mp, keeper: EventKeeper, n_angles: int) -> list[str]:
     problems = []
     prefix = f"{mp.scanner.name}_"
     expected_keys = {prefix + key for key in MAP_DTYPES}
-    if set(tomo.maps) != expected_keys:
-        problems.append(f"map keys differ: {sorted(set(tomo.maps) ^ expected_keys)}")
+    read_keys = {tomo.maps.data_key(name) for name in tomo.maps}  # the maps come by quantity name ("Zn")
+    if read_keys != expected_keys:
+        problems.append(f"map keys differ: {sorted(read_keys ^ expected_keys)}")
     if len(keeper.rows) != n_angles:
         problems.append(f"{len(keeper.rows)} primary events recorded, expected {n_angles}")
     for key, dtype in MAP_DTYPES.items():

@@ -177,7 +177,7 @@ def _assert_same_run(epics_docs, sim_docs, n_maps):
                       "stream_datum": n_maps, "stop": 1}
     assert [n for n, _ in epics_docs] == [n for n, _ in sim_docs]
     (e_start,), (s_start,) = _of(epics_docs, "start"), _of(sim_docs, "start")
-    for key in ("plan_name", "shape", "pixel_size", "dwell", "energy", "flux", "spot_size", "theta_key",
+    for key in ("plan_name", "shape", "pixel_size", "dwell", "energy", "flux", "spot_size", "theta_key", "quantities",
                 "detectors", "motors", "hints", "dose_per_projection", "total_dose", "estimated_duration",
                 "units", "angles", "num_points"):
         assert e_start.get(key) == s_start.get(key), key

@@ -44,7 +44,7 @@ if session == "first":
     uids += RE(ns["xfct_tomo"](mp, shape=(12, 16), pixel_size=300e-9, n_angles=4, dwell=1e-3))
     ns["live_reconstruction"].wait(60)  # it publishes the volumes from its worker thread
     tomo = ns["load_tomo"](cat[uids[-1]])
-    out["tomo"] = [int(tomo.theta.size), [list(a.shape) for k, a in tomo.maps.items() if k.endswith("_Zn")]]
+    out["tomo"] = [int(tomo.theta.size), [list(a.shape) for k, a in tomo.maps.items() if k == "Zn"]]
     out["search"] = list(cat.search(Key("start.plan_name") == "xfct_tomo"))
     derived = cat.search(Key("start.plan_name") == "dpc_alignment")
     out["derived"] = [[r.metadata["start"]["raw_uid"], int(r["primary"]["dx"].read().size)]

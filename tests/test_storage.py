@@ -405,21 +405,6 @@ def test_load_tomo_prefers_the_start_documents_theta_key(RE, catalog, device_cla
     np.testing.assert_allclose(explicit.theta, [1.0, 2.0])
 
 
-def test_choose_theta_key_order(caplog):
-    from xfct_bluesky.storage.tiled import _choose_theta_key
-
-    keys = {"theta": {"shape": []}, "mp_rotation": {"shape": []}, "det_fe": {"shape": [NY, NX]}}
-    assert _choose_theta_key(keys, None, {"theta_key": "mp_rotation"}) == "mp_rotation"
-    assert _choose_theta_key(keys, "theta", {"theta_key": "mp_rotation"}) == "theta"
-    assert _choose_theta_key(keys, None, {}) == "theta"
-    # A recorded key that this stream does not have: warn, then guess.
-    with caplog.at_level("WARNING", logger="xfct_bluesky.storage.reading"):
-        assert _choose_theta_key(keys, None, {"theta_key": "gone"}) == "theta"
-    assert "theta_key='gone'" in caplog.text
-    with pytest.raises(KeyError, match="Several candidate"):
-        _choose_theta_key({"a_rotation": {}, "b_rotation": {}}, None, {"theta_key": "gone"})
-
-
 def test_is_loopback():
     from xfct_bluesky.storage.tiled import _is_loopback
 

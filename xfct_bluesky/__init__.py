@@ -8,6 +8,9 @@ plans     Bluesky plans (fly maps, many-angle low-dose tomography, the dwell exp
 callbacks live analysis callbacks (alignment, reconstruction, plots)
 analysis  pure-numpy analysis kernels (DPC, registration, alignment, tomography)
 storage   Tiled storage (embedded server, TiledWriter, readers) and HDF5 writers
+
+quantities (a module) names what a run's data keys hold ({"Zn": "microprobe_scanner_Zn", ...}, in the
+start document's ``quantities``) and resolves those names, the rotation angle's included
 """
 
 __version__ = "0.1.0"

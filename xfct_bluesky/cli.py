@@ -75,7 +75,7 @@ or from Python:
   with embedded_server("{res.data_dir}") as server:
       cat = runs_container(from_uri(server.uri))
       run = cat["{res.uid}"]
-      tomo = load_tomo(run)            # tomo.theta, tomo.maps[...] as (n_angles, ny, nx)
+      tomo = load_tomo(run)            # tomo.theta, tomo.maps["Zn"] as (n_angles, ny, nx)
       cat.search(Key("start.plan_name") == "xfct_tomo")
 """)
     return 0

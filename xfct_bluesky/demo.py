@@ -41,14 +41,7 @@ def overview_figure(tomo, path: Path, *, title: str = "", shifts=None, truth=Non
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    def find(suffix):
-        for key, arr in tomo.maps.items():
-            if key.endswith(suffix):
-                return arr
-        raise KeyError(suffix)
-
-    dpc = find("dpc_diag")
-    zn = find("_Zn")
+    dpc, zn = tomo.maps["dpc_diag"], tomo.maps["Zn"]  # load_tomo resolves the quantities to data keys
     order = np.argsort(tomo.theta)
     row = dpc.shape[1] // 2
     ncol = 4 + (shifts is not None) + (volume is not None)

@@ -137,7 +137,7 @@ def _acquire(n_angles, dwell, *, size, rows, seed, cell_diameter):
     def keep(name, doc):
         if name == "start":
             starts.append(doc)
-        elif name == "event" and doc["data"].get(f"{mp.scanner.name}_Zn") is not None:
+        elif name == "event" and doc["data"].get(starts[-1]["quantities"]["Zn"]) is not None:
             events.append(doc["data"])
 
     RE = RunEngine({})

@@ -342,13 +342,18 @@ def publish(rec: Reconstruction, emit: Callable[[str, dict], object], *, extra_m
 
     One event in the ``primary`` stream holds every volume (n_rows, n_cols,
     n_cols) float32; a ``shifts`` stream holds theta, dy and dx per projection.
+    The start document's ``quantities`` names the element volumes (``"Zn"``)
+    and ``theta`` (in ``shifts``).
     """
     from event_model import compose_run
+
+    from .quantities import is_quantity
 
     md = {
         "plan_name": "xfct_reconstruction", "raw_uid": rec.raw_uid, "algorithm": rec.algorithm,
         "iterations": rec.iterations, "subsets": rec.subsets, "align": rec.align, "center": rec.center,
         "volumes": sorted(rec.volumes), "purpose": "reconstructed volumes of a tomography (derived run)",
+        "quantities": {**{name: name for name in rec.volumes if is_quantity(name)}, "theta": "theta"},
         **rec.metadata, **(extra_md or {}),
     }
     if rec.excluded:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..quantities import CHEMICAL_SYMBOLS
 from .consistency import background, cut_by_field, informativeness
 
 #: Channel kinds: how a map relates to the specimen.
@@ -31,18 +32,12 @@ KINDS = ("counts", "absorption", "transmission", "dpc_y", "derivative", "unknown
 #: Names (endings) of maps that are not channels of their own.
 AUXILIARY = ("i0", "live_time", "q1", "q2", "q3", "q4", "sum")
 _ELEMENT = re.compile(r"(?:^|_)([A-Z][a-z]?)(?:_[KLM]\w*)?$")
-#: The chemical symbols an element map's name may end with.
-_SYMBOLS = frozenset((
-    "H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br Kr "
-    "Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb "
-    "Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu Am Cm Bk Cf Es Fm Md No Lr"
-).split())
 
 
 def is_element_key(key: str) -> bool:
     """A map name that ends in a chemical symbol, alone or after ``_`` (``microprobe_scanner_Zn``, ``Fe_K``)."""
     match = _ELEMENT.search(key)
-    return bool(match) and match.group(1) in _SYMBOLS
+    return bool(match) and match.group(1) in CHEMICAL_SYMBOLS
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ import logging
 
 from event_model import DocumentRouter
 
+from ..quantities import theta_key
+
 logger = logging.getLogger(__name__)
 
 
@@ -30,9 +32,10 @@ class SafeDocumentRouter(DocumentRouter):
 
 
 def theta_key_of(start: dict | None, data_keys: dict) -> str | None:
-    """The rotation angle's data key: the start document's ``theta_key``, else the scalar ``*rotation`` key."""
-    theta_key = (start or {}).get("theta_key")
-    if theta_key in data_keys:
-        return theta_key
-    candidates = [k for k, v in data_keys.items() if k.endswith("rotation") and not v.get("shape")]
-    return candidates[0] if candidates else None
+    """The rotation angle's data key, found as :func:`~xfct_bluesky.storage.load_tomo` finds it
+    (:func:`xfct_bluesky.quantities.theta_key`); None, with a warning saying why, when there is none."""
+    try:
+        return theta_key(data_keys, start)
+    except KeyError as err:
+        logger.warning("%s", err.args[0])
+        return None

@@ -39,11 +39,13 @@ from ..analysis.align import METHODS, AlignmentWarning, align_projections, align
 from ..analysis.channels import is_element_key
 from ..analysis.pairwise import _solve
 from ..analysis.registration import is_blank, register
+from ..quantities import CHEMICAL_SYMBOLS, quantities_of
 from ._base import SafeDocumentRouter, theta_key_of
 
 logger = logging.getLogger(__name__)
 
-#: Endings of the 2D data keys kept for the final alignment (besides the aligned field and the element maps).
+#: Quantities (or, for a key without a quantity name, endings) of the 2D data keys kept for the final
+#: alignment, besides the aligned field and the element maps.
 MAP_ENDINGS = ("dpc_diag", "dpc_x", "dpc_y", "transmission", "i0", "live_time")
 #: The kept maps stop growing beyond this (bytes): then only the aligned field is kept.
 MAX_MAP_BYTES = 2 * 1024**3
@@ -124,7 +126,8 @@ class LiveDPCAlignment(SafeDocumentRouter):
         Receives the derived run's documents, e.g. the session's TiledWriter,
         so the shifts are stored in Tiled beside the raw run.
     field : str
-        Suffix of the data key to align on (``"dpc_diag"``, ``"dpc_x"``, ``"Zn"``).
+        Quantity to align on (``"dpc_diag"``, ``"dpc_x"``, ``"Zn"``: the run's
+        ``quantities`` name its data key), or the ending of a data key.
     upsample : int
         Registration precision 1/upsample px.
     neighbours : int
@@ -168,8 +171,9 @@ class LiveDPCAlignment(SafeDocumentRouter):
         self._est: _Estimator | None = None
         self._start: dict | None = None
         self._primary: set[str] = set()
-        self._keys: tuple[str, str] | None = None
+        self._keys: tuple[str, str] | None = None  # data keys of theta and of the field
         self._map_keys: tuple[str, ...] = ()
+        self._names: dict[str, str] = {}  # data key -> the name its map is kept under (its quantity name)
         self._maps: list[dict[str, np.ndarray]] = []  # per projection received: the maps of the final alignment
         self._map_bytes = 0
         self._field_only = False
@@ -196,6 +200,7 @@ class LiveDPCAlignment(SafeDocumentRouter):
         self._primary.clear()
         self._keys = None
         self._map_keys = ()
+        self._names = {}
         self._maps = []
         self._map_bytes = 0
         self._field_only = False
@@ -209,12 +214,19 @@ class LiveDPCAlignment(SafeDocumentRouter):
             return
         self._primary.add(doc["uid"])
         keys = doc["data_keys"]
-        image = [k for k, v in keys.items() if k.endswith(self.field) and len(v.get("shape") or []) == 2]
+        maps = [k for k, v in keys.items() if len(v.get("shape") or []) == 2]
+        named = quantities_of(keys, self._start)
+        self._names = {key: key for key in maps}
+        for name, key in reversed(named.items()):  # a map is kept under its (first) quantity name
+            if key in self._names:
+                self._names[key] = name
+        image = [named[self.field]] if named.get(self.field) in maps else [k for k in maps if k.endswith(self.field)]
         theta_key = theta_key_of(self._start, keys)
         if image and theta_key:
             self._keys = (theta_key, image[0])
-            self._map_keys = tuple(k for k, v in keys.items() if k != image[0] and len(v.get("shape") or []) == 2
-                                   and (k.endswith(MAP_ENDINGS) or is_element_key(k)))
+            self._map_keys = tuple(k for k in maps if k != image[0] and (
+                self._names[k] in MAP_ENDINGS or self._names[k] in CHEMICAL_SYMBOLS
+                or k.endswith(MAP_ENDINGS) or is_element_key(k)))
         else:
             logger.warning("LiveDPCAlignment: no %r map or rotation key in stream 'primary'", self.field)
 
@@ -223,8 +235,8 @@ class LiveDPCAlignment(SafeDocumentRouter):
             theta_key, image_key = self._keys
             data = doc["data"]
             image = np.asarray(data[image_key])
-            maps = {image_key: image}
-            maps.update((k, np.asarray(data[k])) for k in self._map_keys if k in data)
+            maps = {self._names[image_key]: image}
+            maps.update((self._names[k], np.asarray(data[k])) for k in self._map_keys if k in data)
             self._queue.put((float(data[theta_key]), image, maps))
 
     def event_page(self, doc):
@@ -246,7 +258,7 @@ class LiveDPCAlignment(SafeDocumentRouter):
 
     def _final(self, theta) -> tuple[np.ndarray, dict]:
         """(final shifts, JSON-ready summary): align_projections on the kept maps, else the live estimate."""
-        image_key = self._keys[1] if self._keys else self.field
+        image_key = self._names[self._keys[1]] if self._keys else self.field
         names = [k for k in self._maps[0] if all(k in m for m in self._maps)] if self._maps else []
         try:
             if len(self._maps) != len(theta) or image_key not in names:
@@ -299,7 +311,7 @@ class LiveDPCAlignment(SafeDocumentRouter):
 
     def _keep(self, maps: dict[str, np.ndarray]) -> None:
         """Keep one projection's maps for the final alignment: all of them while under MAX_MAP_BYTES, else the field."""
-        image_key = self._keys[1]
+        image_key = self._names[self._keys[1]]
         if not self._field_only and self._map_bytes + sum(m.nbytes for m in maps.values()) > MAX_MAP_BYTES:
             logger.warning("LiveDPCAlignment: the maps kept would exceed %.1f GB: the final alignment uses %s only",
                            MAX_MAP_BYTES / 1024**3, image_key)
@@ -328,7 +340,7 @@ class LiveDPCAlignment(SafeDocumentRouter):
 
     def _publish(self, raw_uid, theta, shifts, summary) -> str:
         bundle = compose_run(metadata={
-            "plan_name": "dpc_alignment", "raw_uid": raw_uid, "field": self.field,
+            "plan_name": "dpc_alignment", "raw_uid": raw_uid, "field": self.field, "quantities": {"theta": "theta"},
             "sample": self._start.get("sample"), "upsample": self.upsample, "alignment": summary,
             "purpose": "DPC alignment shifts of a tomography (shift moves each projection onto the axis)",
         })

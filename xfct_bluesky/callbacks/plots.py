@@ -9,6 +9,8 @@ import numpy as np
 from bluesky.callbacks.core import make_class_safe
 from event_model import DocumentRouter
 
+from ..quantities import quantities_of, theta_key
+
 logger = logging.getLogger(__name__)
 
 
@@ -19,8 +21,9 @@ class LiveMaps(DocumentRouter):
     Parameters
     ----------
     fields : sequence of str
-        Suffixes of the data keys to show (``"dpc_diag"`` matches
-        ``microprobe_scanner_dpc_diag``); default DPC diagonal and Zn.
+        Quantities to show (the run's ``quantities`` name their data keys), or
+        endings of data keys (``"dpc_diag"`` matches ``microprobe_scanner_dpc_diag``);
+        default DPC diagonal and Zn.
     fig : matplotlib Figure, optional
         Default: a new figure.
     """
@@ -33,10 +36,12 @@ class LiveMaps(DocumentRouter):
         self._images = {}
         self._keys: dict[str, str] = {}
         self._primary: set[str] = set()
+        self._start = None
         self._theta_key = None
 
     def start(self, doc):
-        self._theta_key = doc.get("theta_key")
+        self._start = doc
+        self._theta_key = None
         self._primary.clear()
 
     def descriptor(self, doc):
@@ -44,11 +49,17 @@ class LiveMaps(DocumentRouter):
             return
         self._primary.add(doc["uid"])
         self._keys = {}
+        keys = doc["data_keys"]
+        maps = [k for k, v in keys.items() if len(v.get("shape") or []) == 2 and not v.get("external")]
+        named = quantities_of(keys, self._start)
         for field in self.fields:
-            matches = [k for k, v in doc["data_keys"].items()
-                       if k.endswith(field) and len(v.get("shape") or []) == 2 and not v.get("external")]
-            if matches:
-                self._keys[field] = matches[0]
+            key = named[field] if named.get(field) in maps else next((k for k in maps if k.endswith(field)), None)
+            if key is not None:
+                self._keys[field] = key
+        try:
+            self._theta_key = theta_key(keys, self._start)
+        except KeyError:  # no rotation angle: the titles go without it
+            self._theta_key = None
         if self._keys:
             self._setup()
 

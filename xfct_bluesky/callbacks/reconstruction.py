@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from event_model import unpack_event_page
 
+from ..quantities import quantities_of
 from ._base import SafeDocumentRouter, theta_key_of
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,8 @@ class LiveReconstruction(SafeDocumentRouter):
     emit : callable(name, doc), optional
         Receives the derived run's documents (e.g. the session's TiledWriter).
     elements : sequence of str
-        Elements to reconstruct (map keys ending in ``_<element>``).
+        Elements to reconstruct: their symbols, which the run's ``quantities``
+        resolve to data keys (or the endings ``_<element>`` of data keys).
     alignment : LiveDPCAlignment, optional
         Its shifts are used live and, if it has finished the same run, at the
         end (subscribe it before this callback); otherwise the run is aligned
@@ -116,7 +118,9 @@ class LiveReconstruction(SafeDocumentRouter):
         keys = doc["data_keys"]
         maps = {k for k, v in keys.items() if len(v.get("shape") or []) == 2 and not v.get("external")}
         wanted = [*self.elements, "dpc_x", "dpc_y", "dpc_diag"]
-        self._keys = {w: k for w in wanted for k in sorted(maps) if k.endswith("_" + w) or k == w}
+        named = quantities_of(keys, self._start)
+        self._keys = {w: k for w in wanted for k in sorted(maps) if k.endswith("_" + w) or k == w}  # by ending
+        self._keys.update((w, named[w]) for w in wanted if named.get(w) in maps)  # by name, where the run has it
         theta_key = theta_key_of(self._start, keys)
         self._theta_key = theta_key
         missing = [e for e in self.elements if e not in self._keys]

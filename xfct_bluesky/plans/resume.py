@@ -9,7 +9,7 @@ _NOT_CARRIED = frozenset({
     "uid", "time", "scan_id", "versions", "plan_name", "plan_args", "plan_type", "plan_pattern",
     "plan_pattern_module", "plan_pattern_args", "num_points", "num_intervals", "detectors", "motors", "hints",
     "angles", "n_angles", "total_dose", "estimated_duration", "dose_per_projection", "simulation", "theta_key",
-    "energy", "flux", "spot_size", "units", "resumed_from", "planned_angles", "resumed_angles",
+    "quantities", "energy", "flux", "spot_size", "units", "resumed_from", "planned_angles", "resumed_angles",
 })
 
 
@@ -19,6 +19,7 @@ ANGLE_TOLERANCE = 1e-3
 
 def _missing_angles(resume, catalog, microprobe) -> tuple[dict, np.ndarray]:
     """The interrupted run's start document and the planned angles it lacks (in planned order)."""
+    from ..quantities import recorded_theta_key
     from ..storage.tiled import load_theta
 
     run = resume
@@ -40,14 +41,15 @@ def _missing_angles(resume, catalog, microprobe) -> tuple[dict, np.ndarray]:
         raise ValueError(f"resume: run {start.get('uid', resume)!r} is a {start.get('plan_name')!r} run, not an "
                          "xfct_tomo; only a tomography can be resumed")
     planned = np.asarray(start["angles"], dtype=float)
-    acquired = load_theta(run, start.get("theta_key"))
+    acquired = load_theta(run)  # the rotation angle as load_tomo finds it
     done = np.zeros(planned.size, bool)
     if acquired.size:
         done = np.abs(planned[:, None] - acquired[None, :]).min(axis=1) <= ANGLE_TOLERANCE
     missing = planned[~done]
     if missing.size == 0:
         raise ValueError(f"resume: run {start['uid']!r} already has all {planned.size} angles; nothing to resume")
-    if start.get("theta_key") not in (None, microprobe.rotation.name):
-        raise ValueError(f"resume: run {start['uid']!r} was taken with rotation {start['theta_key']!r}, this "
+    rotation = recorded_theta_key(start)
+    if rotation not in (None, microprobe.rotation.name):
+        raise ValueError(f"resume: run {start['uid']!r} was taken with rotation {rotation!r}, this "
                          f"microprobe's is {microprobe.rotation.name!r}; resume with the same hardware")
     return start, missing

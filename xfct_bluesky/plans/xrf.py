@@ -24,6 +24,7 @@ from bluesky.utils import MsgGenerator
 
 from ..physics._validate import number
 from ..physics.dose import dose_per_projection
+from ..quantities import is_quantity
 from ._checks import check_md, check_storable_shape, plain
 from .acquire import DEFAULT_RETRIES, _acquire, _check_retry_options, _map_timeout
 from .planning import TomoEstimate, _check_dwell, estimate_tomo
@@ -47,6 +48,14 @@ UNITS = {
 }
 
 
+def _quantities(microprobe) -> dict[str, str]:
+    """{quantity name: data key} of the run (:mod:`xfct_bluesky.quantities`): the rotation angle, and each
+    map the scanner reads, by its component's name (``Zn`` -> ``microprobe_scanner_Zn``)."""
+    scanner = microprobe.scanner
+    maps = {attr: getattr(scanner, attr).name for attr in scanner.read_attrs if is_quantity(attr)}
+    return {"theta": microprobe.rotation.name, **maps}
+
+
 def _common_md(microprobe, plan_name: str, plan_args: dict) -> dict[str, Any]:
     beam = microprobe.beam_parameters()
     md: dict[str, Any] = {
@@ -55,6 +64,7 @@ def _common_md(microprobe, plan_name: str, plan_args: dict) -> dict[str, Any]:
         "detectors": [microprobe.scanner.name],
         "motors": [microprobe.rotation.name],
         "theta_key": microprobe.rotation.name,
+        "quantities": _quantities(microprobe),
         "energy": beam["energy_kev"],
         "flux": beam["flux"],
         "spot_size": list(beam["spot_fwhm"]),
@@ -269,9 +279,11 @@ def xfct_tomo(
     -----
     The ``primary`` stream holds, per projection, the rotation readback
     (``theta_key`` in the start document) and every map of the scanner; the
-    start document records energy, flux, spot size, pixel size, dwell, angles,
-    dose per projection and in total, the estimated duration, the sample and,
-    in simulation, the seed.
+    start document names the data key of each (``quantities``:
+    ``{"theta": ..., "Zn": ..., "dpc_diag": ...}``, read back as
+    ``load_tomo(run).maps["Zn"]``) and records energy, flux, spot size, pixel
+    size, dwell, angles, dose per projection and in total, the estimated
+    duration, the sample and, in simulation, the seed.
 
     Examples
     --------

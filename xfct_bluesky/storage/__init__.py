@@ -10,14 +10,14 @@ writing :func:`make_tiled_writer` (with a JSON Lines backup), :func:`read_backup
         :func:`replay_backup`, :func:`replay_directory`
 journal :class:`RunJournal`, :class:`JournaledWriter` (each document on disk before Tiled sees
         it), :func:`recover_journal` (runs whose process died, into Tiled)
-reading :func:`load_tomo`, :func:`load_theta`, :func:`load_spectra`, :func:`v1_broker`
+reading :func:`load_tomo` (a :class:`TomoData`, its :class:`Maps` by quantity name), :func:`load_theta`, :func:`load_spectra`, :func:`v1_broker`
 tiled   all of the above under one name (older imports)
 """
 
 from .folder import DataFolderError, default_data_dir
 from .hdf5 import HDF5_MIMETYPE, StreamHDF5Writer
 from .journal import JournaledWriter, RunJournal, recover_journal
-from .reading import TomoData, load_spectra, load_theta, load_tomo, v1_broker
+from .reading import Maps, TomoData, load_spectra, load_theta, load_tomo, v1_broker
 from .server import embedded_server, runs_container
 from .writing import make_tiled_writer, read_backup, replay_backup, replay_directory
 
@@ -25,6 +25,7 @@ __all__ = [
     "DataFolderError",
     "HDF5_MIMETYPE",
     "JournaledWriter",
+    "Maps",
     "RunJournal",
     "StreamHDF5Writer",
     "TomoData",

@@ -1,23 +1,80 @@
 """Reading stored runs back as numpy arrays for the analysis code.
 
 :func:`load_tomo` (theta and every 2D map of a tomography, fast on
-loopback), :func:`load_theta`, :func:`load_spectra` (external HDF5 data
-through Tiled) and :func:`v1_broker` (databroker's v1 view for legacy code).
+loopback, each map under its quantity name: :class:`Maps`),
+:func:`load_theta`, :func:`load_spectra` (external HDF5 data through Tiled)
+and :func:`v1_broker` (databroker's v1 view for legacy code).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ..quantities import quantities_of
+from ..quantities import theta_key as resolve_theta_key
 from ._fetch import _check_local_files, _read_key, _read_stream_keys, _stream_parts
 
 logger = logging.getLogger(__name__)
 
 _DEFAULT_STREAM = "primary"
+
+
+class Maps(Mapping[str, np.ndarray]):
+    """The maps of a run, each under its quantity name, and still under its data key.
+
+    ``maps["Zn"]`` and ``maps["microprobe_scanner_Zn"]`` are the same array
+    (the name resolved by the start document's ``quantities``, see
+    :mod:`xfct_bluesky.quantities`). Iterating yields each map once: under its
+    quantity name where it has one, else under its data key, in the order of
+    the data keys; ``len`` counts the maps.
+
+    Parameters
+    ----------
+    arrays : mapping of str to numpy.ndarray
+        The maps by data key.
+    names : mapping of str to str
+        ``{quantity name: data key}``; an entry whose data key is not in
+        ``arrays``, or whose name is the data key of another map, is ignored.
+    """
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], names: Mapping[str, str] | None = None):
+        self._arrays = dict(arrays)
+        self._names = {name: key for name, key in (names or {}).items()
+                       if key in self._arrays and (name == key or name not in self._arrays)}
+        label = {key: key for key in self._arrays}
+        for name, key in reversed(list(self._names.items())):  # the first name given to a key wins
+            label[key] = name
+        self._labels = [label[key] for key in self._arrays]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        key = self._names.get(name, name)
+        try:
+            return self._arrays[key]
+        except KeyError:
+            raise KeyError(f"no map {name!r}; the maps are {self._labels}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._labels)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    def data_key(self, name: str) -> str:
+        """The data key of the map ``name`` (a quantity name or a data key)."""
+        key = self._names.get(name, name)
+        if key not in self._arrays:
+            raise KeyError(f"no map {name!r}; the maps are {self._labels}")
+        return key
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{label!r}: {tuple(arr.shape)}" for label, arr in zip(self, self._arrays.values(),
+                                                                                 strict=True))
+        return f"Maps({{{shapes}}})"
 
 
 @dataclass
@@ -29,22 +86,31 @@ class TomoData:
     theta : numpy.ndarray
         Rotation angle of each projection, shape ``(n_angles,)``, in the units
         recorded (degrees for this package's rotation stages).
-    maps : dict of str to numpy.ndarray
+    maps : Maps
         Each 2D-per-event data key of the stream, as an
-        ``(n_angles, ny, nx)`` array in event order, dtype as recorded.
+        ``(n_angles, ny, nx)`` array in event order, dtype as recorded, under
+        its quantity name (``maps["Zn"]``, ``maps["dpc_diag"]``) and its data
+        key (``maps["microprobe_scanner_Zn"]``); iterating yields each map
+        once, by its quantity name where it has one.
     metadata : dict
         The run's start document.
     uid : str
         The run's uid.
     theta_key : str
         The data key theta was read from.
+    quantities : dict of str to str
+        ``{quantity name: data key}`` as resolved for this run: ``"theta"``
+        and every map that has a name (the start document's ``quantities``,
+        or for older runs the names read off the data keys, see
+        :func:`xfct_bluesky.quantities.quantities_of`).
     """
 
     theta: np.ndarray
-    maps: dict[str, np.ndarray]
+    maps: Maps
     metadata: dict[str, Any]
     uid: str
     theta_key: str = "theta"
+    quantities: dict[str, str] = field(default_factory=dict)
 
 
 def _stream(run: Any, stream: str) -> Any:
@@ -63,37 +129,6 @@ def _data_keys(stream_node: Any) -> dict[str, dict[str, Any]]:
             "bluesky_tiled_plugins.TiledWriter."
         )
     return dict(data_keys)
-
-
-def _choose_theta_key(
-    data_keys: dict[str, dict[str, Any]], theta_key: str | None, start: dict[str, Any] | None = None
-) -> str:
-    """The data key of the rotation angle: the argument, the start document's, then a guess."""
-    if theta_key is not None:
-        if theta_key not in data_keys:
-            raise KeyError(f"theta_key={theta_key!r} is not a data key of the stream; keys: {sorted(data_keys)}.")
-        return theta_key
-    recorded = (start or {}).get("theta_key")
-    if isinstance(recorded, str) and recorded:
-        if recorded in data_keys:
-            return recorded
-        logger.warning(
-            "The start document names theta_key=%r, which is not a data key of this stream; "
-            "looking for 'theta' or a '*rotation' key instead.",
-            recorded,
-        )
-    if "theta" in data_keys:
-        return "theta"
-    candidates = sorted(k for k, v in data_keys.items() if k.endswith("rotation") and not v.get("shape"))
-    if len(candidates) == 1:
-        return candidates[0]
-    if not candidates:
-        raise KeyError(
-            f"No rotation angle in the stream: no 'theta' and no scalar key ending in 'rotation' "
-            f"among {sorted(data_keys)}; pass theta_key=..."
-        )
-    raise KeyError(f"Several candidate rotation keys {candidates}; pass theta_key=... to choose one.")
-
 
 
 def _interrupted(run: Any, stream: str) -> ValueError | None:
@@ -124,10 +159,11 @@ def load_tomo(
         A run written by TiledWriter, e.g. ``cat[-1]`` or ``cat[uid]``.
     theta_key : str, optional
         Data key of the rotation angle. Default: the start document's
-        ``theta_key`` (this package's plans record it) if it is a data key of
-        the stream, else ``"theta"`` if present, else the single scalar key
-        ending in ``"rotation"`` (a rotation stage's readback, e.g.
-        ``"microprobe_rotation"``).
+        ``quantities["theta"]``, else its ``theta_key`` (this package's plans
+        record both), if it is a data key of the stream, else ``"theta"`` if
+        present, else the single scalar key ending in ``"rotation"`` (a
+        rotation stage's readback, e.g. ``"microprobe_rotation"``); see
+        :func:`xfct_bluesky.quantities.theta_key`.
     stream : str, optional
         Event stream to read. Default ``"primary"``.
     compression : bool, optional
@@ -145,8 +181,11 @@ def load_tomo(
     TomoData
         ``theta`` ``(n,)`` float array, ``maps`` of every data key with a
         2D per-event shape as ``(n, ny, nx)`` arrays in their recorded dtype
-        (writable, C-contiguous), the start document and uid. External
-        (``STREAM:``) keys such as full spectra are not loaded; use
+        (writable, C-contiguous), under their quantity names (``"Zn"``,
+        ``"dpc_diag"``: the start document's ``quantities``, or for a run
+        without it the data keys less their common device prefix) and their
+        data keys, the resolved ``quantities``, the start document and uid.
+        External (``STREAM:``) keys such as full spectra are not loaded; use
         :func:`load_spectra`.
 
     Raises
@@ -181,7 +220,7 @@ def load_tomo(
     except KeyError as err:
         raise _interrupted(run, stream) or err from None
     data_keys = _data_keys(node)
-    tkey = _choose_theta_key(data_keys, theta_key, start)
+    tkey = resolve_theta_key(data_keys, start, theta_key)
     map_keys = [
         key
         for key, spec in sorted(data_keys.items())
@@ -193,7 +232,7 @@ def load_tomo(
         raise _interrupted(run, stream) or err from None
     theta = np.array(values[tkey], dtype=float).reshape(-1)  # a copy, even if theta_key names a map
 
-    maps: dict[str, np.ndarray] = {}
+    arrays: dict[str, np.ndarray] = {}
     for key in map_keys:
         arr = values[key]
         shape = tuple(data_keys[key]["shape"])
@@ -202,10 +241,13 @@ def load_tomo(
                 f"Map {key!r} read back with shape {arr.shape}; expected {(theta.size, *shape)} "
                 f"(one {shape} map per angle)."
             )
-        maps[key] = arr
+        arrays[key] = arr
+    names = {name: key for name, key in quantities_of(data_keys, start).items() if key in arrays}
+    maps = Maps(arrays, names)
 
-    logger.debug("Loaded run %s: %d angles from %r, maps %s", start.get("uid"), theta.size, tkey, sorted(maps))
-    return TomoData(theta=theta, maps=maps, metadata=start, uid=start["uid"], theta_key=tkey)
+    logger.debug("Loaded run %s: %d angles from %r, maps %s", start.get("uid"), theta.size, tkey, list(maps))
+    return TomoData(theta=theta, maps=maps, metadata=start, uid=start["uid"], theta_key=tkey,
+                    quantities={"theta": tkey, **names})
 
 
 def load_theta(run: Any, theta_key: str | None = None, *, stream: str = _DEFAULT_STREAM) -> np.ndarray:
@@ -218,7 +260,7 @@ def load_theta(run: Any, theta_key: str | None = None, *, stream: str = _DEFAULT
         node = run[stream]
     except KeyError:
         return np.zeros(0)
-    tkey = _choose_theta_key(_data_keys(node), theta_key, dict(run.metadata["start"]))
+    tkey = resolve_theta_key(_data_keys(node), dict(run.metadata["start"]), theta_key)
     return np.array(_read_key(node, tkey), dtype=float).reshape(-1)
 
 

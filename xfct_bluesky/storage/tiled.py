@@ -4,7 +4,7 @@
   :func:`embedded_server`, :func:`runs_container`;
 - :mod:`.writing`: :func:`make_tiled_writer` with its JSON Lines backup,
   :func:`read_backup`, :func:`replay_backup`, :func:`replay_directory`;
-- :mod:`.reading`: :class:`TomoData`, :func:`load_tomo`, :func:`load_theta`,
+- :mod:`.reading`: :class:`TomoData` (its :class:`Maps`), :func:`load_tomo`, :func:`load_theta`,
   :func:`load_spectra`, :func:`v1_broker` (the HTTP fetches in ``_fetch``).
 
 The data flow is ``RunEngine -> TiledWriter -> Tiled (HTTP) -> client``.
@@ -20,9 +20,9 @@ from .folder import (
     DataFolderError,
     default_data_dir,
 )
-from .reading import (  # noqa: F401
+from .reading import (
+    Maps,
     TomoData,
-    _choose_theta_key,
     load_spectra,
     load_theta,
     load_tomo,
@@ -42,6 +42,7 @@ __all__ = [
     "ASSETS_SUBDIR",
     "DATA_DIR_ENV",
     "DataFolderError",
+    "Maps",
     "TILED_SUBDIR",
     "TomoData",
     "default_data_dir",
