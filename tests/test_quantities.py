@@ -5,7 +5,7 @@ Our runs' start documents name the data key of every quantity
 (``tomo.maps["Zn"]``) and still under its data key; runs without
 ``quantities`` get names read off their data keys. The rotation angle's data
 key is found by one function, the same for ``load_tomo``, ``load_theta`` and
-the live callbacks. One embedded Tiled server for the module.
+the live callbacks. The runs go to the suite's shared Tiled server.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from xfct_bluesky.quantities import (
     recorded_theta_key,
     theta_key,
 )
-from xfct_bluesky.storage import Maps, embedded_server, load_theta, load_tomo, make_tiled_writer, runs_container
+from xfct_bluesky.storage import Maps, load_theta, load_tomo, make_tiled_writer
 
 NY, NX = 5, 7  # more than 16 pixels: TiledWriter keeps smaller arrays in its table
 SCALAR = {"dtype": "number", "shape": [], "source": "sim"}
@@ -35,14 +35,16 @@ MAP = {"dtype": "array", "shape": [NY, NX], "source": "sim"}
 
 # ------------------------------------------------------------------------------ vocabulary ---
 def test_vocabulary():
-    for name in ("theta", "dpc_x", "dpc_y", "dpc_diag", "transmission", "i0", "live_time", "q1", "Zn", "Fe", "K"):
+    for name in ("theta", "dpc_x", "dpc_y", "dpc_diag", "transmission", "i0", "live_time", "q1", "Zn", "Fe", "K",
+                 "Zn_L", "Au_M", "spectra", "x_axis", "y_axis", "projections"):
         assert is_quantity(name), name
         assert describe(name)
-    for name in ("Zn_K", "zn", "spectra", "microprobe_scanner_Zn", "map_dwell", ""):
+    for name in ("Zn_K", "Zn_X", "Xx_L", "_L", "zn", "microprobe_scanner_Zn", "map_dwell", ""):
         assert not is_quantity(name), name
     assert not set(STANDARD_NAMES) & CHEMICAL_SYMBOLS
+    assert "L lines" in describe("Zn_L")
     with pytest.raises(KeyError):
-        describe("spectra")
+        describe("map_dwell")
 
 
 def test_our_plans_name_every_map_the_scanner_reads(microprobe):
@@ -161,13 +163,9 @@ def test_theta_key_explicit_and_warned_fallback(caplog):
 
 # ------------------------------------------------------------------------------ stored runs ---
 @pytest.fixture(scope="module")
-def catalog(tmp_path_factory):
-    from tiled.client import from_uri
-
-    with embedded_server(tmp_path_factory.mktemp("quantities")) as server:
-        client = from_uri(server.uri)
-        yield runs_container(client)
-        client.context.close()
+def catalog(shared_tiled):
+    """The suite's Tiled server: these tests write their runs and read them back by uid."""
+    return shared_tiled.catalog
 
 
 def _device(name):

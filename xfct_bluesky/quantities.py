@@ -9,10 +9,12 @@ Every run, ours and imported, records in its start document, under
 Readers resolve the names once, at the boundary: :func:`~xfct_bluesky.storage.load_tomo`
 gives ``tomo.maps["Zn"]``, and the live callbacks find their maps and the
 rotation angle the same way, so no code downstream searches data keys by
-their ending. The vocabulary is :data:`STANDARD_NAMES` (each name with what
-it holds) and the chemical symbols (:data:`CHEMICAL_SYMBOLS`) for the
-elements' fluorescence maps; :func:`is_quantity` tells whether a name is one
-of them.
+their ending. The vocabulary, the same for our runs and imported ones
+(:mod:`xfct_bluesky.importers`), is :data:`STANDARD_NAMES` (each name with
+what it holds) and the elements' fluorescence maps: the chemical symbol
+(:data:`CHEMICAL_SYMBOLS`) for the K lines or an unresolved ROI (``"Zn"``),
+with :data:`LINE_SUFFIXES` for the L and M lines (``"Zn_L"``, ``"Au_M"``);
+:func:`is_quantity` tells whether a name is one of them.
 
 Resolution, for one stream's data keys:
 
@@ -52,27 +54,50 @@ STANDARD_NAMES: dict[str, str] = {
     "q2": "counts of quadrant 2 (-x, +y) per pixel",
     "q3": "counts of quadrant 3 (-x, -y) per pixel",
     "q4": "counts of quadrant 4 (+x, -y) per pixel",
+    "spectra": "full fluorescence spectra per pixel, external; the data key's dims name the axes",
+    "x_axis": "horizontal position of each column, (cols,), in the units the data key gives",
+    "y_axis": "vertical position of each row, (rows,)",
+    "projections": "tomographic projections as stored (e.g. Data Exchange /exchange/data), one frame per event, "
+                   "external; flats and darks in the streams 'flat' and 'dark'",
 }
 
-#: Chemical symbols: an element's quantity name is its symbol ("Zn"), and its data key holds the element's
-#: fluorescence per pixel (counts in the element's region of interest, or its fitted line intensities).
-CHEMICAL_SYMBOLS: frozenset[str] = frozenset((
+#: The chemical symbols H .. Lr by atomic number (``SYMBOLS_BY_Z[z - 1]``).
+SYMBOLS_BY_Z: tuple[str, ...] = tuple((
     "H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br Kr "
     "Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb "
     "Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu Am Cm Bk Cf Es Fm Md No Lr"
 ).split())
+#: Chemical symbols: an element's quantity name is its symbol ("Zn"), and its data key holds the element's
+#: fluorescence per pixel (counts in the element's region of interest, or its fitted line intensities).
+CHEMICAL_SYMBOLS: frozenset[str] = frozenset(SYMBOLS_BY_Z)
+#: The quantity-name suffixes of an element's L and M lines ("Zn_L", "Au_M"); the bare symbol is its K lines.
+LINE_SUFFIXES: dict[str, str] = {"_L": "L lines", "_M": "M lines"}
+
+
+def _element_line(name: str) -> tuple[str, str] | None:
+    """(symbol, suffix) of an element's quantity name, ``("Zn", "")``, ``("Zn", "_L")``; else None."""
+    if name in CHEMICAL_SYMBOLS:
+        return name, ""
+    symbol, suffix = name[:-2], name[-2:]
+    return (symbol, suffix) if suffix in LINE_SUFFIXES and symbol in CHEMICAL_SYMBOLS else None
 
 
 def is_quantity(name: str) -> bool:
-    """Whether ``name`` is a standard quantity name: one of :data:`STANDARD_NAMES` or a chemical symbol."""
-    return name in STANDARD_NAMES or name in CHEMICAL_SYMBOLS
+    """Whether ``name`` is a standard quantity name: one of :data:`STANDARD_NAMES`, a chemical symbol, or a
+    chemical symbol with one of :data:`LINE_SUFFIXES`."""
+    return name in STANDARD_NAMES or _element_line(name) is not None
 
 
 def describe(name: str) -> str:
     """What the data key of quantity ``name`` holds (``KeyError`` for a name outside the vocabulary)."""
-    if name in CHEMICAL_SYMBOLS:
-        return f"{name} fluorescence per pixel (counts in its region of interest, or its fitted lines)"
-    return STANDARD_NAMES[name]
+    line = _element_line(name)
+    if line is None:
+        return STANDARD_NAMES[name]
+    symbol, suffix = line
+    if suffix:
+        return f"{symbol} fluorescence per pixel, {LINE_SUFFIXES[suffix]} (an ROI's counts or a fit's, as recorded)"
+    return (f"{symbol} fluorescence per pixel (counts in its region of interest, or its fitted lines; "
+            "the K lines where the L or M lines are recorded apart)")
 
 
 # ------------------------------------------------------------------------------------------ theta ---

@@ -24,7 +24,7 @@ dxchange :func:`read_dxchange` -> :class:`DXchangeFile`: Data Exchange HDF5
 runs   :func:`documents_from_file`: one file as the event-model documents of one
        bluesky run (format detected from the content, every document
        schema-validated; the start document's ``quantities`` maps the names of
-       :data:`QUANTITIES` to data keys); :func:`import_files`: files into a Tiled
+       :mod:`xfct_bluesky.quantities` to data keys); :func:`import_files`: files into a Tiled
        runs container through a TiledWriter, files already there skipped, several
        maps as one tomography with ``tomo=True``; the per-format field tables are
        in ``_mapping``
@@ -62,7 +62,6 @@ from .mda import (
 from .pyxrf import PyXRFFile, PyXRFFormatError, read_pyxrf, write_pyxrf
 from .runs import (
     FORMATS,
-    QUANTITIES,
     ImportFormatError,
     ImportResult,
     detect_format,
@@ -74,7 +73,6 @@ __all__ = [
     "DEAD_TIME_FORMULA",
     "EXTRA_PV_TYPES",
     "FORMATS",
-    "QUANTITIES",
     "DXValue",
     "DXchangeFile",
     "DXchangeFormatError",

@@ -9,7 +9,7 @@ place). Nothing here writes a file or a document; :mod:`.runs` does.
 Field names
 -----------
 A map whose quantity is known is a field of its own under the name our runs
-use (:data:`.runs.QUANTITIES`: element symbols ``"Zn"``, ``"Zn_L"``,
+use (the names of :mod:`xfct_bluesky.quantities`: element lines ``"Zn"``, ``"Zn_L"``,
 ``"dpc_x"``, ``"i0"``, ``"live_time"`` ...). The other maps of each group
 (an MDA scan dimension's detectors, the MAPS scalers, a fitting routine's
 other channels, the PyXRF positions and scalers) are stacked into one field
@@ -138,9 +138,10 @@ import h5py
 import numpy as np
 
 from .. import __version__
+from ..quantities import CHEMICAL_SYMBOLS
 from .dxchange import DXchangeFile
 from .flyxrf import FlyXRF, read_flyxrf
-from .maps_hdf5 import ELEMENT_SYMBOLS, MAPSFile
+from .maps_hdf5 import MAPSFile
 from .mda import MDAFile
 from .pyxrf import PyXRFFile
 
@@ -333,7 +334,7 @@ class _Builder:
 def _line_quantity(name: str, *, pyxrf: bool) -> str | None:
     """The quantity of an element-line map name: XRF-Maps ``Zn``, ``Zn_L``; PyXRF ``Zn_K``, ``Zn_L``."""
     m = _LINE.match(name)
-    if not m or m["el"] not in ELEMENT_SYMBOLS:
+    if not m or m["el"] not in CHEMICAL_SYMBOLS:
         return None
     line = m["line"]
     if line is None:

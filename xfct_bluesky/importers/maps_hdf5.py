@@ -121,6 +121,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..quantities import SYMBOLS_BY_Z
+
 __all__ = [
     "DERIVED_SCALERS",
     "DPC_SCALERS",
@@ -155,14 +157,7 @@ CALIBRATION_SCALERS = ("SR_Current", "US_IC", "DS_IC")
 """The scalers a quantification calibration curve is normalised by (``STR_CALIB_CURVE_*``)."""
 CALIBRATION_CURVE_SIZE = 92
 """Elements in a calibration curve, H to U (``#define CALIBRATION_CURVE_SIZE``)."""
-ELEMENT_SYMBOLS = (
-    "H", "He", "Li", "Be", "B", "C", "N", "O", "F", "Ne", "Na", "Mg", "Al", "Si", "P", "S", "Cl", "Ar",
-    "K", "Ca", "Sc", "Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn", "Ga", "Ge", "As", "Se", "Br",
-    "Kr", "Rb", "Sr", "Y", "Zr", "Nb", "Mo", "Tc", "Ru", "Rh", "Pd", "Ag", "Cd", "In", "Sn", "Sb", "Te",
-    "I", "Xe", "Cs", "Ba", "La", "Ce", "Pr", "Nd", "Pm", "Sm", "Eu", "Gd", "Tb", "Dy", "Ho", "Er", "Tm",
-    "Yb", "Lu", "Hf", "Ta", "W", "Re", "Os", "Ir", "Pt", "Au", "Hg", "Tl", "Pb", "Bi", "Po", "At", "Rn",
-    "Fr", "Ra", "Ac", "Th", "Pa", "U",
-)
+ELEMENT_SYMBOLS: tuple[str, ...] = SYMBOLS_BY_Z[:CALIBRATION_CURVE_SIZE]
 """H .. U by atomic number: the order of XRF-Maps' element maps and calibration curves."""
 _STRING_SIZE = 256  # XRF-Maps' file string type: H5Tset_size(filetype, 256); 254 characters are copied
 _LABEL_SIZE = 10  # Calibration_Curve_Labels: H5Tset_size(filetype_label, 10)

@@ -20,7 +20,7 @@ file records the incident energy, ``extra_pvs`` name -> value, ...);
 ``[rows, cols]``; ``theta`` (degrees) and ``theta_key`` "theta" where the file
 has a rotation angle (a tomography: ``angles``, and each file's metadata in
 ``files``);
-and ``quantities``, standard name (:data:`QUANTITIES`) -> data key, so that
+and ``quantities``, standard name (:mod:`xfct_bluesky.quantities`) -> data key, so that
 readers resolve ``"Zn"`` or ``"i0"`` once, whatever the format called it.
 The ``primary`` stream holds one event per map (per angle for a
 tomography): the maps as 2D arrays under our runs' names where the quantity
@@ -80,7 +80,6 @@ import h5py
 
 from ..storage.hdf5 import StreamHDF5Writer
 from ._mapping import (
-    ELEMENT_SYMBOLS,
     ImportFormatError,
     InPlace,
     Mapped,
@@ -93,7 +92,7 @@ from ._mapping import (
     plain,
 )
 
-__all__ = ["FORMATS", "QUANTITIES", "ImportFormatError", "ImportResult", "detect_format",
+__all__ = ["FORMATS", "ImportFormatError", "ImportResult", "detect_format",
            "documents_from_file", "import_files"]
 
 logger = logging.getLogger(__name__)
@@ -106,27 +105,6 @@ FORMATS: dict[str, str] = {
     "dxchange": "Data Exchange HDF5 (/exchange)",
 }
 """``fmt`` values :func:`documents_from_file` accepts, and what each is."""
-
-QUANTITIES: dict[str, str] = {
-    **{s: f"{s} fluorescence map, K lines (an ROI's or a fit's, as the file has it)" for s in ELEMENT_SYMBOLS},
-    **{f"{s}_L": f"{s} fluorescence map, L lines" for s in ELEMENT_SYMBOLS},
-    **{f"{s}_M": f"{s} fluorescence map, M lines" for s in ELEMENT_SYMBOLS},
-    "i0": "incident flux per pixel: the upstream ion chamber (MAPS/2-ID-E US_IC, PyXRF i0 / sclr1_ch4)",
-    "transmission": "transmitted over incident intensity per pixel: the segmented detector's sum over I0 "
-                    "(XRF-Maps abs_cfg), else the downstream over the upstream ion chamber (abs_ic)",
-    "dpc_x": "horizontal differential phase contrast, difference over sum of the segments (XRF-Maps H_dpc_cfg)",
-    "dpc_y": "vertical differential phase contrast (XRF-Maps V_dpc_cfg)",
-    "dpc_diag": "diagonal differential phase contrast (XRF-Maps dia1_dpc_cfg: (q1 - q3) over the sum of all four "
-                "segments; our runs divide by q1 + q3)",
-    "live_time": "fluorescence detector live time per pixel, s; (elements, rows, cols) for several elements",
-    "spectra": "full fluorescence spectra per pixel, external; the data key's dims name the axes",
-    "x_axis": "horizontal position of each column, (cols,), the file's units",
-    "y_axis": "vertical position of each row, (rows,)",
-    "theta": "rotation angle of the projection, degrees (a scalar data key)",
-    "projections": "tomographic projections as stored (Data Exchange /exchange/data), external; flats and darks "
-                   "in the streams 'flat' and 'dark'",
-}
-"""Every name a run's ``quantities`` may use, and what it means: the one vocabulary of imported runs."""
 
 THETA_TOLERANCE = 1e-6
 """Degrees: two maps of one tomography closer than this in theta are the same angle (refused)."""
