@@ -298,25 +298,13 @@ def recover_journal(directory: str | Path, container: Any) -> list[tuple[Path, s
         ``recovered/``), "in progress" (a live process holds it: left alone)
         or the error that kept it in place.
     """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise ValueError(f"{directory} is not a folder; give the journal folder (default <data dir>/journal)")
-    done = directory / RECOVERED_SUBDIR
-    results: list[tuple[Path, str | None, str]] = []
-    for path in sorted(directory.glob("*.jsonl")):
-        if _locked(path):
-            results.append((path, None, "in progress: a running acquisition holds it"))
-            continue
-        try:
-            uid = recover_run(path, container)
-        except Exception as exc:  # keep the file, report, go on with the others
-            logger.exception("Could not recover %s", path)
-            results.append((path, None, f"kept: {type(exc).__name__}: {exc}"))
-            continue
+    from .writing import store_each
+
+    def recover(path: Path) -> tuple[str, str]:
+        uid = recover_run(path, container)
         stop = container[uid].metadata.get("stop") or {}
-        done.mkdir(exist_ok=True)
-        target = done / path.name
-        path.replace(target)
         n = sum((stop.get("num_events") or {}).values())
-        results.append((target, uid, f"recovered: {n} events, exit status {stop.get('exit_status')}"))
-    return results
+        return uid, f"recovered: {n} events, exit status {stop.get('exit_status')}"
+
+    return store_each(directory, container, recover, kind=JOURNAL_SUBDIR, done=RECOVERED_SUBDIR,
+                      skip=lambda path: "in progress: a running acquisition holds it" if _locked(path) else None)

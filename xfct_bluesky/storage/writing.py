@@ -235,20 +235,35 @@ def replay_directory(directory: str | Path, container: Any) -> list[tuple[Path, 
         ``outcome`` is "stored" (then the file is moved to ``replayed/`` beside
         it, never deleted) or the error that kept it in place.
     """
+    return store_each(directory, container, lambda path: (replay_backup(path, container), "stored"),
+                      kind="backup", done=REPLAYED_SUBDIR)
+
+
+def store_each(directory: str | Path, container: Any, store: Any, *, kind: str, done: str,
+               skip: Any = None) -> list[tuple[Path, str | None, str]]:
+    """Store every ``*.jsonl`` run file of ``directory`` with ``store(path) -> (uid, outcome)``; move each
+    stored file to ``done/`` beside it (never deleted), keep and report the others, go on after a failure.
+
+    ``skip(path)`` may return a reason to leave a file alone (reported as the outcome). Shared by
+    :func:`replay_directory` (backup) and :func:`~xfct_bluesky.storage.journal.recover_journal` (journal).
+    """
     directory = Path(directory)
     if not directory.is_dir():
-        raise ValueError(f"{directory} is not a folder; give the backup folder (default <data dir>/backup)")
-    done = directory / REPLAYED_SUBDIR
+        raise ValueError(f"{directory} is not a folder; give the {kind} folder (default <data dir>/{kind})")
     results: list[tuple[Path, str | None, str]] = []
     for path in sorted(directory.glob("*.jsonl")):
+        reason = skip(path) if skip is not None else None
+        if reason:
+            results.append((path, None, reason))
+            continue
         try:
-            uid = replay_backup(path, container)
+            uid, outcome = store(path)
         except Exception as exc:  # keep the file, report, go on with the others
-            logger.exception("Could not replay %s", path)
+            logger.exception("Could not store %s", path)
             results.append((path, None, f"kept: {type(exc).__name__}: {exc}"))
             continue
-        done.mkdir(exist_ok=True)
-        target = done / path.name
+        (directory / done).mkdir(exist_ok=True)
+        target = directory / done / path.name
         path.replace(target)
-        results.append((target, uid, "stored"))
+        results.append((target, uid, outcome))
     return results
