@@ -120,6 +120,18 @@ def _docs_of_a_run(RE, microprobe):
     return docs
 
 
+def _journal_of_a_dead_run(directory: Path, RE, microprobe) -> str:
+    """Write into ``directory`` the journal a run leaves when its process dies before the stop; its uid."""
+    from event_model import NumpyEncoder
+
+    directory.mkdir()
+    docs = [(n, d) for n, d in _docs_of_a_run(RE, microprobe) if n != "stop"]
+    uid = docs[0][1]["uid"]
+    (directory / f"{uid}.jsonl").write_text(
+        "".join(json.dumps({"name": n, "doc": d}, cls=NumpyEncoder) + "\n" for n, d in docs))
+    return uid
+
+
 def test_journal_is_deleted_once_the_run_is_stored_and_kept_when_the_writer_fails(tmp_path, RE, microprobe):
     from xfct_bluesky.storage import JournaledWriter, RunJournal
 
@@ -190,17 +202,12 @@ def test_a_document_that_cannot_be_stored_aborts_the_run_naming_it(tmp_path):
 
 
 def test_a_session_stores_the_runs_a_crash_left_when_it_starts(server, RE, microprobe, caplog):
-    from event_model import NumpyEncoder
 
     from xfct_bluesky.session import _recover_dead_runs
 
     _, cat, root = server
     directory = root / "journal-session"
-    directory.mkdir()
-    docs = [(n, d) for n, d in _docs_of_a_run(RE, microprobe) if n != "stop"]
-    uid = docs[0][1]["uid"]
-    (directory / f"{uid}.jsonl").write_text(
-        "".join(json.dumps({"name": n, "doc": d}, cls=NumpyEncoder) + "\n" for n, d in docs))
+    uid = _journal_of_a_dead_run(directory, RE, microprobe)
     (directory / "damaged.jsonl").write_text("not json\n{}\n")
     with caplog.at_level("INFO", logger="xfct_bluesky.session"):
         _recover_dead_runs(directory, cat)
@@ -211,17 +218,12 @@ def test_a_session_stores_the_runs_a_crash_left_when_it_starts(server, RE, micro
 
 
 def test_xfct_bluesky_recover_stores_the_journal_and_says_what_it_did(server, RE, microprobe, capsys):
-    from event_model import NumpyEncoder
 
     from xfct_bluesky.cli import main
 
     srv, cat, root = server
     directory = root / "journal-cli"
-    directory.mkdir()
-    docs = [(n, d) for n, d in _docs_of_a_run(RE, microprobe) if n != "stop"]
-    uid = docs[0][1]["uid"]
-    (directory / f"{uid}.jsonl").write_text(
-        "".join(json.dumps({"name": n, "doc": d}, cls=NumpyEncoder) + "\n" for n, d in docs))
+    uid = _journal_of_a_dead_run(directory, RE, microprobe)
     base, _, query = srv.uri.partition("?")
     key = dict(part.split("=", 1) for part in query.split("&"))["api_key"]
     assert main(["recover", str(directory), "--uri", base, "--api-key", key]) == 0
