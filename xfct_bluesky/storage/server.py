@@ -18,7 +18,11 @@ Tiled internals this module relies on (tiled 0.2.20, bluesky-tiled-plugins
 in-process app writes its API key into (hence one key per process); tiled's
 default serialization registry, into which bluesky-tiled-plugins'
 ``json_seq_exporter`` is registered; the ``CatalogOfBlueskyRuns`` spec,
-version 3.0, that selects bluesky-tiled-plugins' client class.
+version 3.0, that selects bluesky-tiled-plugins' client class; and
+``tiled.catalog.from_uri``, which SimpleTiledServer calls by that name with
+``init_if_not_exists=True`` (a subprocess per start), replaced for the
+duration of a start by a call without it, the catalog being initialised by
+tiled's own functions in this process beforehand.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -110,8 +116,9 @@ def embedded_server(data_dir: str | Path | None = None, *, read_only: bool | Non
     The server listens on the loopback interface only, on a random free port,
     with a random API key, the same for every embedded server of this process
     (tiled's settings are process-wide: servers with different keys would lock
-    each other out). Start-up takes about 3-5 s. It also registers the
-    BlueskyRun ``application/json-seq`` exporter, so that
+    each other out). Start-up takes about 1 s (a new folder's catalog is
+    initialised in this process, see :func:`_catalog_already_initialized`).
+    It also registers the BlueskyRun ``application/json-seq`` exporter, so that
     ``run.documents()`` replays a stored run's documents.
 
     A read-only server (:class:`ReadOnlyTiledServer`) reads everything a
@@ -142,6 +149,91 @@ def embedded_server(data_dir: str | Path | None = None, *, read_only: bool | Non
         logger.info("Tiled server for %s stopped", folder.root)
 
 
+def _initialize_catalog(path: Path) -> None:
+    """Create a new catalog at ``path``: tables and alembic stamp, as ``tiled catalog init`` does, in this process.
+
+    The steps and tiled functions of tiled's ``commandline/_catalog.py``
+    ``init``, run in a thread of their own (its event loop, and alembic's
+    ``asyncio.run``, must not meet a running loop such as IPython's).
+    """
+    failure: list[BaseException] = []
+
+    def init() -> None:
+        import asyncio
+
+        from sqlalchemy.ext.asyncio import create_async_engine
+        from tiled.alembic_utils import (
+            UninitializedDatabase,
+            check_database,
+            stamp_head,
+        )
+        from tiled.catalog.alembic_constants import (
+            ALEMBIC_DIR,
+            ALEMBIC_INI_TEMPLATE_PATH,
+        )
+        from tiled.catalog.core import (
+            ALL_REVISIONS,
+            REQUIRED_REVISION,
+            initialize_database,
+        )
+        from tiled.utils import ensure_specified_sql_driver
+
+        uri = ensure_specified_sql_driver(path)
+
+        async def setup() -> None:
+            engine = create_async_engine(uri)
+            try:
+                await check_database(engine, REQUIRED_REVISION, ALL_REVISIONS)
+            except UninitializedDatabase:
+                await initialize_database(engine)
+            finally:
+                await engine.dispose()
+
+        try:
+            asyncio.run(setup())
+            with warnings.catch_warnings():  # alembic on tiled's alembic.ini template (its subprocess shows none)
+                warnings.filterwarnings("ignore", "No path_separator found", DeprecationWarning)
+                stamp_head(ALEMBIC_INI_TEMPLATE_PATH, ALEMBIC_DIR, uri)
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+            failure.append(err)
+
+    thread = threading.Thread(target=init, name="xfct-tiled-catalog-init")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
+_FROM_URI_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _catalog_already_initialized() -> Iterator[None]:
+    """While a SimpleTiledServer starts: open its catalog without ``init_if_not_exists``.
+
+    SimpleTiledServer always asks ``tiled.catalog.from_uri`` to initialise the
+    catalog if missing, which tiled does by running ``python -m tiled catalog
+    init`` in a subprocess: a fresh interpreter importing tiled, 4-7 s on
+    every start, even of a catalog years old. The folder's catalog is already
+    initialised (:func:`_initialize_catalog`) and its schema checked
+    (:func:`prepare_data_folder`), so that step is skipped here.
+    """
+    import tiled.catalog
+
+    original = tiled.catalog.from_uri
+
+    def from_uri(*args, **kwargs):
+        kwargs["init_if_not_exists"] = False
+        return original(*args, **kwargs)
+
+    with _FROM_URI_LOCK:
+        tiled.catalog.from_uri = from_uri
+        try:
+            yield
+        finally:
+            tiled.catalog.from_uri = original
+
+
 def _start_server(folder: DataFolder) -> Any:
     from tiled.server import SimpleTiledServer
 
@@ -149,8 +241,11 @@ def _start_server(folder: DataFolder) -> Any:
     try:
         if folder.read_only:
             return ReadOnlyTiledServer(folder, _PROCESS_API_KEY)
-        return SimpleTiledServer(directory=folder.tiled_dir, readable_storage=[folder.assets_dir],
-                                 api_key=_PROCESS_API_KEY)
+        if not folder.catalog_path.exists():
+            _initialize_catalog(folder.catalog_path)
+        with _catalog_already_initialized():
+            return SimpleTiledServer(directory=folder.tiled_dir, readable_storage=[folder.assets_dir],
+                                     api_key=_PROCESS_API_KEY)
     except Exception as err:
         first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
         where = "" if folder.read_only else f"; details in {error_log}"
