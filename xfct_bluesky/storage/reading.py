@@ -185,7 +185,9 @@ def load_tomo(
         ``"dpc_diag"``: the start document's ``quantities``, or for a run
         without it the data keys less their common device prefix) and their
         data keys, the resolved ``quantities``, the start document and uid.
-        External (``STREAM:``) keys such as full spectra are not loaded; use
+        External (``STREAM:``) 2D keys are maps too (an imported Data
+        Exchange file's projections, read in place); the full spectra,
+        ``(ny, nx, channels)`` per event, are not loaded: use
         :func:`load_spectra`.
 
     Raises
@@ -221,11 +223,7 @@ def load_tomo(
         raise _interrupted(run, stream) or err from None
     data_keys = _data_keys(node)
     tkey = resolve_theta_key(data_keys, start, theta_key)
-    map_keys = [
-        key
-        for key, spec in sorted(data_keys.items())
-        if len(spec.get("shape") or []) == 2 and not spec.get("external")
-    ]
+    map_keys = [key for key, spec in sorted(data_keys.items()) if len(spec.get("shape") or []) == 2]
     try:
         values = _read_stream_keys(node, [tkey, *map_keys], compression=compression, max_workers=max_workers)
     except KeyError as err:  # a descriptor and no events: the writer died before it stored them
