@@ -67,6 +67,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import math
 import shutil
 import struct
 import time
@@ -270,6 +271,7 @@ class _Composer:
         asset_name = shas[0]["sha256"][:12] if len(files) == 1 else "tomo-" + hashlib.sha256(
             "".join(s["sha256"] for s in shas).encode()).hexdigest()[:12]
         for name, stream in streams.items():
+            _check_storable(files[0].path, name, stream)
             desc = bundle.compose_descriptor(name=name, data_keys=stream.data_keys)
             docs.append(("descriptor", desc.descriptor_doc))
             for key, sources in stream.external.items():
@@ -312,6 +314,20 @@ class _Composer:
             writer.close()
         yield bundle.compose_stream_resource(mimetype=announced["mimetype"], uri=announced["uri"], data_key=key,
                                              parameters=announced["parameters"]), len(sources)
+
+
+def _check_storable(path: Path, name: str, stream: Stream) -> None:
+    """Refuse maps TiledWriter cannot store: it keeps arrays of up to ``MAX_ARRAY_SIZE`` elements in the event
+    table, which holds no 2D arrays, and the run would fail half-written (see ``plans._checks``)."""
+    from bluesky_tiled_plugins.writing.tiled_writer import MAX_ARRAY_SIZE
+
+    for key, spec in stream.data_keys.items():
+        shape = spec.get("shape") or []
+        if key not in stream.external and len(shape) >= 2 and math.prod(shape) <= MAX_ARRAY_SIZE:
+            raise ImportFormatError(
+                f"{path}: its {name} field {key!r} ({spec.get('source', '')}) is {tuple(shape)}, {math.prod(shape)} "
+                f"values: too small to store (TiledWriter keeps arrays of up to {MAX_ARRAY_SIZE} values in a table "
+                f"that cannot hold maps); maps need more than {MAX_ARRAY_SIZE} pixels")
 
 
 def _start_metadata(files: list[Mapped], shas: list[dict[str, str]], *, sample, tomo: bool) -> dict[str, Any]:
