@@ -186,7 +186,10 @@ def test_cli_reconstruct_stores_volumes_and_writes_dxchange(microprobe, catalog,
     assert derived.metadata["start"]["raw_uid"] == uid and derived.metadata["start"]["algorithm"] == "osem"
     with h5py.File(h5) as f:
         assert f["exchange/data"].shape == (12, 16, 20) and f["exchange/theta"].shape == (12,)
-        assert f["exchange/theta"].attrs["units"] == "degrees"
+        assert f["exchange/theta"].attrs["units"] == "deg"
+        assert f["exchange/data"].attrs["description"].startswith("Zn fluorescence projections, aligned")
+        assert f["process/reconstruction/algorithm"][()].decode() == "osem"
+        assert f["process/reconstruction/raw_uid"][()].decode() == uid
         assert f["exchange/recon_Zn"].shape == (16, 20, 20) and "recon_phase" in f["exchange"]
         np.testing.assert_array_equal(f["exchange/recon_Fe"][()], np.asarray(derived["primary"]["Fe"].read())[0])
 

@@ -327,12 +327,29 @@ def reconstruct_tomo(tomo_data, **kwargs) -> Reconstruction:
 def raw_metadata(start: Mapping) -> dict:
     """What a derived run copies from its raw run's start document.
 
-    Not ``scan_id``: a catalog's ``cat[scan_id]`` would then find the derived
-    run instead of the scan; it goes in as ``raw_scan_id``.
+    ``sample``, ``pixel_size`` (m), ``dwell`` (s per pixel) and ``total_dose``
+    (Gy) as recorded; ``energy``, the incident energy in keV (the start
+    document's, or for an imported tomography the one energy all its files
+    record); ``instrument`` when the raw run names it (not "unknown");
+    ``raw_plan_name``, the plan that took the raw run. Not ``scan_id``: a
+    catalog's ``cat[scan_id]`` would then find the derived run instead of the
+    scan; it goes in as ``raw_scan_id``. A value the raw run does not record
+    is left out.
     """
     md = {k: start[k] for k in ("sample", "pixel_size", "dwell", "total_dose") if k in start}
-    if "scan_id" in start:
-        md["raw_scan_id"] = start["scan_id"]
+    for key, raw in (("scan_id", "raw_scan_id"), ("plan_name", "raw_plan_name")):
+        if key in start:
+            md[raw] = start[key]
+    energy = start.get("energy")
+    if energy is None:  # an imported tomography: each file's metadata, in md["files"]
+        files = [f for f in start.get("files") or () if isinstance(f, Mapping)]
+        found = {f.get("energy") for f in files}
+        energy = found.pop() if files and len(found) == 1 else None
+    if isinstance(energy, (int, float)) and not isinstance(energy, bool) and np.isfinite(energy) and energy > 0:
+        md["energy"] = float(energy)
+    instrument = start.get("instrument")
+    if isinstance(instrument, str) and instrument.strip() and instrument != "unknown":
+        md["instrument"] = instrument
     return md
 
 
@@ -383,41 +400,177 @@ def publish(rec: Reconstruction, emit: Callable[[str, dict], object], *, extra_m
     return bundle.start_doc["uid"]
 
 
-def write_dxchange(path: str | Path, rec: Reconstruction) -> Path:
-    """Write a DXchange-style HDF5 file of the aligned projections and the volumes.
+def write_dxchange(path: str | Path, rec: Reconstruction, *, units: str | Mapping[str, str] | None = None) -> Path:
+    """Write a Data Exchange file (tomopy's ``/exchange`` layout) of the aligned projections and the volumes.
 
-    Layout (tomopy/dxchange conventions): ``/exchange/data`` the aligned
-    projections of the first element (n_angles, n_rows, n_cols),
-    ``/exchange/theta`` in degrees, ``/exchange/data_<name>`` every aligned
-    stack, ``/exchange/recon_<name>`` every volume, ``/exchange/shifts``
-    (dy, dx) px; the rotation centre and options as attributes of
-    ``/exchange``; ``/implements`` lists the groups.
+    Written by :func:`xfct_bluesky.importers.dxchange.write_dxchange` (dxfile's
+    layout) and read back by :func:`~xfct_bluesky.importers.dxchange.read_dxchange`;
+    ``dxchange.read_aps_32id`` reads ``data`` and ``theta`` (no flats or
+    darks: fluorescence counts need no flat-field correction).
+
+    ======================================  ==============================================================
+    ``implements``                          the top-level groups written: "exchange:measurement:process"
+                                            (no ``measurement`` when the raw run records none of its values)
+    ``exchange/data``                       the first element's **aligned** projections (n_angles, rows,
+                                            cols) float32: ``units`` (see ``units``), ``axes`` "theta:y:x",
+                                            ``description`` saying they are aligned, ``normalization``
+                                            "none" (what was done to the maps: nothing but the shifts)
+    ``exchange/theta``                      degrees (``units`` "deg"), acquisition order
+    ``exchange/shifts``                     (n_angles, 2) (dy, dx) px applied to each projection
+    ``exchange/data_<name>``                every aligned stack (``data_<first>`` a link to ``data``);
+                                            ``data_phase`` the phase integrated from the DPC maps
+    ``exchange/recon_<name>``               every volume (rows, cols, cols), ``axes`` "z:y:x"
+    ``measurement/instrument/``             ``name``; ``monochromator/energy`` (J); ``detector/
+                                            exposure_time`` (the dwell, s) and ``actual_pixel_size_x``,
+                                            ``_y`` (the scan step, m: the pixel size on the sample plane)
+    ``measurement/sample/``                 ``name`` (and ``description`` ... when the sample is a mapping)
+    ``process/reconstruction/``             ``algorithm``, ``iterations``, ``subsets``, ``filter``,
+                                            ``center`` (px), ``software``, ``raw_uid``, ``raw_scan_id``,
+                                            ``excluded_projections``
+    ``process/alignment/``                  ``choice`` (the ``align`` option), and what ran: ``method``,
+                                            ``channel``, ``reason``, ``applied``, ``consistency_before``
+                                            and ``_after``, ``rms_residual`` (px), ``warnings``; or
+                                            ``source`` when no alignment ran here
+    ======================================  ==============================================================
+
+    The raw (unaligned) projections are not written (a :class:`Reconstruction`
+    does not hold them): they are the raw run's, ``process/reconstruction/
+    raw_uid``. Dxchange's own convention keeps processed data in
+    ``exchange1`` (``exchange_rank``); here ``/exchange/data`` is the aligned
+    stack, so that ``read_aps_32id`` and tomopy read what was reconstructed,
+    and its ``description`` says so. A value the raw run does not record
+    (``rec.metadata``, from :func:`raw_metadata`) is not written.
+
+    Parameters
+    ----------
+    path
+        The ``.h5`` file (overwritten; its folder is created).
+    rec
+        The reconstruction.
+    units
+        The projections' units as recorded (the raw run's data key ``units``),
+        one for every element stack or ``{name: units}``. Default "counts"
+        (photon counts per pixel) for a run of this package's plans; for
+        other runs (imported maps may be counts/s) no ``units`` is written
+        and the description says they are not known. The phase is "a.u.".
     """
     import h5py
 
+    from . import __version__
+    from .importers.dxchange import _JOULE_PER_KEV
+    from .importers.dxchange import write_dxchange as write_dx
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    first = next(iter(rec.aligned))
-    with h5py.File(path, "w") as f:
-        f.create_dataset("implements", data="exchange:measurement:process")
-        ex = f.create_group("exchange")
-        ex.create_dataset("data", data=rec.aligned[first], compression="gzip")
-        ex["data"].attrs["description"] = f"aligned {first} projections (n_angles, n_rows, n_cols)"
-        ex.create_dataset("theta", data=rec.theta)
-        ex["theta"].attrs["units"] = "degrees"
-        ex.create_dataset("shifts", data=rec.shifts)
-        ex["shifts"].attrs["units"] = "pixels (dy, dx) applied to each projection"
-        for name, stack in rec.aligned.items():
-            ex.create_dataset(f"data_{name}", data=stack, compression="gzip")
-        for name, vol in rec.volumes.items():
-            ex.create_dataset(f"recon_{name}", data=vol, compression="gzip")
-        for key, value in (("center", rec.center), ("algorithm", rec.algorithm), ("iterations", rec.iterations),
-                           ("subsets", rec.subsets), ("align", rec.align), ("raw_uid", rec.raw_uid or "")):
-            ex.attrs[key] = value
-        if rec.excluded:  # projections left out (no signal): theta, data and shifts hold the others
-            ex.attrs["excluded_projections"] = np.asarray(rec.excluded, np.int64)
-        meas = f.create_group("measurement/sample")
-        for key, value in rec.metadata.items():
-            if value is not None:
-                meas.attrs[key] = value
-    return path
+    md = rec.metadata or {}
+    names = list(rec.aligned)
+    first = names[0]
+    # this package's plans: the element maps are the scanner's photon counts per pixel (no units in the data keys)
+    counting = md.get("raw_plan_name") in ("xfct_tomo", "xrf_fly_map", "dwell_pair_series")
+    if isinstance(units, Mapping):
+        stack_units = {n: units.get(n) for n in names}
+    else:
+        stack_units = {n: units if units is not None else ("counts" if counting else None) for n in names}
+    stack_units.update({n: "a.u." for n in names if n == "phase"})
+    normalization = ("none: the maps as recorded (not divided by I0, live time or dwell), shifted by linear "
+                     "interpolation; pixels shifted in from outside the field are 0")
+    n_out = len(rec.excluded)
+    left_out = (f"; {n_out} projection{'s' * (n_out != 1)} left out (process/reconstruction/excluded_projections)"
+                if n_out else "")
+    raw = f"; the raw projections are in run {rec.raw_uid}" if rec.raw_uid else ""
+
+    def stack_entry(name: str) -> dict:
+        what = ("projected phase (relative units) integrated from the DPC x and y maps, the left and right edge "
+                "columns set to zero on average" if name == "phase" else f"{name} fluorescence projections")
+        known = "" if stack_units[name] else "; units not known here (see the raw run's data key)"
+        entry = {"description": f"{what}, aligned: shifted by /exchange/shifts{left_out}{raw}{known}",
+                 "axes": "theta:y:x", "normalization": "none" if name == "phase" else normalization}
+        return {**entry, **({"units": stack_units[name]} if stack_units[name] else {})}
+
+    extras: dict[str, object] = {"shifts": {
+        "value": np.asarray(rec.shifts, float), "units": "px",
+        "description": "(dy, dx) applied to each projection of data (its order): the aligned projection is the "
+                       "raw one moved down by dy rows and right by dx columns"}}
+    for name in names:
+        extras[f"data_{name}"] = (h5py.SoftLink("/exchange/data") if name == first
+                                  else {"value": rec.aligned[name], **stack_entry(name)})
+    for name, vol in rec.volumes.items():
+        how = ("FBP, Shepp-Logan filter (the phase always)" if name == "phase" or rec.algorithm == "fbp"
+               else f"{rec.algorithm.upper()}, {rec.iterations} iterations")
+        u = "a.u." if name == "phase" else stack_units.get(name)
+        extras[f"recon_{name}"] = {"value": vol, "axes": "z:y:x",
+                                   "description": f"{name} volume (slice = projection row, then y, x), {how}",
+                                   **({"units": f"{u} per voxel per projection" if name != "phase" else u}
+                                      if u else {})}
+
+    measurement: dict[str, object] = {}
+    sample = md.get("sample")
+    if isinstance(sample, Mapping):
+        for key in ("name", "description", "chemical_formula", "environment", "preparation_date", "comment"):
+            if isinstance(sample.get(key), str) and sample[key]:
+                measurement[f"sample/{key}"] = sample[key]
+    elif sample is not None and str(sample):
+        measurement["sample/name"] = str(sample)
+    if "instrument" in md:
+        measurement["instrument/name"] = md["instrument"]
+    if "energy" in md:
+        measurement["instrument/monochromator/energy"] = {
+            "value": float(md["energy"]) * _JOULE_PER_KEV, "units": "J",
+            "description": f"incident photon energy, {float(md['energy']):g} keV"}
+    if md.get("dwell") is not None:
+        measurement["instrument/detector/exposure_time"] = {
+            "value": float(md["dwell"]), "units": "s", "description": "dwell per pixel of the scan"}
+    if md.get("pixel_size") is not None:
+        for axis in ("x", "y"):
+            measurement[f"instrument/detector/actual_pixel_size_{axis}"] = {
+                "value": float(md["pixel_size"]), "units": "m",
+                "description": "scan step: the pixel size on the sample plane"}
+
+    process: dict[str, object] = {
+        "reconstruction/algorithm": rec.algorithm,
+        "reconstruction/center": {"value": float(rec.center), "units": "px",
+                                  "description": "rotation-axis column in the aligned projections, 0-based "
+                                                 "(pixel centres at integers)"},
+        "reconstruction/software": f"xfct_bluesky {__version__}",
+    }
+    if rec.algorithm == "fbp":
+        process["reconstruction/filter"] = "shepp-logan"
+    else:
+        process["reconstruction/iterations"] = int(rec.iterations)
+        if rec.algorithm in ("mlem", "osem"):
+            process["reconstruction/subsets"] = int(rec.subsets)
+    if rec.raw_uid:
+        process["reconstruction/raw_uid"] = rec.raw_uid
+    if md.get("raw_scan_id") is not None:
+        process["reconstruction/raw_scan_id"] = md["raw_scan_id"]
+    if rec.excluded:
+        process["reconstruction/excluded_projections"] = {
+            "value": np.asarray(rec.excluded, np.int64),
+            "description": "indices into the raw run's projections of those left out; theta, data and shifts hold "
+                           "the others"}
+    process["alignment/choice"] = {"value": rec.align, "description": "the align option"}
+    al = rec.alignment
+    if al is not None:
+        process.update({"alignment/method": al.method, "alignment/channel": al.channel,
+                        "alignment/applied": bool(al.applied)})
+        if al.reason:
+            process["alignment/reason"] = al.reason
+        for when in ("before", "after"):
+            value = al.consistency.get(when)
+            if isinstance(value, (int, float)) and np.isfinite(value):
+                process[f"alignment/consistency_{when}"] = {
+                    "value": float(value),
+                    "description": f"relative reprojection error of {al.consistency.get('channel', al.channel)} "
+                                   f"{'unaligned' if when == 'before' else 'with the proposed shifts'}"}
+        rms = np.asarray(al.rms_residual, float)
+        if np.all(np.isfinite(rms)):
+            process["alignment/rms_residual"] = {"value": rms, "units": "px", "description": "(dy, dx)"}
+        if al.warnings:
+            process["alignment/warnings"] = [str(w) for w in al.warnings]
+    else:
+        process["alignment/source"] = {
+            "none": "no alignment: zero shifts", "truth": "the simulator's true offsets (simulation)"}.get(
+            rec.align, "shifts given to the reconstruction (e.g. a live alignment's), not computed by it")
+    return write_dx(path, rec.aligned[first], theta=np.asarray(rec.theta, float), theta_units="deg",
+                    data_attrs={"units": None, **stack_entry(first)}, extras=extras,
+                    measurement=measurement, process=process, compression="gzip")

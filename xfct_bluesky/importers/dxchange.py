@@ -320,7 +320,8 @@ def read_dxchange(path: str | Path, *, exchange: str = "exchange") -> DXchangeFi
 
     See Also
     --------
-    write_dxchange : writes this layout (for tests and examples).
+    write_dxchange : writes this layout (tests, examples, and ``reconstruct --dxchange`` through
+        :func:`xfct_bluesky.reconstruction.write_dxchange`).
 
     Notes
     -----
@@ -419,6 +420,14 @@ def _entry(value, units_default: str | None) -> tuple[object, dict[str, str]]:
     return value, ({} if units_default is None else {"units": units_default})
 
 
+def _storable(value):
+    """A value h5py can store: a sequence of strings as variable-length UTF-8 strings (h5py refuses numpy's ``U``)."""
+    if isinstance(value, (list, tuple, np.ndarray)) and np.asarray(value).dtype.kind == "U":
+        return np.array([str(v) for v in np.asarray(value).reshape(-1)], dtype=h5py.string_dtype()).reshape(
+            np.shape(value))
+    return value
+
+
 def write_dxchange(
     path: str | Path,
     data,
@@ -432,6 +441,9 @@ def write_dxchange(
     exchange: str = "exchange",
     channel_names=None,
     channel_units=None,
+    data_attrs: Mapping[str, str | None] | None = None,
+    extras: Mapping[str, object] | None = None,
+    compression: str | None = None,
 ) -> Path:
     """Write the layout dxfile writes, per data-exchange/dxfile ``dxfile/dxtomo.py`` (``File``,
     ``Entry``) as dxchange's ``dxchange/writer.py`` ``write_dxf`` drives it.
@@ -462,6 +474,19 @@ def write_dxchange(
         For element maps: ``data`` is ``(channels, rows, cols)`` and these
         are written as ``data_names`` and ``data_units`` (XRF-Maps'
         ``_add_exchange_meta`` names), theta as one angle.
+    data_attrs
+        ``data``'s attributes over ``write_dxf``'s: a value replaces one (or
+        adds one), None drops one (e.g. ``{"units": None}`` when the units
+        are not known: the docs then take counts).
+    extras
+        More datasets of the exchange group (``shifts``, ``recon_Zn`` ...):
+        name -> value, ``(value, units)`` or ``{"value": ..., "units": ...,
+        "description": ...}`` as for ``measurement`` (no default units), or
+        an ``h5py.SoftLink`` to a dataset written already (``data_Zn`` ->
+        ``/exchange/data``: one copy of the array).
+    compression
+        HDF5 filter (``"gzip"``) for ``data``, the flats, darks and every
+        array of two or more dimensions in ``extras``; default none.
 
     Returns
     -------
@@ -494,19 +519,32 @@ def write_dxchange(
 
         grp = top_level(exchange)
         axes = "channel:y:x" if channel_names is not None else "theta:y:x"
-        ds = grp.create_dataset("data", data=data)
-        for key, value in {"units": "counts", "description": "transmission", "axes": axes}.items():
-            ds.attrs[key] = value
+        ds = grp.create_dataset("data", data=data, compression=compression)
+        attrs = {"units": "counts", "description": "transmission", "axes": axes, **(data_attrs or {})}
+        for key, value in attrs.items():
+            if value is not None:
+                ds.attrs[key] = value
         if data_white is not None:
-            grp.create_dataset("data_white", data=np.asarray(data_white)).attrs["units"] = "counts"
+            grp.create_dataset("data_white", data=np.asarray(data_white), compression=compression
+                               ).attrs["units"] = "counts"
         if data_dark is not None:
-            grp.create_dataset("data_dark", data=np.asarray(data_dark)).attrs["units"] = "counts"
+            grp.create_dataset("data_dark", data=np.asarray(data_dark), compression=compression
+                               ).attrs["units"] = "counts"
         if theta is not None:
             grp.create_dataset("theta", data=np.asarray(theta).reshape(-1)).attrs["units"] = theta_units
         if channel_names is not None:
             grp.create_dataset("data_names", data=np.array([str(n).encode() for n in channel_names]))
             units = channel_units if channel_units is not None else [""] * len(channel_names)
             grp.create_dataset("data_units", data=np.array([str(u).encode() for u in units]))
+        for name, item in (extras or {}).items():
+            if isinstance(item, h5py.SoftLink):
+                grp[name] = item
+                continue
+            value, attrs = _entry(item, None)
+            value = _storable(value)
+            ds = grp.create_dataset(name, data=value, compression=compression if np.ndim(value) >= 2 else None)
+            for k, v in attrs.items():
+                ds.attrs[k] = v
         for root, entries, table in (("measurement", measurement, DXTOMO_UNITS), ("process", process, {})):
             if not entries:
                 continue
@@ -515,7 +553,7 @@ def write_dxchange(
                 value, attrs = _entry(item, table.get(key))
                 parent, _, name = key.rpartition("/")
                 target = base.require_group(parent) if parent else base
-                ds = target.create_dataset(name, data=value)
+                ds = target.create_dataset(name, data=_storable(value))
                 for k, v in attrs.items():
                     ds.attrs[k] = v
     return path
