@@ -159,6 +159,21 @@ def check_ls(args) -> None:
         raise OptionError(f"-n {args.n}: allowed an integer >= 1 (how many of the newest runs to list), e.g. 20")
 
 
+def check_import(args) -> None:
+    """``import``: the files exist and are files; --flyxrf and --no-flyxrf not both; the asset folder usable."""
+    missing = [p for p in args.paths if not Path(p).expanduser().is_file()]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise OptionError(f"PATH {shown}: no such file{'s' if len(missing) > 1 else ''}; give the files to import "
+                          "(nothing was imported)")
+    if args.flyxrf and args.no_flyxrf:
+        raise OptionError(f"--flyxrf {_show(args.flyxrf)} with --no-flyxrf: give one of them")
+    if args.flyxrf and not Path(args.flyxrf).expanduser().is_file():
+        raise OptionError(f"--flyxrf {_show(args.flyxrf)}: no such file; give the flyXRF HDF5 file of the MDA scan")
+    if args.asset_dir:
+        check_folder("--asset-dir", Path(args.asset_dir), writable=True)
+
+
 def check_reconstruct(args) -> None:
     """``reconstruct``: ``reconstruction.check_options`` one option at a time, the elements, the DXchange path."""
     from .reconstruction import check_options

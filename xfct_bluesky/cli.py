@@ -3,7 +3,8 @@
 demo    a small simulated low-dose tomography end to end, stored in Tiled
 serve   a standalone Tiled server on the data folder (loopback, API key)
 shell   IPython with the beamline profile (simulated hardware by default)
-ls      recent runs: plan, sample, angles, dose
+import  store the field's files (synApps MDA, flyXRF, XRF-Maps, PyXRF, DXchange) in Tiled as runs
+ls      recent runs: plan, source format, sample, angles, dose
 show    one run's metadata and streams
 replay  store runs kept in the backup folder (the server was away) into Tiled
 recover store the runs of an acquisition that died (kill -9, power) from the journal into Tiled
@@ -127,27 +128,72 @@ def cmd_shell(args) -> int:
     return 0
 
 
+def _source(start: dict) -> str:
+    """Where a run's data came from: "bluesky" for a run acquired here, else the imported file's format."""
+    source = start.get("source")
+    if not isinstance(source, dict) or "format" not in source:
+        return "bluesky"
+    formats = source["format"] if isinstance(source["format"], list) else [source["format"]]
+    kinds = sorted(set(map(str, formats)))
+    label = kinds[0] if len(kinds) == 1 else "mixed: " + ", ".join(kinds)
+    if len(formats) > 1:
+        label += f" x{len(formats)}"
+    return label + (" + flyXRF" if "flyxrf" in source else "")
+
+
 def _summary(start: dict) -> str:
     import datetime
 
     when = datetime.datetime.fromtimestamp(start.get("time", 0)).strftime("%Y-%m-%d %H:%M")
-    n = start.get("n_angles", start.get("num_points", ""))
+    n = start.get("n_angles", start.get("num_points", len(start.get("angles") or []) or ""))
     dose = start.get("total_dose")
     dose_s = f"{dose:.3g} Gy" if isinstance(dose, int | float) else ""
-    return (f"{start['uid'][:8]}  {when}  {start.get('plan_name', ''):20s} {str(start.get('sample', '')):24.24s} "
-            f"{n!s:>6} {dose_s:>11}")
+    return (f"{start['uid'][:8]}  {when}  {start.get('plan_name', ''):20s} {_source(start):28.28s} "
+            f"{str(start.get('sample', '')):24.24s} {n!s:>6} {dose_s:>11}")
 
 
 def cmd_ls(args) -> int:
     stack, cat = checks.open_catalog(args)
     with stack:
         runs = list(cat.values().tail(args.n)) if len(cat) else []
-        print(f"{'uid':8s}  {'time':16s}  {'plan':20s} {'sample':24s} {'angles':>6} {'total dose':>11}")
+        print(f"{'uid':8s}  {'time':16s}  {'plan':20s} {'source':28s} {'sample':24s} {'angles':>6} "
+              f"{'total dose':>11}")
         for run in runs:
             print(_summary(run.metadata["start"]))
         if not runs:
-            print("(no runs yet: try `xfct-bluesky demo`)")
+            print("(no runs yet: try `xfct-bluesky demo`, or `xfct-bluesky import FILE...` for your own data)")
     return 0
+
+
+def cmd_import(args) -> int:
+    from .importers import import_files
+
+    asset_dir = Path(args.asset_dir).expanduser() if args.asset_dir else _data_dir(args) / "assets"
+    flyxrf = False if args.no_flyxrf else (Path(args.flyxrf).expanduser() if args.flyxrf else None)
+    stack, cat = checks.open_catalog(args)
+    with stack:
+        try:
+            results = import_files(args.paths, cat, tomo=args.tomo, sample=args.sample, asset_dir=asset_dir,
+                                   theta_pv=args.theta_pv, flyxrf=flyxrf)
+        except ValueError as err:  # every file checked and composed first: nothing was written
+            raise CommandError(str(err)) from None
+        for r in results:
+            print(f"{(r.uid or '-')[:8]:8s}  {r.outcome:8s}  {r.path}: {r.reason}")
+        uids = list(dict.fromkeys(r.uid for r in results if r.outcome == "imported"))
+        skipped = sum(r.outcome == "skipped" for r in results)
+        print(f"{len(uids)} run(s) imported, {skipped} file(s) skipped")
+        for uid in uids:
+            start = cat[uid].metadata["start"]
+            hint = (f"; `xfct-bluesky reconstruct {uid[:8]}` aligns and reconstructs it"
+                    if _is_tomography(start) else "")
+            print(f"run {uid}: {_source(start)}, quantities {', '.join(start.get('quantities', {}))}{hint}")
+    return 0
+
+
+def _is_tomography(start: dict) -> bool:
+    """A run ``reconstruct`` takes: an ``xfct_tomo`` run, or an imported run of maps at 2 or more angles."""
+    return start.get("plan_name") == "xfct_tomo" or (
+        start.get("plan_name") == "import" and len(start.get("angles") or []) >= 2)
 
 
 def _alignment_lines(summary: dict, label: str = "alignment") -> list[str]:
@@ -255,8 +301,11 @@ def cmd_reconstruct(args) -> int:
             print(f"no run {args.uid!r} in the catalog; `xfct-bluesky ls` lists them", file=sys.stderr)
             return 1
         start = run.metadata["start"]
-        if start.get("plan_name") != "xfct_tomo":
-            print(f"run {args.uid!r} is a {start.get('plan_name')!r} run; reconstruct takes an xfct_tomo run",
+        if not _is_tomography(start):
+            what = (f"an imported {_source(start)} file of one map, not a tomography; import the projections "
+                    "together as one: `xfct-bluesky import --tomo FILE...`" if start.get("plan_name") == "import"
+                    else f"a {start.get('plan_name')!r} run")
+            print(f"run {args.uid!r} is {what}; reconstruct takes an xfct_tomo run or an imported tomography",
                   file=sys.stderr)
             return 1
         tomo = load_tomo(run)
@@ -268,6 +317,10 @@ def cmd_reconstruct(args) -> int:
         except ValueError as err:
             print(f"xfct-bluesky reconstruct: {err}", file=sys.stderr)
             return 1
+        data_keys = run["primary"].metadata.get("data_keys") or {}  # the maps' units as recorded (imported: cts/s)
+        units = {name: data_keys.get(tomo.maps.data_key(name), {}).get("units") for name in rec.aligned
+                 if name in tomo.maps}
+        units = {name: unit for name, unit in units.items() if unit}
         writer = make_tiled_writer(cat, _data_dir(args) / "backup") if not args.uri else make_tiled_writer(cat)
         from .reconstruction import publish
 
@@ -277,7 +330,7 @@ def cmd_reconstruct(args) -> int:
           f"axis at column {rec.center:.2f}): volumes {next(iter(rec.volumes.values())).shape}")
     print(f"stored as run {uid} (plan_name xfct_reconstruction, raw_uid {tomo.uid})")
     if args.dxchange:
-        path = write_dxchange(args.dxchange, rec)
+        path = write_dxchange(args.dxchange, rec, units=units or None)
         print(f"DXchange file {path}")
     return 0
 
@@ -356,6 +409,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
     p.set_defaults(func=cmd_serve, check=checks.check_serve)
 
+    p = with_data_dir(sub.add_parser(
+        "import", help="store the field's files in Tiled as runs (MDA, flyXRF, XRF-Maps, PyXRF, DXchange)",
+        description="Store files of the facilities' software in the catalog as bluesky runs, one per file, or "
+        "with --tomo one tomography of them all (sorted by theta). Formats are detected from the content. A "
+        "file already imported (same sha256) is skipped; if any file cannot be imported, nothing is written."))
+    p.add_argument("paths", nargs="+", metavar="PATH", help="the files")
+    p.add_argument("--tomo", action="store_true", help="one tomography run of all the files, one event per angle")
+    p.add_argument("--sample", help="the runs' sample name (default: the file's, if it has one)")
+    p.add_argument("--theta-pv", help="MDA / XRF-Maps: the extra PV holding the rotation angle (deg), e.g. "
+                   "2xfm:m53.VAL (default: the motor described as 'tomo rotation'; /MAPS/Scan/theta)")
+    p.add_argument("--flyxrf", help="a fly-scan MDA file's flyXRF spectra file (default: looked for where "
+                   "XRF-Maps looks, ../flyXRF/<stem>_*__0.h5)")
+    p.add_argument("--no-flyxrf", action="store_true", help="import MDA fly scans without their flyXRF spectra")
+    p.add_argument("--asset-dir", help="a folder the Tiled server reads, for spectra copied out of formats it "
+                   "cannot read in place (default <data dir>/assets, what `xfct-bluesky serve` reads)")
+    p.add_argument("--uri", help="a running Tiled server (default: open the data folder in-process); "
+                   f"one that does not answer within {checks.CONNECT_TIMEOUT:g} s is reported")
+    p.add_argument("--api-key", help="API key for --uri")
+    p.set_defaults(func=cmd_import, check=checks.check_import)
+
     p = with_data_dir(sub.add_parser("shell", help="IPython with the beamline profile"))
     p.add_argument("--epics", action="store_true", help="EPICS hardware instead of the simulation")
     p.set_defaults(func=cmd_shell)
@@ -404,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
         elif name == "show":
             p.add_argument("uid", help="run uid (or a unique prefix)")
         elif name == "reconstruct":
-            p.add_argument("uid", help="uid (or unique prefix) of an xfct_tomo run")
+            p.add_argument("uid", help="uid (or unique prefix) of an xfct_tomo run or an imported tomography")
             p.add_argument("--algorithm", default="mlem", help="fbp, sirt, mlem (default) or osem")
             p.add_argument("--iterations", type=int, help="default 50 (sirt), 10 (mlem), 2 (osem)")
             p.add_argument("--subsets", type=int, default=1, help="OSEM ordered subsets (default 8 for osem)")
