@@ -94,6 +94,7 @@ def test_process_holds_the_options_and_the_alignment(rec, written):
     p = {k: v.value for k, v in dx.process.items()}
     assert p["reconstruction/algorithm"] == rec.algorithm == "osem"
     assert p["reconstruction/center"] == rec.center and dx.process["reconstruction/center"].units == "px"
+    assert p["reconstruction/center_tomopy"] == rec.center + 0.5  # tomopy counts from the detector edge
     assert (p["reconstruction/iterations"], p["reconstruction/subsets"]) == (rec.iterations, rec.subsets) == (2, 8)
     assert p["reconstruction/raw_uid"] == rec.raw_uid and p["reconstruction/raw_scan_id"] == rec.metadata["raw_scan_id"]
     assert p["alignment/choice"] == rec.align == "auto"

@@ -175,7 +175,7 @@ def test_cli_reconstructs_an_imported_dxchange_file(simulated, shared_tiled, cap
     np.testing.assert_array_equal(tomo.maps["projections"], zn)  # the external frames, read in place
     np.testing.assert_allclose(tomo.theta, theta)
     out = _run(capsys, "reconstruct", uid[:8], *server, "--elements", "projections", "--align", "none",
-               "--algorithm", "fbp", "--center", (SHAPE[1] - 1) / 2)
+               "--algorithm", "fbp", "--tomopy-center", SHAPE[1] / 2)  # tomopy's default axis: ours, (n - 1) / 2
     rec_uid = _uid(out, r"stored as run ([0-9a-f-]{36})")
     from xfct_bluesky.reconstruction import reconstruct_maps
 

@@ -289,6 +289,7 @@ def cmd_recover(args) -> int:
 
 
 def cmd_reconstruct(args) -> int:
+    from .analysis.tomo import center_from_tomopy
     from .reconstruction import reconstruct_tomo, write_dxchange
     from .storage import load_tomo, make_tiled_writer
 
@@ -312,7 +313,9 @@ def cmd_reconstruct(args) -> int:
         try:
             rec = reconstruct_tomo(tomo, elements=elements, algorithm=args.algorithm, iterations=args.iterations,
                                    subsets=args.subsets, align=args.align, align_method=args.align_method,
-                                   channel=args.channel, center=args.center, refine=args.refine,
+                                   channel=args.channel, refine=args.refine,
+                                   center=(center_from_tomopy(args.tomopy_center) if args.tomopy_center is not None
+                                           else args.center),
                                    progress=lambda text: print(f"  {text}", flush=True))
         except ValueError as err:
             print(f"xfct-bluesky reconstruct: {err}", file=sys.stderr)
@@ -489,7 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--channel", help="with --align auto: map to align on, e.g. fluorescence, "
                            "transmission, dpc_diag, Zn (default: the most informative)")
             p.add_argument("--elements", default="Zn", help="comma-separated, e.g. Zn,Fe,Cu (default Zn)")
-            p.add_argument("--center", type=float, help="rotation-axis column (default: from the alignment)")
+            centre = p.add_mutually_exclusive_group()
+            centre.add_argument("--center", type=float, help="rotation-axis column, pixel centres at integers "
+                                "(scikit-image's convention; default: from the alignment)")
+            centre.add_argument("--tomopy-center", type=float, help="the rotation axis as tomopy's center= gives "
+                                "it (counted from the detector's edge: --center = this - 0.5)")
             p.add_argument("--refine", action="store_true",
                            help="refine the DPC alignment by projection matching (thick specimens seen whole)")
             p.add_argument("--dxchange", help="also write a DXchange HDF5 file here")

@@ -457,6 +457,7 @@ def write_dxchange(path: str | Path, rec: Reconstruction, *, units: str | Mappin
     import h5py
 
     from . import __version__
+    from .analysis.tomo import center_to_tomopy
     from .importers.dxchange import _JOULE_PER_KEV
     from .importers.dxchange import write_dxchange as write_dx
 
@@ -531,6 +532,9 @@ def write_dxchange(path: str | Path, rec: Reconstruction, *, units: str | Mappin
         "reconstruction/center": {"value": float(rec.center), "units": "px",
                                   "description": "rotation-axis column in the aligned projections, 0-based "
                                                  "(pixel centres at integers)"},
+        "reconstruction/center_tomopy": {"value": center_to_tomopy(rec.center), "units": "px",
+                                         "description": "the same axis as tomopy's center= (counted from the "
+                                                        "detector's left edge)"},
         "reconstruction/software": f"xfct_bluesky {__version__}",
     }
     if rec.algorithm == "fbp":

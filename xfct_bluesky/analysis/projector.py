@@ -34,6 +34,28 @@ interpolation error (for even sizes scikit-image puts the axis on pixel
 ``center`` is the column (float, px) of the rotation axis in the
 projections, default ``(n_cols - 1) / 2``.
 
+Other programs' ``center``
+~~~~~~~~~~~~~~~~~~~~~~~~~~
+Here pixel ``j`` of a projection is centred on position ``j`` (its centre,
+not its edge, is at the integer), and the slice grid is always centred on
+the axis. The field's programs agree for odd widths and differ for even
+ones, by half a pixel:
+
+* **scikit-image** (``radon``, ``iradon``): pixel centres at integers too,
+  the axis on pixel ``n // 2`` of the image and of the sinogram. Its
+  sinogram of an even-sized image has the axis at our column ``n / 2``:
+  pass ``center=n // 2``. The reconstruction is then right, on a grid half
+  a pixel from scikit-image's (ours centred on the axis, ``[i, j]`` at
+  scikit-image's ``[i + 0.5, j + 0.5]``); with the default ``(n - 1) / 2``
+  it is blurred by the half-pixel error (``tests/test_tomo.py`` pins both).
+* **tomopy** (``tomopy.recon``; libtomo ``recon/utils.c`` ``preprocessing``:
+  ``mov = (n - 1) / 2 - center + 0.5``, and the ray of detector ``d`` at
+  ``(1 - n) / 2 + d + mov``): its ``center`` counts from the detector's
+  left **edge**, so its column ``c`` is our ``c - 0.5``, and its default
+  ``n / 2`` is our default ``(n - 1) / 2``. Convert with
+  :func:`center_from_tomopy` and :func:`center_to_tomopy`; ``xfct-bluesky
+  reconstruct --tomopy-center`` takes it so.
+
 A 2D ``(n_angles, n_cols)`` sinogram is accepted wherever a stack is, as a
 single-row convenience: the reconstruction is then one ``(n_cols, n_cols)``
 slice, and :func:`project` of a 2D slice returns a 2D sinogram.
@@ -145,6 +167,21 @@ def _check_center(center, n_cols: int) -> float:
         raise ValueError(f"center {center} is outside the detector: it must lie in [0, {n_cols - 1}] "
                          f"(the column of the rotation axis; default (n_cols - 1)/2 = {(n_cols - 1) / 2})")
     return float(center)
+
+
+def center_from_tomopy(center: float) -> float:
+    """The rotation-axis column of this package from tomopy's ``center`` (counted from the detector's left
+    edge, see the module docstring): ``center - 0.5``."""
+    if isinstance(center, bool) or not isinstance(center, numbers.Real) or not math.isfinite(center):
+        raise ValueError(f"tomopy center must be a finite column position in pixels, got {center!r}")
+    return float(center) - 0.5
+
+
+def center_to_tomopy(center: float) -> float:
+    """tomopy's ``center`` for this package's rotation-axis column: ``center + 0.5``."""
+    if isinstance(center, bool) or not isinstance(center, numbers.Real) or not math.isfinite(center):
+        raise ValueError(f"center must be a finite column position in pixels, got {center!r}")
+    return float(center) + 0.5
 
 
 def _check_count(value, name: str, low: int, high: float = math.inf, hint: str = "") -> int:

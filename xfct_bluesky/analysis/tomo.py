@@ -16,7 +16,9 @@ negative counts naming the index of the lowest.
 
 Public functions: :func:`project`, :func:`backproject`, :func:`fbp`,
 :func:`sirt`, :func:`mlem`, :func:`find_center`, :func:`nrmse`,
-:func:`ssim`, :func:`poisson_log_likelihood`, :func:`clear_cache`.
+:func:`ssim`, :func:`poisson_log_likelihood`, :func:`clear_cache`,
+:func:`center_from_tomopy` / :func:`center_to_tomopy` (tomopy counts the
+axis column from the detector's edge: see the projector's docstring).
 """
 
 from __future__ import annotations
@@ -43,12 +45,15 @@ from .projector import (  # noqa: F401 (backproject, clear_cache, project: re-ex
     _to_rays,
     _to_volume,
     backproject,
+    center_from_tomopy,
+    center_to_tomopy,
     clear_cache,
     project,
 )
 
 __all__ = [
-    "CENTER_METHODS", "FILTERS", "ReconstructionWarning", "backproject", "clear_cache", "fbp", "find_center",
+    "CENTER_METHODS", "FILTERS", "ReconstructionWarning", "backproject", "center_from_tomopy", "center_to_tomopy",
+    "clear_cache", "fbp", "find_center",
     "mlem", "nrmse", "poisson_log_likelihood", "project", "sirt", "ssim",
 ]
 
