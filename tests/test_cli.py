@@ -76,7 +76,7 @@ def test_ls_lists_the_demo_run(demo, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:5] == ["uid", "time", "plan", "source", "sample"]
     (line,) = [line for line in lines if line.startswith(uid[:8])]
-    assert re.search(r"\sxfct_tomo\s+bluesky\s+demo cell \(simulated\)\s+6\s+5e\+06 Gy$", line), line
+    assert re.search(r"\sxfct_tomo\s+bluesky\s+demo cell \(simulated\)\s+6\s+5e\+06 Gy  success$", line), line
 
 
 def test_show_prints_the_run_metadata(demo, capsys):

@@ -114,17 +114,29 @@ def profile_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "profile_collection"
 
 
+#: The IPython profile (history, logs) of ``xfct-bluesky shell``, in the user's IPython directory.
+SHELL_PROFILE = "profile_xfct_bluesky"
+
+
 def cmd_shell(args) -> int:
+    """IPython running the profile's startup files, its own state (history.sqlite, log/, pid/, security/) kept in
+    ``<IPython dir>/profile_xfct_bluesky``, never in the profile folder (a checkout, or a shared one)."""
     import IPython
+    from IPython.paths import get_ipython_dir
+    from traitlets.config import Config
 
     prof = profile_dir()
-    if not (prof / "startup").is_dir():
+    startup = sorted((prof / "startup").glob("*.py")) if (prof / "startup").is_dir() else []
+    if not startup:
         print(f"no profile at {prof}: set XFCT_BLUESKY_PROFILE to a profile_collection folder", file=sys.stderr)
         return 2
     os.environ["XFCT_BLUESKY_HARDWARE"] = "epics" if args.epics else os.environ.get("XFCT_BLUESKY_HARDWARE", "sim")
     if args.data_dir:
         os.environ["XFCT_BLUESKY_DATA"] = str(_data_dir(args))
-    IPython.start_ipython(argv=[f"--profile-dir={prof}"])
+    config = Config()
+    config.InteractiveShellApp.exec_files = [str(path) for path in startup]  # in order, one namespace, __file__
+    state = Path(get_ipython_dir()) / SHELL_PROFILE
+    IPython.start_ipython(argv=[f"--profile-dir={state}"], config=config)
     return 0
 
 
@@ -141,25 +153,38 @@ def _source(start: dict) -> str:
     return label + (" + flyXRF" if "flyxrf" in source else "")
 
 
-def _summary(start: dict) -> str:
+_LS_HEADER = (f"{'uid':8s}  {'time':16s}  {'plan':20s} {'source':28s} {'sample':24s} {'angles':>9} "
+              f"{'dose':>11}  status")
+
+
+def _summary(start: dict, stop: dict | None = None) -> str:
+    """One ``ls`` line: the angles and the dose delivered (the stop document's events; of those planned if
+    fewer), and the exit status ("running?" without a stop document)."""
     import datetime
 
     when = datetime.datetime.fromtimestamp(start.get("time", 0)).strftime("%Y-%m-%d %H:%M")
-    n = start.get("n_angles", start.get("num_points", len(start.get("angles") or []) or ""))
+    planned = start.get("n_angles", start.get("num_points", len(start.get("angles") or []) or None))
+    done = (stop or {}).get("num_events", {}).get("primary") if stop else None
+    n = "" if planned is None and done is None else (
+        f"{done}/{planned}" if done is not None and planned is not None and done != planned
+        else str(planned if planned is not None else done))
     dose = start.get("total_dose")
+    per = start.get("dose_per_projection")
+    if isinstance(per, int | float) and done is not None:
+        dose = per * done  # delivered: an aborted 39-of-60 run gave 39 projections' dose
     dose_s = f"{dose:.3g} Gy" if isinstance(dose, int | float) else ""
+    status = (stop or {}).get("exit_status", "running?")
     return (f"{start['uid'][:8]}  {when}  {start.get('plan_name', ''):20s} {_source(start):28.28s} "
-            f"{str(start.get('sample', '')):24.24s} {n!s:>6} {dose_s:>11}")
+            f"{str(start.get('sample', '')):24.24s} {n:>9} {dose_s:>11}  {status}")
 
 
 def cmd_ls(args) -> int:
     stack, cat = checks.open_catalog(args)
     with stack:
         runs = list(cat.values().tail(args.n)) if len(cat) else []
-        print(f"{'uid':8s}  {'time':16s}  {'plan':20s} {'source':28s} {'sample':24s} {'angles':>6} "
-              f"{'total dose':>11}")
+        print(_LS_HEADER)
         for run in runs:
-            print(_summary(run.metadata["start"]))
+            print(_summary(run.metadata["start"], run.metadata.get("stop")))
         if not runs:
             print("(no runs yet: try `xfct-bluesky demo`, or `xfct-bluesky import FILE...` for your own data)")
     return 0
@@ -230,7 +255,8 @@ def cmd_show(args) -> int:
             return 1
         start = run.metadata["start"]
         stop = run.metadata.get("stop") or {}
-        print(_summary(start))
+        print(_LS_HEADER)
+        print(_summary(start, stop))
         keep = ("plan_name", "sample", "n_angles", "shape", "pixel_size", "dwell", "energy", "flux", "spot_size",
                 "dose_per_projection", "total_dose", "estimated_duration", "order", "theta_key", "simulation")
         print(json.dumps({k: start[k] for k in keep if k in start}, indent=2, default=str))
@@ -526,6 +552,10 @@ def main(argv: list[str] | None = None) -> int:
     except (OptionError, DataFolderError, CommandError) as err:
         print(f"xfct-bluesky {args.command}: {err}", file=sys.stderr)
         return 2 if isinstance(err, OptionError) else 1
+    except BrokenPipeError:  # `xfct-bluesky show UID | head`: the reader has gone; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)  # as the Python docs advise (signal module, SIGPIPE)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

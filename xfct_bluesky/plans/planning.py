@@ -8,6 +8,7 @@ allowed range and the fix, before any motor moves or any document is emitted.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -19,6 +20,16 @@ from ._checks import check_storable_shape
 from .resume import ANGLE_TOLERANCE
 
 ORDERS = ("sequential", "interlaced", "golden")
+#: Dwell (s per pixel) above which a scan is legal but almost surely a slip of units (microprobes dwell
+#: 1e-3..1e-1 s): warned about with what it would cost.
+PLAUSIBLE_DWELL = 0.1
+#: A tomography longer than this (s) is warned about with its duration.
+PLAUSIBLE_DURATION = 24 * 3600.0
+
+
+class PlausibilityWarning(UserWarning):
+    """A value the plans accept that is almost surely a slip of units (3 s per pixel meant as 3 ms, angles in
+    radians); the message gives what the plan would do with it and the likely fix."""
 #: Most projections in one tomography. Every angle is stored in the start document (100000 angles are
 #: about 2 MB of JSON), and 100000 over 180 deg keep even golden-ratio angles (closest pair ~0.6 of the
 #: mean step) more than ANGLE_TOLERANCE apart, so that resuming tells every projection from the others.
@@ -100,6 +111,12 @@ class TomoEstimate:
         d["n_angles"] = self.n_angles
         d["estimated_duration"] = d.pop("duration")
         return d
+
+    def __repr__(self) -> str:  # the angles in a line, not one by one (there may be thousands)
+        theta = np.asarray(self.angles)
+        return (f"TomoEstimate({self.n_angles} angles {theta.min():g}..{theta.max():g} deg {self.order}, "
+                f"dwell={self.dwell:g} s, shape={self.shape}, pixel_size={self.pixel_size:g} m, "
+                f"total_dose={self.total_dose:.3g} Gy, duration={self.duration:.0f} s)")
 
     def __str__(self) -> str:
         h, rem = divmod(self.duration, 3600)
@@ -219,7 +236,8 @@ def estimate_tomo(
             f"got n_angles={n_angles!r}, angles={'None' if angles is None else '[...]'}"
         )
     angular_range = _check_angular_range(angular_range)
-    if not (angles is not None and isinstance(order, str) and order == "explicit"):  # "explicit": a resumption
+    resuming = angles is not None and isinstance(order, str) and order == "explicit"  # the rest of a tomography
+    if not resuming:
         order = one_of("order", order, ORDERS, fix="Give one of them, e.g. order='golden'.")
     if angles is not None:
         if order in ("interlaced", "golden"):
@@ -285,5 +303,26 @@ def estimate_tomo(
     duration = n * microprobe.scanner.map_duration(shape, dwell)
     velocity = float(microprobe.rotation.velocity.get()) or 1.0
     duration += (float(np.abs(np.diff(theta)).sum()) + abs(theta[0] - microprobe.rotation.position)) / velocity
-    return TomoEstimate(tuple(float(t) for t in theta), float(dwell), shape, float(pixel_size), per, total,
-                        duration, order, angular_range)
+    estimate = TomoEstimate(tuple(float(t) for t in theta), float(dwell), shape, float(pixel_size), per, total,
+                            duration, order, angular_range)
+    # a resumption's angles are the rest of a checked tomography: a few may span little
+    _warn_implausible(estimate, explicit_angles=angles is not None and not resuming)
+    return estimate
+
+
+def _warn_implausible(est: TomoEstimate, *, explicit_angles: bool) -> None:
+    """:class:`PlausibilityWarning` for a dwell, a duration or angles that are legal but likely slips."""
+    cost = f"{est.n_angles} projections would take {est.duration / 3600:.3g} h and give {est.total_dose:.3g} Gy"
+    if est.dwell > PLAUSIBLE_DWELL:
+        warnings.warn(f"dwell={est.dwell:g} s per pixel is unusually long (microprobes dwell 1e-3..{PLAUSIBLE_DWELL:g} "
+                      f"s): {cost}. If you meant {est.dwell:g} ms, give dwell={est.dwell * 1e-3:g}",
+                      PlausibilityWarning, stacklevel=3)
+    elif est.duration > PLAUSIBLE_DURATION:
+        warnings.warn(f"the tomography is long: {cost}; check dwell, shape and n_angles", PlausibilityWarning,
+                      stacklevel=3)
+    theta = np.asarray(est.angles)
+    span = float(np.ptp(theta))
+    if explicit_angles and theta.size > 8 and span <= 2 * np.pi + 1e-6:
+        warnings.warn(f"the {theta.size} angles span only {span:.3g} deg: angles are in degrees; if these are "
+                      "radians, np.rad2deg converts them (as given, the tomography sees the specimen from one "
+                      "direction)", PlausibilityWarning, stacklevel=3)

@@ -112,6 +112,11 @@ class TomoData:
     theta_key: str = "theta"
     quantities: dict[str, str] = field(default_factory=dict)
 
+    def __repr__(self) -> str:  # shapes, not the arrays and the whole start document
+        span = f" {self.theta.min():g}..{self.theta.max():g} deg" if self.theta.size else ""
+        return (f"TomoData(uid={self.uid[:8]!r}, {self.theta.size} angles{span} from {self.theta_key!r}, "
+                f"plan {self.metadata.get('plan_name')!r}, maps={self.maps!r})")
+
 
 def _stream(run: Any, stream: str) -> Any:
     try:
