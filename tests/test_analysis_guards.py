@@ -248,7 +248,7 @@ def test_live_alignment_leaves_blank_projections_out(tomography):
     theta, _, blanked, truth = tomography
     good = _good()
     live = LiveDPCAlignment()
-    bundle = event_model.compose_run()
+    bundle = event_model.compose_run(metadata={"n_angles": len(theta)})
     live("start", bundle.start_doc)
     keys = {"m_dpc_diag": {"dtype": "array", "shape": list(SHAPE), "source": "sim"},
             "m_Zn": {"dtype": "array", "shape": list(SHAPE), "source": "sim"},
@@ -258,7 +258,8 @@ def test_live_alignment_leaves_blank_projections_out(tomography):
     for k, t in enumerate(theta):
         data = {"m_dpc_diag": blanked["dpc_diag"][k], "m_Zn": blanked["Zn"][k], "m_rotation": float(t)}
         live("event", desc.compose_event(data=data, timestamps=dict.fromkeys(data, 0.0)))
-    live("stop", bundle.compose_stop())  # waits for the worker
+    live("stop", bundle.compose_stop())
+    assert live.wait(60)  # the worker has aligned it
     assert live.errors == []
     # the live estimate: the blank projections have no shift, the others are registered past them
     assert np.isnan(live.shifts[list(BLANK)]).all() and np.isfinite(live.shifts[good]).all()
@@ -271,10 +272,9 @@ def test_live_alignment_leaves_blank_projections_out(tomography):
 
 
 def test_live_preview_leaves_out_a_projection_without_a_live_shift():
-    """A blank projection's live shift is NaN: the preview is made of the others, no error logged."""
-    from types import SimpleNamespace
-
-    from xfct_bluesky.callbacks.reconstruction import LiveReconstruction
+    """A blank projection's shift is NaN: the preview is made of the others, no error."""
+    from xfct_bluesky.analysis import tomo
+    from xfct_bluesky.callbacks.reconstruction import preview_slice
 
     rng = np.random.default_rng(0)
     theta = np.linspace(0, 180, 12, endpoint=False)
@@ -282,14 +282,15 @@ def test_live_preview_leaves_out_a_projection_without_a_live_shift():
     shifts = np.zeros((12, 2))
     shifts[3] = np.nan
     stack[3] = 0  # the closed shutter
-    live = LiveReconstruction(alignment=SimpleNamespace(shifts=shifts), plot=False)
-    live._update_preview(theta, {"Zn": stack})
-    assert live.preview.shape == (16, 16) and np.isfinite(live.preview).all()
+    preview = preview_slice(stack, theta, shifts=shifts)
+    assert preview.shape == (16, 16) and np.isfinite(preview).all()
     keep = np.arange(12) != 3
-    from xfct_bluesky.analysis import tomo
-
-    np.testing.assert_allclose(live.preview, tomo.fbp(stack[keep, 4], theta[keep], filter="shepp-logan"),
+    np.testing.assert_allclose(preview, tomo.fbp(stack[keep, 4], theta[keep], filter="shepp-logan"),
                                rtol=1e-4, atol=1e-4)
+    # without shifts (the live preview): every projection, the central row
+    np.testing.assert_allclose(preview_slice(stack, theta), tomo.fbp(stack[:, 4], theta, filter="shepp-logan"),
+                               rtol=1e-4, atol=1e-4)
+    assert preview_slice(stack[:1], theta[:1]) is None  # one projection: nothing to show yet
 
 
 @pytest.mark.parametrize("elements, match", [("Zn", r"elements='Zn' is one string.*elements=\('Zn',\)"),

@@ -150,12 +150,13 @@ def test_cli_imports_a_maps_tomography_and_reconstructs_it(simulated, maps_files
     from xfct_bluesky.callbacks.alignment import LiveDPCAlignment
     from xfct_bluesky.callbacks.reconstruction import LiveReconstruction
 
-    alignment = LiveDPCAlignment()
-    live_rec = LiveReconstruction(alignment=alignment, elements=("Zn",), iterations=5)
+    live_rec = LiveReconstruction(elements=("Zn",), iterations=5)
+    alignment = LiveDPCAlignment(emit=live_rec)  # its derived run's shifts go to the reconstruction
     for name, doc in run.documents():
         alignment(name, doc)
         live_rec(name, doc)
-    live_rec.wait(120)
+    assert live_rec.wait(120)
+    assert live_rec.results[uid]["alignment_source"] == "live dpc alignment"
     assert alignment.errors == [] and live_rec.errors == []
     live_err = alignment_error(alignment.results[uid]["shifts"], truth_sorted, tomo.theta)
     assert np.all(live_err < 0.25), live_err

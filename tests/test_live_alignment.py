@@ -35,6 +35,7 @@ def test_live_alignment_tracks_the_runout(RE, docs, mp):
     live = LiveDPCAlignment(emit=_validated(derived))
     RE.subscribe(live)
     (uid,) = RE(xfct_tomo(mp, shape=(36, 44), pixel_size=300e-9, n_angles=36, dwell=3e-3, order="golden"))
+    assert live.wait(60)  # the worker has aligned it (the RunEngine never waited)
     assert live.errors == []
     result = live.results[uid]
     theta, shifts = result["theta"], result["shifts"]
@@ -64,6 +65,7 @@ def test_live_alignment_tracks_the_runout(RE, docs, mp):
     replay = LiveDPCAlignment()
     for name, doc in docs:
         replay(name, doc)
+    assert replay.wait(60)
     np.testing.assert_allclose(replay.results[uid]["shifts"], shifts, atol=1e-9)
 
 
@@ -75,11 +77,12 @@ def test_live_alignment_refuses_an_unknown_method():
 def test_live_alignment_never_raises(caplog):
     live = LiveDPCAlignment()
     with caplog.at_level(logging.ERROR):
-        live("start", {"uid": "x", "time": 0})
+        live("start", {"uid": "x", "time": 0, "n_angles": 2})
         live("descriptor", {"uid": "d", "name": "primary", "run_start": "x", "time": 0,
                             "data_keys": {"m_dpc_diag": {"shape": [4, 4], "dtype": "array", "source": ""},
                                           "m_rotation": {"shape": [], "dtype": "number", "source": ""}}})
         live("event", {"uid": "e", "descriptor": "d", "seq_num": 1, "time": 0, "data": {}, "timestamps": {}})
         live("stop", {"uid": "s", "run_start": "x", "time": 0, "exit_status": "success"})
+        assert live.wait(10)
     assert live.errors  # the bad event was logged and kept, not raised
     assert "LiveDPCAlignment" in caplog.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -56,7 +57,7 @@ def test_format_table_has_every_row_and_the_paper_values(rows):
 @pytest.mark.parametrize("region", [4, 65])
 def test_bad_region_is_refused_before_any_scan(region):
     with pytest.raises(ValueError, match=rf"region={region}: allowed 8 to 64 px"):
-        paper_table(shape=(64, 64), region=region, subscribers=[pytest.fail])  # no document emitted
+        paper_table(shape=(64, 64), region=region, session=SimpleNamespace(RE=pytest.fail))  # nothing run
 
 
 def test_cli_paper_table_stores_the_maps_in_tiled(tmp_path):

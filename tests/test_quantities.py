@@ -288,13 +288,14 @@ def test_the_live_callbacks_resolve_as_load_tomo(runs, catalog):
         for cb in (align, recon):
             cb("start", start)
             cb("descriptor", descriptor)
-        assert align._keys == (tomo.theta_key, tomo.quantities["dpc_diag"])
-        assert recon._theta_key == tomo.theta_key
+            assert cb.wait(10)
+        assert align.last_run.keys == (tomo.theta_key, tomo.quantities["dpc_diag"])  # the run's own state
+        assert recon.last_run.theta_key == tomo.theta_key
         wanted = ("Zn", "dpc_x", "dpc_y", "dpc_diag")
-        assert recon._keys == {w: tomo.quantities[w] for w in wanted if w in tomo.quantities}
+        assert recon.last_run.keys == {w: tomo.quantities[w] for w in wanted if w in tomo.quantities}
         for cb in (align, recon):
             cb("stop", {"uid": "s", "run_start": start["uid"], "time": 0.0, "exit_status": "success"})
-            cb.wait(10)
+            assert cb.wait(10)
             assert not cb.errors
 
 
@@ -303,7 +304,7 @@ def test_the_live_callbacks_follow_quantities_over_key_endings():
     from xfct_bluesky.callbacks.alignment import LiveDPCAlignment
     from xfct_bluesky.callbacks.reconstruction import LiveReconstruction
 
-    start = {"uid": "u", "time": 0.0,
+    start = {"uid": "u", "time": 0.0, "n_angles": 2,
              "quantities": {"theta": "angle", "Zn": "xrf_ch3", "dpc_diag": "seg_diagonal", "i0": "ic1"}}
     descriptor = {"uid": "d", "name": "primary", "run_start": "u", "time": 0.0,
                   "data_keys": {"angle": SCALAR, "xrf_ch3": MAP, "seg_diagonal": MAP, "ic1": MAP, "m_Zn": MAP}}
@@ -311,11 +312,14 @@ def test_the_live_callbacks_follow_quantities_over_key_endings():
     for cb in (align, recon):
         cb("start", start)
         cb("descriptor", descriptor)
-    assert align._keys == ("angle", "seg_diagonal")
-    assert set(align._map_keys) == {"xrf_ch3", "ic1", "m_Zn"}  # Zn and i0 by name, m_Zn by its ending
-    assert align._names["xrf_ch3"] == "Zn" and align._names["m_Zn"] == "m_Zn"  # kept under their names
-    assert recon._theta_key == "angle" and recon._keys == {"Zn": "xrf_ch3", "dpc_diag": "seg_diagonal"}
+        assert cb.wait(10)
+    run = align.last_run
+    assert run.keys == ("angle", "seg_diagonal")
+    assert set(run.map_keys) == {"xrf_ch3", "ic1", "m_Zn"}  # Zn and i0 by name, m_Zn by its ending
+    assert run.names["xrf_ch3"] == "Zn" and run.names["m_Zn"] == "m_Zn"  # kept under their names
+    assert recon.last_run.theta_key == "angle"
+    assert recon.last_run.keys == {"Zn": "xrf_ch3", "dpc_diag": "seg_diagonal"}
     for cb in (align, recon):
         cb("stop", {"uid": "s", "run_start": "u", "time": 0.0, "exit_status": "success"})
-        cb.wait(10)
+        assert cb.wait(10)
         assert not cb.errors

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from bluesky import RunEngine
 
-from xfct_bluesky.callbacks import LiveDPCAlignment
-from xfct_bluesky.callbacks.reconstruction import LiveReconstruction
+from xfct_bluesky.callbacks import LiveDPCAlignment, LiveReconstruction, SerialEmitter
 from xfct_bluesky.dose_study import compare, phantom_zn
 from xfct_bluesky.plans import xfct_tomo
 from xfct_bluesky.reconstruction import check_options, reconstruct_maps
@@ -111,15 +110,14 @@ def test_live_reconstruction_publishes_volumes_to_tiled_and_replays(microprobe, 
 
     cat, _ = catalog
     RE = RunEngine({})
-    writer = make_tiled_writer(cat)
+    writer = SerialEmitter(make_tiled_writer(cat))  # the RunEngine's and the worker's one way into the writer
     RE.subscribe(writer)
-    alignment = LiveDPCAlignment(emit=writer)
-    live = LiveReconstruction(emit=writer, alignment=alignment, elements=("Zn", "Fe"), iterations=5,
-                              preview_every=4)
+    live = LiveReconstruction(emit=writer, elements=("Zn", "Fe"), iterations=5, preview_every=4)
+    alignment = LiveDPCAlignment(emit=[writer, live])  # its derived run to Tiled and to the reconstruction
     RE.subscribe(alignment)
     RE.subscribe(live)
     (uid,) = RE(xfct_tomo(microprobe, shape=(16, 20), pixel_size=300e-9, n_angles=16, dwell=2e-3, order="golden"))
-    live.wait(60)
+    assert live.wait(60)
     assert live.errors == [] and alignment.errors == []
     assert live.preview is not None and live.preview.shape == (20, 20)  # the central slice shown live
 
@@ -137,15 +135,16 @@ def test_live_reconstruction_publishes_volumes_to_tiled_and_replays(microprobe, 
     np.testing.assert_allclose(np.asarray(derived["shifts"]["dx"].read()), alignment.results[uid]["shifts"][:, 1])
 
     # replay the stored raw run through a fresh pair of callbacks: the same volumes
-    again_alignment = LiveDPCAlignment()
-    again = LiveReconstruction(alignment=again_alignment, elements=("Zn", "Fe"), iterations=5)
+    again = LiveReconstruction(elements=("Zn", "Fe"), iterations=5)
+    again_alignment = LiveDPCAlignment(emit=again)
     for name, doc in cat[uid].documents():
         again_alignment(name, doc)
         again(name, doc)
-    again.wait(60)
+    assert again.wait(60)
+    assert again.results[uid]["alignment_source"] == "live dpc alignment"
     replayed = again.results[uid]["reconstruction"].volumes
-    for key in stored:
-        np.testing.assert_allclose(replayed[key], stored[key], rtol=1e-4, atol=1e-4 * float(stored[key].max()))
+    for key, volume in stored.items():
+        np.testing.assert_allclose(replayed[key], volume, rtol=1e-4, atol=1e-4 * float(volume.max()))
 
 
 def test_live_reconstruction_never_raises_into_the_run_engine(microprobe, caplog):
@@ -159,7 +158,7 @@ def test_live_reconstruction_never_raises_into_the_run_engine(microprobe, caplog
 
     RE.subscribe(broken)
     (uid,) = RE(xfct_tomo(microprobe, shape=(16, 20), pixel_size=300e-9, n_angles=4, dwell=1e-3))
-    live.wait(60)
+    assert live.wait(60)
     assert uid  # the scan completed
     assert live.errors and "could not reconstruct" in caplog.text
 

@@ -7,9 +7,10 @@ library's own (``plans.planning.estimate_tomo`` and ``tomo_angles``,
 and field checks), called on a simulated microprobe built as the command
 builds it, so the command line and the Python API refuse the same values.
 :func:`check_data_dir` runs for every command that has ``--data-dir``.
-:func:`open_catalog` gives the run catalog on ``--uri`` (:func:`connect`
-answers an unreachable server in one line, :class:`CommandError`, exit
-status 1) or on an embedded server over the data folder.
+:func:`open_session` gives a :class:`~xfct_bluesky.session.Session` on
+``--uri`` (:func:`connect` answers an unreachable server in one line,
+:class:`CommandError`, exit status 1) or on an embedded server over the data
+folder.
 """
 
 from __future__ import annotations
@@ -281,21 +282,12 @@ def connect(uri: str, api_key: str | None):
                            "at this address?") from None
 
 
-def open_catalog(args):
-    """(context manager, run catalog) on ``--uri`` (:func:`connect`) or an embedded server over the data folder."""
-    from tiled.client import from_uri
+def open_session(args, *, read_only: bool = False, journal: bool = True):
+    """A :class:`~xfct_bluesky.session.Session` on ``--uri`` (:func:`connect`, which tells an unreachable server
+    in one line) or on an embedded server over the data folder; no live analysis, no persistent ``RE.md``.
+    Use it as a context manager; ``.catalog`` is the runs container, ``.writer`` the writer with backup."""
+    from .session import Session
 
-    from .storage import embedded_server, runs_container
-
-    stack = contextlib.ExitStack()
-    try:
-        if args.uri:
-            client = connect(args.uri, args.api_key)
-        else:
-            server = stack.enter_context(embedded_server(data_dir(args)))
-            client = from_uri(server.uri)
-        stack.callback(client.context.close)  # LIFO: the client closes before the server stops
-        return stack, runs_container(client)
-    except BaseException:  # e.g. a DataFolderError: the server started is stopped
-        stack.close()
-        raise
+    client = connect(args.uri, args.api_key) if args.uri else None
+    return Session(data_dir(args), client=client, live=False, persistent_md=False, read_only=read_only,
+                   journal=journal and not read_only)

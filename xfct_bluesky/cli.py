@@ -179,8 +179,8 @@ def _summary(start: dict, stop: dict | None = None) -> str:
 
 
 def cmd_ls(args) -> int:
-    stack, cat = checks.open_catalog(args)
-    with stack:
+    with checks.open_session(args, read_only=True) as session:
+        cat = session.catalog
         runs = list(cat.values().tail(args.n)) if len(cat) else []
         print(_LS_HEADER)
         for run in runs:
@@ -191,12 +191,13 @@ def cmd_ls(args) -> int:
 
 
 def cmd_import(args) -> int:
+    from .callbacks import is_tomography
     from .importers import import_files
 
     asset_dir = Path(args.asset_dir).expanduser() if args.asset_dir else _data_dir(args) / "assets"
     flyxrf = False if args.no_flyxrf else (Path(args.flyxrf).expanduser() if args.flyxrf else None)
-    stack, cat = checks.open_catalog(args)
-    with stack:
+    with checks.open_session(args) as session:
+        cat = session.catalog
         try:
             results = import_files(args.paths, cat, tomo=args.tomo, sample=args.sample, asset_dir=asset_dir,
                                    theta_pv=args.theta_pv, flyxrf=flyxrf)
@@ -210,15 +211,9 @@ def cmd_import(args) -> int:
         for uid in uids:
             start = cat[uid].metadata["start"]
             hint = (f"; `xfct-bluesky reconstruct {uid[:8]}` aligns and reconstructs it"
-                    if _is_tomography(start) else "")
+                    if is_tomography(start) else "")
             print(f"run {uid}: {_source(start)}, quantities {', '.join(start.get('quantities', {}))}{hint}")
     return 0
-
-
-def _is_tomography(start: dict) -> bool:
-    """A run ``reconstruct`` takes: an ``xfct_tomo`` run, or an imported run of maps at 2 or more angles."""
-    return start.get("plan_name") == "xfct_tomo" or (
-        start.get("plan_name") == "import" and len(start.get("angles") or []) >= 2)
 
 
 def _alignment_lines(summary: dict, label: str = "alignment") -> list[str]:
@@ -246,8 +241,8 @@ def _alignment_lines(summary: dict, label: str = "alignment") -> list[str]:
 def cmd_show(args) -> int:
     import json
 
-    stack, cat = checks.open_catalog(args)
-    with stack:
+    with checks.open_session(args, read_only=True) as session:
+        cat = session.catalog
         try:
             run = cat[args.uid]
         except (KeyError, ValueError):  # ValueError: a partial uid under 5 characters (bluesky-tiled-plugins)
@@ -290,9 +285,8 @@ def _store_kept(args, store, subdir: str, what: str) -> int:
     if not directory.is_dir():
         print(f"no {what} folder {directory}: nothing to do", file=sys.stderr)
         return 1
-    stack, cat = checks.open_catalog(args)
-    with stack:
-        results = store(directory, cat)
+    with checks.open_session(args, journal=False) as session:  # the command itself stores what the journal holds
+        results = store(directory, session.catalog)
     for path, uid, outcome in results:
         print(f"{(uid or '-')[:8]:8s}  {outcome}  {path}")
     failed = [r for r in results if r[1] is None and not r[2].startswith("in progress")]
@@ -316,19 +310,20 @@ def cmd_recover(args) -> int:
 
 def cmd_reconstruct(args) -> int:
     from .analysis.tomo import center_from_tomopy
+    from .callbacks import is_tomography
     from .reconstruction import reconstruct_tomo, write_dxchange
-    from .storage import load_tomo, make_tiled_writer
+    from .storage import load_tomo
 
     elements = [e.strip() for e in args.elements.split(",") if e.strip()]  # checks.check_reconstruct: not empty
-    stack, cat = checks.open_catalog(args)
-    with stack:
+    with checks.open_session(args) as session:
+        cat = session.catalog
         try:
             run = cat[args.uid]
         except (KeyError, ValueError):
             print(f"no run {args.uid!r} in the catalog; `xfct-bluesky ls` lists them", file=sys.stderr)
             return 1
         start = run.metadata["start"]
-        if not _is_tomography(start):
+        if not is_tomography(start):
             what = (f"an imported {_source(start)} file of one map, not a tomography; import the projections "
                     "together as one: `xfct-bluesky import --tomo FILE...`" if start.get("plan_name") == "import"
                     else f"a {start.get('plan_name')!r} run")
@@ -350,10 +345,9 @@ def cmd_reconstruct(args) -> int:
         units = {name: data_keys.get(tomo.maps.data_key(name), {}).get("units") for name in rec.aligned
                  if name in tomo.maps}
         units = {name: unit for name, unit in units.items() if unit}
-        writer = make_tiled_writer(cat, _data_dir(args) / "backup") if not args.uri else make_tiled_writer(cat)
         from .reconstruction import publish
 
-        uid = publish(rec, writer)
+        uid = publish(rec, session.writer)
     print(f"reconstructed {', '.join(rec.volumes)} of run {tomo.uid[:8]} ({rec.algorithm}"
           f"{f', {rec.iterations} iterations' if rec.algorithm != 'fbp' else ''}, {rec.align} alignment, "
           f"axis at column {rec.center:.2f}): volumes {next(iter(rec.volumes.values())).shape}")
@@ -382,25 +376,14 @@ def cmd_dose_study(args) -> int:
 
 
 def cmd_paper_table(args) -> int:
-    import contextlib
-
     from .paper import format_table, paper_figure, paper_table
+    from .session import Session
 
     data_dir = _data_dir(args)
     output = checks.output_dir(args, "paper")
-    with contextlib.ExitStack() as stack:
-        subscribers = []
-        if not args.no_store:
-            from tiled.client import from_uri
-
-            from .storage import embedded_server, make_tiled_writer, runs_container
-
-            server = stack.enter_context(embedded_server(data_dir))
-            client = from_uri(server.uri)
-            stack.callback(client.context.close)
-            subscribers.append(make_tiled_writer(runs_container(client), data_dir / "backup"))
+    with Session(data_dir, store=not args.no_store, live=False, persistent_md=False) as session:
         rows = paper_table(seed=args.seed, shape=(args.size, args.size), region=args.region,
-                           upsample=args.upsample, subscribers=subscribers)
+                           upsample=args.upsample, session=session)
     table = format_table(rows)
     output.mkdir(parents=True, exist_ok=True)
     (output / "paper-table.txt").write_text(table + "\n")

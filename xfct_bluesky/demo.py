@@ -1,9 +1,10 @@
 """The end-to-end demo: a small simulated low-dose tomography stored in Tiled.
 
-``xfct-bluesky demo`` runs this: an embedded Tiled server on the data folder,
-a RunEngine writing through TiledWriter (with a backup folder), a simulated
-microprobe, ``xfct_tomo`` at a fixed total dose, then everything is read back
-from Tiled and a PNG overview is saved.
+``xfct-bluesky demo`` runs this: a :class:`~xfct_bluesky.session.Session` on
+the data folder (embedded Tiled server, journaled writer with a backup folder,
+live DPC alignment and reconstruction), a simulated microprobe, ``xfct_tomo``
+at a fixed total dose, then everything is read back from Tiled and a PNG
+overview is saved.
 """
 
 from __future__ import annotations
@@ -58,8 +59,15 @@ def overview_figure(tomo, path: Path, *, title: str = "", shifts=None, truth=Non
         ax.plot(tomo.theta, shifts[:, 1], "o", ms=3, label="dx (DPC alignment)")
         ax.plot(tomo.theta, shifts[:, 0], "s", ms=3, label="dy (DPC alignment)")
         if truth is not None:
-            ax.plot(tomo.theta, -truth[:, 1], "k.", ms=2, label="-(true runout)")
-            ax.plot(tomo.theta, -truth[:, 0], "k.", ms=2)
+            # the true runout in the shifts' own frame: moved by the vertical mean and the horizontal
+            # a + b cos + c sin that alignment_error removes (they only move the reconstructed object), so the
+            # gap between the points is the error printed
+            from .analysis.align import remove_sinusoid
+
+            diff = np.asarray(shifts, float) + np.asarray(truth, float)
+            frame_x = diff[:, 1] - remove_sinusoid(tomo.theta, diff[:, 1])
+            ax.plot(tomo.theta, -truth[:, 1] + frame_x, "k.", ms=2, label="-(true runout), same frame")
+            ax.plot(tomo.theta, -truth[:, 0] + diff[:, 0].mean(), "k.", ms=2)
         ax.set_xlabel("theta (deg)")
         ax.set_ylabel("shift (px)")
         ax.set_title("live DPC alignment", fontsize=10)
@@ -99,49 +107,35 @@ def run_demo(
     progress: bool = True,
 ) -> DemoResult:
     """Run the demo tomography; return where its data and figure went."""
-    from bluesky import RunEngine
-
     from .analysis.align import alignment_error
-    from .callbacks.alignment import LiveDPCAlignment
-    from .callbacks.progress import ProgressBar
-    from .callbacks.reconstruction import LiveReconstruction
     from .devices.sim import make_sim_microprobe
     from .physics import RunoutModel, small_cell
     from .physics.cells import EGG_DIAMETER, EGG_ZN_ATOMS
     from .plans import xfct_tomo
-    from .storage import default_data_dir, embedded_server, load_tomo, make_tiled_writer, runs_container
-    from .storage.journal import JOURNAL_SUBDIR
-    from .storage.tiled import ASSETS_SUBDIR
+    from .session import Session
+    from .storage import default_data_dir, load_tomo
 
     data_dir = Path(data_dir or default_data_dir()).expanduser().resolve()
     t0 = time.perf_counter()
-    with embedded_server(data_dir) as server:
-        from tiled.client import from_uri
 
-        client = from_uri(server.uri)
-        catalog = runs_container(client)
-        RE = RunEngine({})
-        writer = make_tiled_writer(catalog, data_dir / "backup", journal_directory=data_dir / JOURNAL_SUBDIR)
-        RE.subscribe(writer)
-        live = LiveDPCAlignment(emit=writer)  # shifts stored in Tiled as a derived run
-        RE.subscribe(live)
-        recon = LiveReconstruction(emit=writer, alignment=live, elements=("Zn",))  # after the alignment
-        RE.subscribe(recon)
-        if progress:
-            RE.subscribe(ProgressBar())
+    def microprobe(session):
         # a 10 um cell in a 16.8 um field: the stage's runout (2 um) stays in view; it has the egg's
         # Zn per projected area (7.5x its concentration), so the maps have the paper's counts per pixel
         specimen = small_cell(10e-6, seed=seed, zn_atoms=EGG_ZN_ATOMS * (10e-6 / EGG_DIAMETER) ** 2)
-        mp = make_sim_microprobe(
-            shape=shape, pixel_size=300e-9, seed=seed, specimen=specimen,
-            hdf5_directory=data_dir / ASSETS_SUBDIR, runout=RunoutModel(eccentricity=2e-6, seed=seed),
-        )
-        (uid,) = RE(xfct_tomo(mp, shape=shape, pixel_size=300e-9, n_angles=n_angles, total_dose=total_dose,
-                              order="golden", md={"sample": "demo cell (simulated)", "purpose": "xfct-bluesky demo"}))
-        recon.wait()  # the volumes are published from its worker thread
-        tomo = load_tomo(catalog[uid])
-        aligned = live.results[uid]
-        rebuilt = recon.results.get(uid, {})
+        return make_sim_microprobe(shape=shape, pixel_size=300e-9, seed=seed, specimen=specimen,
+                                   hdf5_directory=session.assets_dir, runout=RunoutModel(eccentricity=2e-6, seed=seed))
+
+    # the session's writer (journaled, with a backup) stores the run; its live alignment and reconstruction
+    # store their derived runs beside it
+    with Session(data_dir, microprobe=microprobe, progress=progress, persistent_md=False) as session:
+        mp = session.microprobe
+        (uid,) = session.RE(xfct_tomo(mp, shape=shape, pixel_size=300e-9, n_angles=n_angles, total_dose=total_dose,
+                                      order="golden", md={"sample": "demo cell (simulated)",
+                                                          "purpose": "xfct-bluesky demo"}))
+        session.wait()  # the live worker has aligned, reconstructed and published the volumes
+        tomo = load_tomo(session.catalog[uid])
+        aligned = session.live_alignment.results[uid]
+        rebuilt = session.live_reconstruction.results.get(uid, {})
         truth = mp.truth.offsets
         err = alignment_error(aligned["shifts"], truth, aligned["theta"])
         figure = overview_figure(tomo, Path(output or data_dir / "demo") / f"overview-{uid[:8]}.png",
@@ -149,7 +143,6 @@ def run_demo(
                                        f"{total_dose:.2g} Gy in total",
                                  shifts=aligned["shifts"], truth=truth,
                                  volume=rebuilt["reconstruction"].volumes["Zn"] if rebuilt else None)
-        client.context.close()
     return DemoResult(uid, data_dir, figure, n_angles, tuple(shape), total_dose, time.perf_counter() - t0,
                       aligned["derived_uid"], (float(err[0]), float(err[1])), rebuilt.get("derived_uid"),
                       aligned.get("summary"))

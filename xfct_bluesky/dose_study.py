@@ -120,12 +120,11 @@ def compare(recon: np.ndarray, truth: np.ndarray, mask: np.ndarray, *, register:
 
 def _acquire(n_angles, dwell, *, size, rows, seed, cell_diameter):
     """Run xfct_tomo on the simulated cell; (theta, maps, true offsets, total dose)."""
-    from bluesky import RunEngine
-
     from .devices.sim import make_sim_microprobe
     from .physics import RunoutModel, small_cell
     from .physics.cells import EGG_DIAMETER, EGG_ZN_ATOMS
     from .plans import xfct_tomo
+    from .session import Session
 
     # the egg's projected Zn (counts per pixel) through the centre of a smaller cell
     zn_atoms = EGG_ZN_ATOMS * (cell_diameter / EGG_DIAMETER) ** 2
@@ -140,10 +139,10 @@ def _acquire(n_angles, dwell, *, size, rows, seed, cell_diameter):
         elif name == "event" and doc["data"].get(starts[-1]["quantities"]["Zn"]) is not None:
             events.append(doc["data"])
 
-    RE = RunEngine({})
-    RE.subscribe(keep)
-    RE(xfct_tomo(mp, shape=(rows, size), pixel_size=PIXEL, n_angles=n_angles, dwell=dwell, order="golden",
-                 md={"purpose": "dose-fractionation study"}))
+    with Session(store=False, live=False, persistent_md=False) as session:  # in memory: nothing stored
+        session.subscribe("keep", keep)
+        session.RE(xfct_tomo(mp, shape=(rows, size), pixel_size=PIXEL, n_angles=n_angles, dwell=dwell,
+                             order="golden", md={"purpose": "dose-fractionation study"}))
     theta = np.array([e[mp.rotation.name] for e in events])
     maps = {k: np.stack([e[k] for e in events]) for k in events[0] if np.ndim(events[0][k]) == 2}
     return theta, maps, mp.truth.offsets, starts[0]["total_dose"], mp.truth.specimen

@@ -47,42 +47,46 @@ def _pairs_from_run(docs, scanner_name):
 
 
 def run_pairs(spot=(700e-9, 500e-9), *, dwells=(3e-3, 30e-3), shape=(230, 230), seed=0, hdf5_directory=None,
-              subscribers=()):
+              session=None):
     """Run ``dwell_pair_series`` on the simulated egg; return (run uid, {dwell: [data, data]}).
 
-    ``subscribers`` (e.g. a TiledWriter) also receive the run's documents.
+    ``session`` (a :class:`~xfct_bluesky.session.Session`, e.g. one storing
+    in Tiled) runs it; default an in-memory one, storing nothing.
     """
+    import contextlib
     import tempfile
-
-    from bluesky import RunEngine
 
     from .devices.sim import make_sim_microprobe
     from .physics import Probe
     from .plans import dwell_pair_series
+    from .session import Session
 
     directory = hdf5_directory or tempfile.mkdtemp(prefix="xfct-paper-")
     mp = make_sim_microprobe(shape=shape, pixel_size=300e-9, seed=seed, probe=Probe(fwhm=tuple(spot)),
                              hdf5_directory=directory, save_spectra=False)
     docs = []
-    RE = RunEngine({})
-    RE.subscribe(lambda name, doc: docs.append((name, doc)))
-    for cb in subscribers:
-        RE.subscribe(cb)
     label = f"{spot[0] * 1e9:.0f} nm (h) x {spot[1] * 1e9:.0f} nm (v)"
-    (uid,) = RE(dwell_pair_series(mp, dwells=dwells, theta=0.0, shape=shape, pixel_size=300e-9,
-                                  md={"purpose": "founding paper table", "sample": "simulated egg",
-                                      "spot": label}))
+    with (contextlib.nullcontext(session) if session is not None
+          else Session(store=False, live=False, persistent_md=False)) as s:
+        token = s.RE.subscribe(lambda name, doc: docs.append((name, doc)))
+        try:
+            (uid,) = s.RE(dwell_pair_series(mp, dwells=dwells, theta=0.0, shape=shape, pixel_size=300e-9,
+                                            md={"purpose": "founding paper table", "sample": "simulated egg",
+                                                "spot": label}))
+        finally:
+            s.RE.unsubscribe(token)
     return uid, _pairs_from_run(docs, mp.scanner.name)
 
 
 def paper_table(*, seed=0, shape=(230, 230), region=96, upsample=6, dwells=(3e-3, 30e-3),
-                spots=((700e-9, 500e-9), (500e-9, 700e-9)), subscribers=()) -> list[PaperRow]:
+                spots=((700e-9, 500e-9), (500e-9, 700e-9)), session=None) -> list[PaperRow]:
     """CC peak FWHM (px) of Zn and diagonal DPC for each spot orientation and dwell.
 
     Parameters follow the paper: two ``shape`` maps (300 nm pixels) per dwell
     at the same angle and position, a central ``region`` x ``region``
     sub-region, the CC upsampled ``upsample`` times. ``spots`` are (horizontal,
     vertical) FWHM of the focus in m; x is the horizontal (fast) axis.
+    ``session`` runs the scans (see :func:`run_pairs`).
     """
     from .analysis.registration import cc_fwhm, cross_correlation
 
@@ -95,7 +99,7 @@ def paper_table(*, seed=0, shape=(230, 230), region=96, upsample=6, dwells=(3e-3
     sub = (slice(cy - region // 2, cy - region // 2 + region), slice(cx - region // 2, cx - region // 2 + region))
     for spot in spots:
         label = f"{spot[0] * 1e9:.0f}h x {spot[1] * 1e9:.0f}v nm"
-        uid, pairs = run_pairs(spot, dwells=dwells, shape=(ny, nx), seed=seed, subscribers=subscribers)
+        uid, pairs = run_pairs(spot, dwells=dwells, shape=(ny, nx), seed=seed, session=session)
         for dwell, (a, b) in sorted(pairs.items()):
             for signal in ("Zn", "dpc_diag"):
                 key = next(k for k in a if k.endswith("_" + signal))

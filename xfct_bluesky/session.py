@@ -1,7 +1,18 @@
-"""What a beamline session sets up: RunEngine, Tiled storage, devices.
+"""A beamline session: :class:`Session`, one front door for the RunEngine, the data, Tiled and the live analysis.
 
-The IPython profile (``profile_collection/startup``) calls these, so that the
-startup files stay thin and the logic is tested with the package.
+The IPython profile (``profile_collection/startup``), the demo, the command
+line, the paper table and the dose study all set up through it, so that a
+run is stored, journaled and analysed live the same way whoever starts it::
+
+    from xfct_bluesky import Session, xfct_tomo
+
+    with Session("~/xfct-data", microprobe="sim") as s:  # embedded Tiled server over the folder
+        uid, = s.RE(xfct_tomo(s.microprobe, shape=(64, 64), pixel_size=300e-9, n_angles=60, dwell=3e-3))
+        s.wait()                                          # the live alignment and reconstruction
+        tomo = load_tomo(s.catalog[uid])
+
+The pieces (:func:`make_run_engine`, :func:`make_microprobe`) stay public
+for sessions wired by hand.
 
 Environment
 -----------
@@ -19,8 +30,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -38,37 +51,6 @@ def make_run_engine(data_dir: Path):
     RE.md = PersistentDict(str(md_dir))
     RE.md_validator = check_run_md  # metadata that cannot be stored is refused before the run starts
     return RE
-
-
-def connect_storage(RE, data_dir: Path):
-    """Subscribe a TiledWriter (with a backup folder and a journal) to ``RE``; return the runs catalog and the writer.
-
-    Every document is journaled in ``<data dir>/journal`` before Tiled sees it,
-    so that a crash of this process loses at most the map in flight
-    (``xfct-bluesky recover`` stores the rest).
-
-    Uses $XFCT_BLUESKY_TILED_URI if set, else starts an embedded server over
-    ``data_dir`` that stops when the interpreter exits.
-    """
-    from tiled.client import from_uri
-
-    from .storage import embedded_server, make_tiled_writer, runs_container
-    from .storage.journal import JOURNAL_SUBDIR
-
-    uri = os.environ.get("XFCT_BLUESKY_TILED_URI")
-    if uri:
-        client = from_uri(uri, api_key=os.environ.get("XFCT_BLUESKY_API_KEY"))
-    else:
-        stack = ExitStack()
-        server = stack.enter_context(embedded_server(data_dir))
-        _close_at_exit(stack)
-        client = from_uri(server.uri)
-    catalog = runs_container(client)
-    journal = Path(data_dir) / JOURNAL_SUBDIR
-    _recover_dead_runs(journal, catalog)
-    writer = make_tiled_writer(catalog, Path(data_dir) / "backup", journal_directory=journal)
-    RE.subscribe(writer)
-    return catalog, writer
 
 
 def _recover_dead_runs(journal: Path, catalog) -> None:
@@ -126,3 +108,262 @@ def make_microprobe(data_dir: Path, hardware: str | None = None):
                                      hdf5_directory=Path(data_dir) / ASSETS_SUBDIR,
                                      connection_timeout=float(os.environ.get("XFCT_BLUESKY_CONNECT_TIMEOUT", "10")))
     raise ValueError(f"XFCT_BLUESKY_HARDWARE={hardware!r}: allowed 'sim' or 'epics'")
+
+
+class Session:
+    """RunEngine, data folder, Tiled, writer with backup and journal, live callbacks, suspenders: one object.
+
+    Parameters
+    ----------
+    data_dir : str or pathlib.Path, optional
+        The data folder (default $XFCT_BLUESKY_DATA or the user data dir):
+        Tiled catalog, spectra (``assets/``), backup, journal, RunEngine
+        metadata.
+    uri, api_key : str, optional
+        A running Tiled server to write to (default $XFCT_BLUESKY_TILED_URI);
+        otherwise an embedded server over ``data_dir``, stopped at
+        :meth:`close`.
+    client : tiled client, optional
+        An open client instead (e.g. the command line's, already checked);
+        the session closes it at :meth:`close`.
+    store : bool
+        False: no Tiled at all (a RunEngine and the callbacks only, for the
+        in-memory studies); ``catalog`` and ``writer`` are then None.
+    microprobe : {"sim", "epics"}, Device, callable or None
+        The hardware: :func:`make_microprobe`'s ("sim" or "epics"; default
+        $XFCT_BLUESKY_HARDWARE if set, else none), a device, or a callable
+        ``f(session) -> device`` (e.g. one whose spectra go to
+        ``session.assets_dir``).
+    live : bool
+        Subscribe the live DPC alignment and reconstruction: their derived
+        runs (``raw_uid``) go through the same writer.
+    elements : sequence of str
+        What the live reconstruction reconstructs.
+    plots : bool
+        Live figures (maps, shifts, slice), drawn on the main thread; off in
+        a headless session whatever is asked.
+    progress : bool
+        A progress bar per run.
+    persistent_md : bool
+        ``RE.md`` (scan_id, proposal, ...) kept in ``<data dir>/runengine-metadata``
+        across sessions; False: an in-memory ``RE.md``.
+    journal : bool
+        Journal every document in ``<data dir>/journal`` before Tiled sees it
+        (a crash loses at most the map in flight), and store what a dead
+        session left there when this one opens.
+    beam_loss : dict or bool
+        Install :func:`~xfct_bluesky.plans.beam_loss_suspender` on the
+        microprobe (True: its defaults; a dict: its keyword arguments).
+    read_only : bool
+        Only read the catalog (``ls``, ``show``): no writer, no journal, no
+        RunEngine (an embedded server still creates a new folder's catalog,
+        and serves a folder it may not write read-only).
+
+    Attributes
+    ----------
+    RE, data_dir, assets_dir, server (None for a given server), client, catalog (the
+    runs container), writer (what the RunEngine and the live callbacks write through: a
+    :class:`~xfct_bluesky.callbacks.SerialEmitter`), microprobe, live_alignment,
+    live_reconstruction, callbacks (every subscribed callback by name).
+    """
+
+    def __init__(self, data_dir: str | Path | None = None, *, uri: str | None = None, api_key: str | None = None,
+                 client: Any = None, store: bool = True, microprobe: str | Any | Callable | None = None,
+                 live: bool = True, elements: Sequence[str] = ("Zn",), plots: bool = False, progress: bool = False,
+                 persistent_md: bool = True, journal: bool = True, beam_loss: dict | bool = False,
+                 read_only: bool = False):
+        from .reconstruction import check_elements
+        from .storage import default_data_dir
+
+        self.data_dir = Path(data_dir).expanduser().resolve() if data_dir else default_data_dir()
+        self._options = dict(uri=uri if uri is not None else os.environ.get("XFCT_BLUESKY_TILED_URI"),
+                             api_key=api_key if api_key is not None else os.environ.get("XFCT_BLUESKY_API_KEY"),
+                             client=client, store=store, live=live, elements=check_elements(elements),
+                             plots=plots, progress=progress, persistent_md=persistent_md, journal=journal,
+                             beam_loss=beam_loss, read_only=read_only)
+        if read_only and (live or microprobe is not None):
+            raise ValueError("read_only=True reads the catalog only: give live=False and no microprobe")
+        if microprobe is None:
+            microprobe = os.environ.get("XFCT_BLUESKY_HARDWARE") or None
+        if isinstance(microprobe, str) and microprobe.lower() not in ("sim", "epics"):
+            raise ValueError(f"microprobe={microprobe!r}: allowed 'sim', 'epics', a device, a callable "
+                             "f(session) -> device, or None")
+        self._microprobe_spec = microprobe
+        self._stack = ExitStack()
+        self.RE = None
+        self.server = None
+        self.client = None
+        self.catalog = None
+        self.writer = None
+        self.microprobe = None
+        self.live_alignment = None
+        self.live_reconstruction = None
+        self.callbacks: dict[str, Callable] = {}
+        self._open = False
+
+    @property
+    def assets_dir(self) -> Path:
+        """Where detector files must go for the embedded server to read them: ``<data dir>/assets``."""
+        from .storage.folder import ASSETS_SUBDIR
+
+        return self.data_dir / ASSETS_SUBDIR
+
+    # ---------------------------------------------------------------- life
+    def open(self) -> Session:
+        """Start everything (idempotent); see the class docstring. Returns the session."""
+        if self._open:
+            return self
+        try:
+            self._open_storage()
+            if not self._options["read_only"]:
+                self._open_run_engine()
+                self._open_microprobe()
+                self._open_callbacks()
+        except BaseException:
+            self._stack.close()
+            raise
+        self._open = True
+        return self
+
+    def close(self) -> None:
+        """Wait for the live analysis (up to 10 min), then close the client and stop an embedded server."""
+        if self.live_reconstruction is not None or self.live_alignment is not None:
+            self.wait(600)
+        self._release_md()
+        self._stack.close()
+        self._open = False
+
+    def _release_md(self) -> None:
+        """Write ``RE.md`` to disk now, and not again when it is garbage-collected.
+
+        bluesky's PersistentDict also syncs from a finalizer at garbage
+        collection; by then a later session may have rewritten the folder
+        (zict keeps its own file names per instance), and the late sync fails.
+        """
+        md = getattr(self.RE, "md", None)
+        if hasattr(md, "flush"):
+            md.flush()
+            finalizer = getattr(md, "_finalizer", None)
+            if finalizer is not None:
+                finalizer.detach()
+
+    def __enter__(self) -> Session:
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close_at_exit(self) -> None:
+        """Stop an embedded server when the interpreter ends (an interactive session that never calls close)."""
+        _close_at_exit(self._stack)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the live callbacks have finished every run given to them so far."""
+        for cb in (self.live_alignment, self.live_reconstruction):
+            if cb is not None:
+                cb.wait(timeout)
+
+    def subscribe(self, name: str, callback: Callable) -> Callable:
+        """Subscribe ``callback`` to the RunEngine and keep it in ``callbacks[name]``."""
+        self.RE.subscribe(callback)
+        self.callbacks[name] = callback
+        return callback
+
+    # ------------------------------------------------------------- pieces
+    def _open_storage(self) -> None:
+        opts = self._options
+        if not opts["store"]:
+            return
+        from tiled.client import from_uri
+
+        from .callbacks import SerialEmitter
+        from .storage import embedded_server, make_tiled_writer, runs_container
+        from .storage.journal import JOURNAL_SUBDIR
+
+        client = opts["client"]
+        if client is not None:
+            self._stack.callback(client.context.close)
+        elif opts["uri"]:
+            client = from_uri(opts["uri"], api_key=opts["api_key"])
+            self._stack.callback(client.context.close)
+        elif client is None:
+            self.server = self._stack.enter_context(embedded_server(self.data_dir))
+            client = from_uri(self.server.uri)
+            self._stack.callback(client.context.close)  # LIFO: the client closes before the server stops
+        self.client = client
+        self.catalog = runs_container(client)
+        if opts["read_only"]:
+            return
+        journal = self.data_dir / JOURNAL_SUBDIR if opts["journal"] else None
+        if journal is not None:
+            _recover_dead_runs(journal, self.catalog)
+        self.writer = SerialEmitter(make_tiled_writer(self.catalog, self.data_dir / "backup",
+                                                      journal_directory=journal))
+
+    def _open_run_engine(self) -> None:
+        from bluesky import RunEngine
+
+        from .plans._checks import check_run_md
+
+        if self._options["persistent_md"]:
+            self.RE = make_run_engine(self.data_dir)
+        else:
+            self.RE = RunEngine({})
+            self.RE.md_validator = check_run_md
+        if self.writer is not None:
+            self.subscribe("writer", self.writer)
+
+    def _open_microprobe(self) -> None:
+        spec = self._microprobe_spec
+        if spec is None:
+            return
+        if isinstance(spec, str):
+            self.microprobe = make_microprobe(self.data_dir, spec)
+        elif callable(spec) and not hasattr(spec, "read"):  # a factory, not a device
+            self.microprobe = spec(self)
+        else:
+            self.microprobe = spec
+        beam_loss = self._options["beam_loss"]
+        if beam_loss:
+            from .plans import beam_loss_suspender
+
+            self.RE.install_suspender(beam_loss_suspender(self.microprobe,
+                                                          **(beam_loss if isinstance(beam_loss, dict) else {})))
+
+    def _open_callbacks(self) -> None:
+        opts = self._options
+        from .callbacks import (
+            LiveDPCAlignment,
+            LiveMaps,
+            LiveReconstruction,
+            ProgressBar,
+            live_figures,
+        )
+
+        if opts["progress"]:
+            self.subscribe("progress", ProgressBar())
+        plots = opts["plots"] and _interactive_backend()
+        if plots:
+            self.subscribe("live_maps", LiveMaps(("dpc_diag", "Zn")))
+        if opts["live"]:
+            sinks = [self.writer] if self.writer is not None else []
+            self.live_reconstruction = LiveReconstruction(emit=sinks or None, elements=opts["elements"],
+                                                          plot=plots)
+            # its shifts go to Tiled and to the reconstruction, which uses them (the order does not matter)
+            self.live_alignment = LiveDPCAlignment(emit=[*sinks, self.live_reconstruction], plot=plots)
+            self.subscribe("live_alignment", self.live_alignment)
+            self.subscribe("live_reconstruction", self.live_reconstruction)
+        if plots:
+            live_figures().start()
+
+    def __repr__(self) -> str:
+        where = ("no storage" if self.catalog is None else
+                 f"embedded Tiled on {self.data_dir}" if self.server is not None else "Tiled at a given server")
+        return (f"Session({where}, microprobe={type(self.microprobe).__name__ if self.microprobe else None}, "
+                f"callbacks={list(self.callbacks)}{'' if self._open else ', closed'})")
+
+
+def _interactive_backend() -> bool:
+    import matplotlib
+
+    return matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "ps", "cairo", "template")

@@ -1,0 +1,62 @@
+"""The Session: one front door for RunEngine, data folder, Tiled, writer, journal and live analysis."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import pytest
+
+from xfct_bluesky.plans import xfct_tomo
+from xfct_bluesky.session import Session
+from xfct_bluesky.storage import load_tomo
+
+
+def test_a_session_stores_journals_and_analyses_a_tomography_then_stops_its_server(tmp_path):
+    data = tmp_path / "data"
+    with Session(data, microprobe="sim", beam_loss={"threshold": 1.0, "sleep": 0.1}) as s:
+        assert set(s.callbacks) == {"writer", "live_alignment", "live_reconstruction"}
+        assert len(s.RE.suspenders) == 1  # the beam-loss suspender on the microprobe's ring current
+        (uid,) = s.RE(xfct_tomo(s.microprobe, shape=(16, 20), pixel_size=300e-9, n_angles=8, dwell=1e-3,
+                                md={"sample": "session cell"}))
+        s.wait(120)
+        tomo = load_tomo(s.catalog[uid])
+        assert tomo.maps["Zn"].shape == (8, 16, 20) and tomo.metadata["sample"] == "session cell"
+        derived = {r.metadata["start"]["plan_name"]: r for r in s.catalog.values()
+                   if r.metadata["start"].get("raw_uid") == uid}
+        assert set(derived) == {"dpc_alignment", "xfct_reconstruction"}  # both live results, linked by raw_uid
+        shifts = np.asarray(derived["xfct_reconstruction"]["shifts"]["dx"].read())
+        np.testing.assert_allclose(shifts, np.asarray(derived["dpc_alignment"]["primary"]["dx"].read()))
+        assert not list((data / "journal").glob("*.jsonl"))  # journaled, then cleared once stored
+        uri = s.server.uri
+        assert s.RE.md["scan_id"] == 1
+    with pytest.raises(httpx.TransportError):  # the embedded server stopped with the session
+        httpx.get(uri, timeout=2)
+    with Session(data, live=False) as again:  # RE.md persists across sessions: scan ids go on
+        assert again.RE.md["scan_id"] == 1 and len(again.catalog) == 3
+
+
+def test_a_session_without_storage_runs_in_memory(tmp_path, monkeypatch):
+    monkeypatch.setenv("XFCT_BLUESKY_DATA", str(tmp_path / "never"))
+    from xfct_bluesky.devices.sim import make_sim_microprobe
+
+    def microprobe(session):  # a factory: built once the session knows its folders
+        return make_sim_microprobe(shape=(16, 20), pixel_size=300e-9, save_spectra=False)
+
+    with Session(store=False, live=False, persistent_md=False, microprobe=microprobe) as s:
+        assert s.catalog is None and s.writer is None and set(s.callbacks) == set()
+        docs = []
+        s.subscribe("keep", lambda name, doc: docs.append(name))
+        s.RE(xfct_tomo(s.microprobe, shape=(16, 20), pixel_size=300e-9, n_angles=2, dwell=1e-3))
+    assert docs[0] == "start" and docs[-1] == "stop"
+    assert not (tmp_path / "never").exists()  # nothing written into a data folder
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"microprobe": "simulated"}, "microprobe='simulated': allowed 'sim', 'epics'"),
+    ({"read_only": True}, "read_only=True reads the catalog only"),
+    ({"elements": "Zn"}, "one string, not a list of elements"),
+])
+def test_bad_session_options_are_refused_before_anything_starts(tmp_path, kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        Session(tmp_path / "data", **kwargs)
+    assert not (tmp_path / "data").exists()
