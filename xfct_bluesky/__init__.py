@@ -21,7 +21,7 @@ _API = {
     "Session": "session",
     "xfct_tomo": "plans", "xrf_fly_map": "plans", "dwell_pair_series": "plans", "estimate_tomo": "plans",
     "tomo_angles": "plans", "beam_loss_suspender": "plans",
-    "align_projections": "analysis", "apply_shifts": "analysis",
+    "align_projections": "analysis", "apply_shifts": "analysis", "fit_spectra": "analysis",
     "reconstruct_tomo": "reconstruction", "reconstruct_maps": "reconstruction",
     "load_tomo": "storage", "load_spectra": "storage", "runs_container": "storage", "embedded_server": "storage",
     "import_files": "importers",
