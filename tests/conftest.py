@@ -119,7 +119,7 @@ def microprobe(tmp_path):
 @pytest.fixture(scope="session")
 def shared_tiled(tmp_path_factory):
     """One Tiled server for the suite (embedded, SQLite, HTTP on loopback): ``.data_dir``, ``.server``,
-    ``.client``, ``.catalog`` (the runs container).
+    ``.client``, ``.catalog`` (the scans' container), ``.derived`` (the derived runs' container).
 
     A server costs 3-8 s to start; tests that only write runs and read them back by uid share this one.
     Spectra the server must read go under ``.data_dir / "assets"``. Tests that need an empty catalog, a
@@ -129,10 +129,11 @@ def shared_tiled(tmp_path_factory):
 
     from tiled.client import from_uri
 
-    from xfct_bluesky.storage import embedded_server, runs_container
+    from xfct_bluesky.storage import derived_container, embedded_server, runs_container
 
     root = tmp_path_factory.mktemp("shared-tiled")
     with embedded_server(root) as server:
         client = from_uri(server.uri)
-        yield SimpleNamespace(data_dir=root, server=server, client=client, catalog=runs_container(client))
+        yield SimpleNamespace(data_dir=root, server=server, client=client, catalog=runs_container(client),
+                              derived=derived_container(client))
         client.context.close()

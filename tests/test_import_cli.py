@@ -118,7 +118,7 @@ def test_cli_imports_a_maps_tomography_and_reconstructs_it(simulated, maps_files
     out = _run(capsys, "reconstruct", uid[:8], *server, "--elements", "Zn", "--algorithm", "mlem",
                "--dxchange", dx_path)
     rec_uid = _uid(out, r"stored as run ([0-9a-f-]{36})")
-    derived = shared_tiled.catalog[rec_uid]
+    derived = shared_tiled.derived[rec_uid]  # derived runs live apart from the scans
     assert derived.metadata["start"]["raw_uid"] == uid
     shifts = np.stack([np.asarray(derived["shifts"][k].read()) for k in ("dy", "dx")], axis=1)
     truth_sorted = truth[order]
@@ -182,7 +182,7 @@ def test_cli_reconstructs_an_imported_dxchange_file(simulated, shared_tiled, cap
 
     mine = reconstruct_maps(theta, {"projections": zn}, elements=("projections",), align="none", algorithm="fbp",
                             center=(SHAPE[1] - 1) / 2).volumes["projections"]
-    stored = np.asarray(shared_tiled.catalog[rec_uid]["primary"]["projections"].read())[0]
+    stored = np.asarray(shared_tiled.derived[rec_uid]["primary"]["projections"].read())[0]
     np.testing.assert_allclose(stored, mine, rtol=1e-5, atol=1e-6 * float(np.abs(mine).max()))
 
 

@@ -164,7 +164,7 @@ def test_live_reconstruction_never_raises_into_the_run_engine(microprobe, caplog
 
 
 # ------------------------------------------------------------------ the CLI
-def test_cli_reconstruct_stores_volumes_and_writes_dxchange(microprobe, catalog, tmp_path):
+def test_cli_reconstruct_stores_volumes_and_writes_dxchange(microprobe, catalog, shared_tiled, tmp_path):
     from xfct_bluesky import cli
     from xfct_bluesky.storage import make_tiled_writer
 
@@ -181,7 +181,11 @@ def test_cli_reconstruct_stores_volumes_and_writes_dxchange(microprobe, catalog,
     assert code == 0, out.getvalue()
     assert "stored as run" in out.getvalue()
     derived_uid = out.getvalue().split("stored as run ")[1].split()[0]
-    derived = cat[derived_uid]
+    from xfct_bluesky.storage import derived_runs
+
+    assert derived_uid not in cat  # derived runs live apart from the scans: cat[-1] is still the scan
+    (derived,) = derived_runs(shared_tiled.derived, uid, "xfct_reconstruction")
+    assert derived.metadata["start"]["uid"] == derived_uid and cat[-1].metadata["start"]["uid"] == uid
     assert derived.metadata["start"]["raw_uid"] == uid and derived.metadata["start"]["algorithm"] == "osem"
     with h5py.File(h5) as f:
         assert f["exchange/data"].shape == (12, 16, 20) and f["exchange/theta"].shape == (12,)

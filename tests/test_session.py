@@ -8,7 +8,7 @@ import pytest
 
 from xfct_bluesky.plans import xfct_tomo
 from xfct_bluesky.session import Session
-from xfct_bluesky.storage import load_tomo
+from xfct_bluesky.storage import derived_runs, load_tomo
 
 
 def test_a_session_stores_journals_and_analyses_a_tomography_then_stops_its_server(tmp_path):
@@ -21,18 +21,19 @@ def test_a_session_stores_journals_and_analyses_a_tomography_then_stops_its_serv
         s.wait(120)
         tomo = load_tomo(s.catalog[uid])
         assert tomo.maps["Zn"].shape == (8, 16, 20) and tomo.metadata["sample"] == "session cell"
-        derived = {r.metadata["start"]["plan_name"]: r for r in s.catalog.values()
-                   if r.metadata["start"].get("raw_uid") == uid}
+        derived = {r.metadata["start"]["plan_name"]: r for r in derived_runs(s.derived, uid)}
         assert set(derived) == {"dpc_alignment", "xfct_reconstruction"}  # both live results, linked by raw_uid
+        assert len(s.catalog) == 1 and s.catalog[-1].metadata["start"]["uid"] == uid  # cat[-1]: the scan
         shifts = np.asarray(derived["xfct_reconstruction"]["shifts"]["dx"].read())
         np.testing.assert_allclose(shifts, np.asarray(derived["dpc_alignment"]["primary"]["dx"].read()))
-        assert not list((data / "journal").glob("*.jsonl"))  # journaled, then cleared once stored
+        for journal in (data / "journal", data / "journal" / "derived"):  # journaled, then cleared once stored
+            assert journal.is_dir() and not list(journal.glob("*.jsonl"))
         uri = s.server.uri
         assert s.RE.md["scan_id"] == 1
     with pytest.raises(httpx.TransportError):  # the embedded server stopped with the session
         httpx.get(uri, timeout=2)
     with Session(data, live=False) as again:  # RE.md persists across sessions: scan ids go on
-        assert again.RE.md["scan_id"] == 1 and len(again.catalog) == 3
+        assert again.RE.md["scan_id"] == 1 and len(again.catalog) == 1 and len(again.derived) == 2
 
 
 def test_a_session_without_storage_runs_in_memory(tmp_path, monkeypatch):
@@ -60,3 +61,30 @@ def test_bad_session_options_are_refused_before_anything_starts(tmp_path, kwargs
     with pytest.raises((ValueError, TypeError), match=message):
         Session(tmp_path / "data", **kwargs)
     assert not (tmp_path / "data").exists()
+
+
+def test_replay_stores_a_derived_runs_backup_into_the_derived_container(tmp_path, capsys):
+    """A derived run kept in ``backup/derived`` (the server was away when the live analysis published it)
+    goes back into the derived container, not among the scans."""
+    import json
+
+    import event_model
+
+    from xfct_bluesky import cli
+
+    data = tmp_path / "data"
+    bundle = event_model.compose_run(metadata={"plan_name": "dpc_alignment", "raw_uid": "0" * 36})
+    desc = bundle.compose_descriptor(name="primary", data_keys={
+        "dx": {"source": "alignment", "dtype": "number", "shape": []}})
+    docs = [("start", bundle.start_doc), ("descriptor", desc.descriptor_doc),
+            ("event", desc.compose_event(data={"dx": 0.5}, timestamps={"dx": 0.0})),
+            ("stop", bundle.compose_stop())]
+    (data / "backup" / "derived").mkdir(parents=True)
+    path = data / "backup" / "derived" / f"{bundle.start_doc['uid']}.jsonl"
+    path.write_text("".join(json.dumps({"name": n, "doc": d}) + "\n" for n, d in docs))
+    assert cli.main(["replay", "--data-dir", str(data)]) == 0
+    assert "1 run(s) stored" in capsys.readouterr().out
+    with Session(data, read_only=True, live=False) as s:
+        assert len(s.catalog) == 0
+        (run,) = derived_runs(s.derived, "0" * 36, "dpc_alignment")
+        assert float(np.asarray(run["primary"]["dx"].read())[0]) == 0.5

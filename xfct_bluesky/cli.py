@@ -242,10 +242,14 @@ def cmd_show(args) -> int:
     import json
 
     with checks.open_session(args, read_only=True) as session:
-        cat = session.catalog
-        try:
-            run = cat[args.uid]
-        except (KeyError, ValueError):  # ValueError: a partial uid under 5 characters (bluesky-tiled-plugins)
+        run = None
+        for container in (session.catalog, session.derived):  # a scan, else a run derived from one
+            try:
+                run = container[args.uid] if container is not None else None
+            except (KeyError, ValueError):  # ValueError: a partial uid under 5 characters (bluesky-tiled-plugins)
+                continue
+            break
+        if run is None:
             print(f"no run {args.uid!r} in the catalog; `xfct-bluesky ls` lists them", file=sys.stderr)
             return 1
         start = run.metadata["start"]
@@ -262,13 +266,11 @@ def cmd_show(args) -> int:
         if not isinstance(summary, dict):  # a raw run: the newest dpc_alignment run derived from it
             summary, label = None, "alignment"
             try:
-                from tiled.queries import Key
+                from .storage import derived_runs
 
-                found = cat.search(Key("start.raw_uid") == start["uid"]).search(
-                    Key("start.plan_name") == "dpc_alignment")
-                newest = list(found.values().tail(1)) if len(found) else []
-                if newest:
-                    derived = newest[0].metadata["start"]
+                found = derived_runs(session.derived, start["uid"], "dpc_alignment") if session.derived else []
+                if found:
+                    derived = found[-1].metadata["start"]
                     summary, label = derived.get("alignment"), f"alignment (run {derived['uid'][:8]})"
             except Exception as err:  # the lines are extra: never fail show for them
                 logging.getLogger(__name__).info("show: no derived alignment runs found: %s", err)
@@ -287,6 +289,8 @@ def _store_kept(args, store, subdir: str, what: str) -> int:
         return 1
     with checks.open_session(args, journal=False) as session:  # the command itself stores what the journal holds
         results = store(directory, session.catalog)
+        if (directory / "derived").is_dir():  # the derived runs' files, into the derived container
+            results += store(directory / "derived", session.derived)
     for path, uid, outcome in results:
         print(f"{(uid or '-')[:8]:8s}  {outcome}  {path}")
     failed = [r for r in results if r[1] is None and not r[2].startswith("in progress")]
@@ -347,11 +351,11 @@ def cmd_reconstruct(args) -> int:
         units = {name: unit for name, unit in units.items() if unit}
         from .reconstruction import publish
 
-        uid = publish(rec, session.writer)
+        uid = publish(rec, session.derived_writer)
     print(f"reconstructed {', '.join(rec.volumes)} of run {tomo.uid[:8]} ({rec.algorithm}"
           f"{f', {rec.iterations} iterations' if rec.algorithm != 'fbp' else ''}, {rec.align} alignment, "
           f"axis at column {rec.center:.2f}): volumes {next(iter(rec.volumes.values())).shape}")
-    print(f"stored as run {uid} (plan_name xfct_reconstruction, raw_uid {tomo.uid})")
+    print(f"stored as run {uid} (plan_name xfct_reconstruction, raw_uid {tomo.uid}) in the derived container")
     if args.dxchange:
         path = write_dxchange(args.dxchange, rec, units=units or None)
         print(f"DXchange file {path}")

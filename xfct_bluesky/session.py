@@ -162,8 +162,12 @@ class Session:
     Attributes
     ----------
     RE, data_dir, assets_dir, server (None for a given server), client, catalog (the
-    runs container), writer (what the RunEngine and the live callbacks write through: a
-    :class:`~xfct_bluesky.callbacks.SerialEmitter`), microprobe, live_alignment,
+    scans: ``raw``, so ``catalog[-1]`` is the last scan), derived (the runs derived from
+    them: ``derived``, each with its scan's ``raw_uid``; see
+    :func:`~xfct_bluesky.storage.derived_runs`), writer (what the RunEngine writes through),
+    derived_writer (what the live callbacks write their derived runs through; both
+    :class:`~xfct_bluesky.callbacks.SerialEmitter`, journaled, with a backup: derived
+    runs' in ``backup/derived`` and ``journal/derived``), microprobe, live_alignment,
     live_reconstruction, callbacks (every subscribed callback by name).
     """
 
@@ -194,7 +198,9 @@ class Session:
         self.server = None
         self.client = None
         self.catalog = None
+        self.derived = None
         self.writer = None
+        self.derived_writer = None
         self.microprobe = None
         self.live_alignment = None
         self.live_reconstruction = None
@@ -277,8 +283,9 @@ class Session:
         from tiled.client import from_uri
 
         from .callbacks import SerialEmitter
-        from .storage import embedded_server, make_tiled_writer, runs_container
+        from .storage import derived_container, embedded_server, make_tiled_writer, runs_container
         from .storage.journal import JOURNAL_SUBDIR
+        from .storage.server import DERIVED_CONTAINER
 
         client = opts["client"]
         if client is not None:
@@ -293,12 +300,19 @@ class Session:
         self.client = client
         self.catalog = runs_container(client)
         if opts["read_only"]:
+            # a catalog written before the derived container existed has none (and may not create one)
+            self.derived = derived_container(client) if DERIVED_CONTAINER in client else None
             return
+        self.derived = derived_container(client)
         journal = self.data_dir / JOURNAL_SUBDIR if opts["journal"] else None
+        backup = self.data_dir / "backup"
         if journal is not None:
             _recover_dead_runs(journal, self.catalog)
-        self.writer = SerialEmitter(make_tiled_writer(self.catalog, self.data_dir / "backup",
-                                                      journal_directory=journal))
+            _recover_dead_runs(journal / DERIVED_CONTAINER, self.derived)
+        self.writer = SerialEmitter(make_tiled_writer(self.catalog, backup, journal_directory=journal))
+        self.derived_writer = SerialEmitter(make_tiled_writer(
+            self.derived, backup / DERIVED_CONTAINER,
+            journal_directory=None if journal is None else journal / DERIVED_CONTAINER))
 
     def _open_run_engine(self) -> None:
         from bluesky import RunEngine
@@ -346,7 +360,7 @@ class Session:
         if plots:
             self.subscribe("live_maps", LiveMaps(("dpc_diag", "Zn")))
         if opts["live"]:
-            sinks = [self.writer] if self.writer is not None else []
+            sinks = [self.derived_writer] if self.derived_writer is not None else []
             self.live_reconstruction = LiveReconstruction(emit=sinks or None, elements=opts["elements"],
                                                           plot=plots)
             # its shifts go to Tiled and to the reconstruction, which uses them (the order does not matter)

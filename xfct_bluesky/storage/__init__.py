@@ -4,7 +4,8 @@ hdf5   :class:`StreamHDF5Writer`, per-event arrays in an HDF5 file described by
        StreamResource/StreamDatum documents (no ophyd dependency)
 folder  :func:`default_data_dir`, :func:`prepare_data_folder` (checks a data folder, rewrites a moved
         folder's catalog), :class:`DataFolderError`
-server  :func:`embedded_server`, :func:`runs_container`
+server  :func:`embedded_server`, :func:`runs_container` (the scans, "raw"), :func:`derived_container`
+        (the runs derived from them, "derived"), :func:`derived_runs`
 readonly :class:`ReadOnlyTiledServer` (what :func:`embedded_server` starts on a folder it may not write)
 writing :func:`make_tiled_writer` (with a JSON Lines backup), :func:`read_backup`,
         :func:`replay_backup`, :func:`replay_directory`
@@ -18,7 +19,7 @@ from .folder import DataFolderError, default_data_dir
 from .hdf5 import HDF5_MIMETYPE, StreamHDF5Writer
 from .journal import JournaledWriter, RunJournal, recover_journal
 from .reading import Maps, TomoData, load_spectra, load_theta, load_tomo, v1_broker
-from .server import embedded_server, runs_container
+from .server import derived_container, derived_runs, embedded_server, runs_container
 from .writing import make_tiled_writer, read_backup, replay_backup, replay_directory
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "StreamHDF5Writer",
     "TomoData",
     "default_data_dir",
+    "derived_container",
+    "derived_runs",
     "embedded_server",
     "load_spectra",
     "load_theta",

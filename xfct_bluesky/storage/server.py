@@ -255,7 +255,34 @@ def _start_server(folder: DataFolder) -> Any:
         ) from err
 
 
-def runs_container(client: Any, name: str = "raw") -> Any:
+#: The container of the runs acquired or imported (``cat[-1]`` is the last scan).
+RAW_CONTAINER = "raw"
+#: The container of the runs derived from them (live alignment, reconstruction, fits: ``start.raw_uid``).
+DERIVED_CONTAINER = "derived"
+
+
+def derived_container(client: Any) -> Any:
+    """The container of derived runs (:data:`DERIVED_CONTAINER`), created if missing; see :func:`runs_container`.
+
+    Derived runs live apart from the scans so that ``cat[-1]``, ``cat[scan_id]``
+    and ``v1_broker(cat)[-1]`` of the raw container always mean the last scan;
+    each names its scan in ``start.raw_uid`` (see :func:`derived_runs`).
+    """
+    return runs_container(client, DERIVED_CONTAINER)
+
+
+def derived_runs(container: Any, raw_uid: str, plan_name: str | None = None) -> list[Any]:
+    """The runs of ``container`` (the derived one) derived from the scan ``raw_uid``, oldest first;
+    only those of ``plan_name`` ("dpc_alignment", "xfct_reconstruction", ...) if given."""
+    from tiled.queries import Key
+
+    found = container.search(Key("start.raw_uid") == raw_uid)
+    if plan_name is not None:
+        found = found.search(Key("start.plan_name") == plan_name)
+    return list(found.values()) if len(found) else []
+
+
+def runs_container(client: Any, name: str = RAW_CONTAINER) -> Any:
     """The container of Bluesky runs named ``name``, created if missing.
 
     Parameters
