@@ -283,7 +283,12 @@ class Session:
         from tiled.client import from_uri
 
         from .callbacks import SerialEmitter
-        from .storage import derived_container, embedded_server, make_tiled_writer, runs_container
+        from .storage import (
+            derived_container,
+            embedded_server,
+            make_tiled_writer,
+            runs_container,
+        )
         from .storage.journal import JOURNAL_SUBDIR
         from .storage.server import DERIVED_CONTAINER
 
