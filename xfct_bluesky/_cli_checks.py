@@ -217,15 +217,15 @@ def check_dose_study(args) -> None:
     field = (args.rows + 2 * margin, args.size)
     with _option(f"{_opt('--rows', args.rows)} and {_opt('--size', args.size)} (a field of {field[0]}x{field[1]} px)"):
         mp = _field(field, args.seed, pixel_size=PIXEL, spectra=False)
-    for count, n, dwell_name, dwell_ms in (("--few", args.few, "--few-dwell", args.few_dwell),
-                                           ("--many", args.many, "--many-dwell", args.many_dwell)):
+    for count, n, dwell_name, dwell in (("--few", args.few, "--few-dwell", args.few_dwell),
+                                        ("--many", args.many, "--many-dwell", args.many_dwell)):
         with _option(_opt(count, n)):
             tomo_angles(n, order="golden")
-        if not MIN_DWELL * 1e3 <= dwell_ms <= MAX_DWELL * 1e3:  # NaN too
-            raise OptionError(f"{_opt(dwell_name, dwell_ms)}: allowed {MIN_DWELL * 1e3:g}..{MAX_DWELL * 1e3:g} ms "
-                              "per pixel (the scanner's dwell range), e.g. 3")
-        with _option(f"{_opt(count, n)} at {_opt(dwell_name, dwell_ms)}"):
-            estimate_tomo(mp, shape=field, pixel_size=PIXEL, n_angles=n, dwell=dwell_ms * 1e-3, order="golden")
+        if not MIN_DWELL <= dwell <= MAX_DWELL:  # NaN too
+            raise OptionError(f"{_opt(dwell_name, dwell)}: allowed {MIN_DWELL:g}..{MAX_DWELL:g} s per pixel (the "
+                              "scanner's dwell range), e.g. 0.003 for 3 ms")
+        with _option(f"{_opt(count, n)} at {_opt(dwell_name, dwell)}"):
+            estimate_tomo(mp, shape=field, pixel_size=PIXEL, n_angles=n, dwell=dwell, order="golden")
 
 
 def check_paper_table(args) -> None:

@@ -367,7 +367,7 @@ def cmd_dose_study(args) -> int:
 
     res = dose_study(size=args.size, rows=args.rows, seed=args.seed, algorithm=args.algorithm,
                      iterations=args.iterations,
-                     schedules=((args.few, args.few_dwell * 1e-3), (args.many, args.many_dwell * 1e-3)),
+                     schedules=((args.few, args.few_dwell), (args.many, args.many_dwell)),
                      progress=lambda text: print(f"  {text}", flush=True))
     table = format_study(res)
     output = checks.output_dir(args, "dose-study")
@@ -460,9 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_data_dir(sub.add_parser("dose-study", help="many low-dose against few high-dose projections"))
     p.add_argument("--few", type=int, default=24, help="projections of the long-dwell tomography")
-    p.add_argument("--few-dwell", type=float, default=30.0, help="its dwell, ms")
+    p.add_argument("--few-dwell", type=float, default=30e-3, help="its dwell, s per pixel (default 0.03)")
     p.add_argument("--many", type=int, default=240, help="projections of the short-dwell tomography")
-    p.add_argument("--many-dwell", type=float, default=3.0, help="its dwell, ms")
+    p.add_argument("--many-dwell", type=float, default=3e-3, help="its dwell, s per pixel (default 0.003)")
     p.add_argument("--size", type=int, default=56, help="field width, px of 300 nm")
     p.add_argument("--rows", type=int, default=16, help="rows compared")
     p.add_argument("--algorithm", default="mlem", help="fbp, sirt, mlem or osem")
