@@ -124,3 +124,13 @@ def test_shell_keeps_ipython_state_out_of_the_profile_folder(tmp_path):
         assert f"Loading {profile / 'startup' / name}" in proc.stdout  # each startup file ran, with its __file__
     assert sorted(p.relative_to(profile) for p in profile.rglob("*")) == before  # nothing written there
     assert (tmp_path / "ipython" / cli.SHELL_PROFILE / "history.sqlite").is_file()
+
+
+def test_every_map_and_stage_data_key_has_units(cut_short):
+    """The scanner's maps, dwell and spectra and the stages carry ``units`` in the descriptor (item 7)."""
+    keys = cut_short["primary"].metadata["data_keys"]
+    units = {key: spec.get("units") for key, spec in keys.items()}
+    assert units["microprobe_scanner_Zn"] == "counts" and units["microprobe_scanner_live_time"] == "s"
+    assert units["microprobe_scanner_dpc_diag"] == "" and units["microprobe_rotation"] == "deg"
+    missing = sorted(k for k, u in units.items() if u is None)
+    assert missing == [], missing

@@ -19,6 +19,25 @@ MAP_DTYPES: dict[str, str] = {
     **{sym: "<u4" for sym in ELEMENT_SYMBOLS},
 }
 
+#: Map keys -> units, for every data key's ``units`` (event-model's data-key field). DPC signals are
+#: differences over sums of the quadrants and transmission a ratio: dimensionless ("").
+MAP_UNITS: dict[str, str] = {
+    "dpc_x": "", "dpc_y": "", "dpc_diag": "", "transmission": "",
+    "i0": "counts", "q1": "counts", "q2": "counts", "q3": "counts", "q4": "counts", "live_time": "s",
+    **{sym: "counts" for sym in ELEMENT_SYMBOLS},
+    "map_dwell": "s", "spectra": "counts",
+}
+
+
+def with_units(desc: dict, device) -> dict:
+    """``desc`` (a scanner's describe()) with each map's, the dwell's and the spectra's ``units``."""
+    prefix = f"{device.name}_"
+    for key, spec in desc.items():
+        unit = MAP_UNITS.get(key.removeprefix(prefix))
+        if unit is not None:
+            spec.setdefault("units", unit)
+    return desc
+
 
 #: Storage-ring current (mA) below which the simulated beam is off (a beam dump).
 BEAM_OFF_CURRENT = 1.0

@@ -16,7 +16,7 @@ from ophyd.status import DeviceStatus
 
 from ..physics._validate import positive, shape2d
 from ..storage.hdf5 import HDF5_MIMETYPE
-from ._sim_common import MAP_DTYPES
+from ._sim_common import MAP_DTYPES, with_units
 from .checks import check_travel
 from .epics_signals import COMMAND_TIMEOUT, MapSignal
 
@@ -211,7 +211,7 @@ class FlyRaster(Device):
                 "dtype_numpy": np.dtype("<u4").str,
                 "external": "STREAM:",
             }
-        return desc
+        return with_units(desc, self)
 
     def collect_asset_docs(self, index=None):
         """StreamResource once per file, then a StreamDatum for the frames not yet announced."""

@@ -114,6 +114,13 @@ class SimMotor(Device, PositionerBase):
     def egu(self) -> str:
         return self.motor_egu.get()
 
+    def describe(self):  # the positions' units, as EpicsMotor's describe carries the record's EGU
+        desc = super().describe()
+        for key, spec in desc.items():
+            if key.startswith(self.name) and spec.get("dtype") == "number":
+                spec.setdefault("units", self.egu)
+        return desc
+
     @property
     def limits(self) -> tuple[float, float]:
         return (self.low_limit_travel.get(), self.high_limit_travel.get())

@@ -11,7 +11,7 @@ from ophyd import Component as Cpt
 from ophyd import Device, Signal
 from ophyd.status import DeviceStatus
 
-from ._sim_common import MAP_DTYPES, _beam_on, _probe_geometry
+from ._sim_common import MAP_DTYPES, _beam_on, _probe_geometry, with_units
 from .checks import check_travel
 from .signals import ArraySignal
 
@@ -124,7 +124,7 @@ class FlyRaster(Device):
         desc = super().describe()
         if self._writer is not None:
             desc.update(self._writer.describe_key())
-        return desc
+        return with_units(desc, self)
 
     def collect_asset_docs(self, index=None):
         if self._writer is not None:
