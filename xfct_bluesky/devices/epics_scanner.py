@@ -16,9 +16,9 @@ from ophyd.status import DeviceStatus
 
 from ..physics._validate import positive, shape2d
 from ..storage.hdf5 import HDF5_MIMETYPE
-from ._sim_common import MAP_DTYPES, with_units
 from .checks import check_travel
 from .epics_signals import COMMAND_TIMEOUT, MapSignal
+from .spec import map_components, with_units
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def _probe_center_m(device) -> tuple[float, float]:
     return zp.y.position * 1e-6, zp.x.position * 1e-6
 
 
-class FlyRaster(Device):
+class FlyRaster(map_components("EpicsMapSignals", MapSignal, pv_prefix="Map:")):  # maps: devices/spec.py
     """Fly-scan controller: one triggered acquisition is one whole 2D map.
 
     Configuration: ``num_rows``, ``num_cols``, ``pixel_size`` (m), ``dwell``
@@ -82,24 +82,6 @@ class FlyRaster(Device):
     save_spectra = Cpt(EpicsSignal, "SaveSpectra", kind="config")
 
     map_dwell = Cpt(EpicsSignalRO, "MapDwell_RBV", kind="normal")  # s per pixel of the last map
-    dpc_x = Cpt(MapSignal, "Map:DPCX", dtype=MAP_DTYPES["dpc_x"], kind="normal")
-    dpc_y = Cpt(MapSignal, "Map:DPCY", dtype=MAP_DTYPES["dpc_y"], kind="normal")
-    dpc_diag = Cpt(MapSignal, "Map:DPCDiag", dtype=MAP_DTYPES["dpc_diag"], kind="normal")
-    transmission = Cpt(MapSignal, "Map:Transmission", dtype=MAP_DTYPES["transmission"], kind="normal")
-    i0 = Cpt(MapSignal, "Map:I0", dtype=MAP_DTYPES["i0"], kind="normal")
-    q1 = Cpt(MapSignal, "Map:Q1", dtype=MAP_DTYPES["q1"], kind="normal")
-    q2 = Cpt(MapSignal, "Map:Q2", dtype=MAP_DTYPES["q2"], kind="normal")
-    q3 = Cpt(MapSignal, "Map:Q3", dtype=MAP_DTYPES["q3"], kind="normal")
-    q4 = Cpt(MapSignal, "Map:Q4", dtype=MAP_DTYPES["q4"], kind="normal")
-    live_time = Cpt(MapSignal, "Map:LiveTime", dtype=MAP_DTYPES["live_time"], kind="normal")
-    P = Cpt(MapSignal, "Map:P", dtype=MAP_DTYPES["P"], kind="normal")
-    S = Cpt(MapSignal, "Map:S", dtype=MAP_DTYPES["S"], kind="normal")
-    Cl = Cpt(MapSignal, "Map:Cl", dtype=MAP_DTYPES["Cl"], kind="normal")
-    K = Cpt(MapSignal, "Map:K", dtype=MAP_DTYPES["K"], kind="normal")
-    Ca = Cpt(MapSignal, "Map:Ca", dtype=MAP_DTYPES["Ca"], kind="normal")
-    Fe = Cpt(MapSignal, "Map:Fe", dtype=MAP_DTYPES["Fe"], kind="normal")
-    Cu = Cpt(MapSignal, "Map:Cu", dtype=MAP_DTYPES["Cu"], kind="normal")
-    Zn = Cpt(MapSignal, "Map:Zn", dtype=MAP_DTYPES["Zn"], kind="normal")
 
     acquire = Cpt(EpicsSignal, "Acquire", kind="omitted")
     acquire_busy = Cpt(EpicsSignalRO, "Acquire_RBV", kind="omitted")

@@ -11,14 +11,15 @@ from ophyd import Component as Cpt
 from ophyd import Device, Signal
 from ophyd.status import DeviceStatus
 
-from ._sim_common import MAP_DTYPES, _beam_on, _probe_geometry, with_units
+from ._sim_common import _beam_on, _probe_geometry
 from .checks import check_travel
 from .signals import ArraySignal
+from .spec import MAP_DTYPES, map_components, with_units
 
 logger = logging.getLogger(__name__)
 
 
-class FlyRaster(Device):
+class FlyRaster(map_components("SimMapSignals", ArraySignal)):  # the maps: one spec, devices/spec.py
     """Fly-scan raster: one triggered acquisition is one whole 2D map.
 
     Configuration: ``num_rows``, ``num_cols``, ``pixel_size`` (m), ``dwell``
@@ -39,24 +40,6 @@ class FlyRaster(Device):
     save_spectra = Cpt(Signal, value=True, kind="config")
 
     map_dwell = Cpt(Signal, value=0.0, kind="normal")  # s per pixel of the last map (readback)
-    dpc_x = Cpt(ArraySignal, dtype=MAP_DTYPES["dpc_x"], kind="normal")
-    dpc_y = Cpt(ArraySignal, dtype=MAP_DTYPES["dpc_y"], kind="normal")
-    dpc_diag = Cpt(ArraySignal, dtype=MAP_DTYPES["dpc_diag"], kind="normal")
-    transmission = Cpt(ArraySignal, dtype=MAP_DTYPES["transmission"], kind="normal")
-    i0 = Cpt(ArraySignal, dtype=MAP_DTYPES["i0"], kind="normal")
-    q1 = Cpt(ArraySignal, dtype=MAP_DTYPES["q1"], kind="normal")
-    q2 = Cpt(ArraySignal, dtype=MAP_DTYPES["q2"], kind="normal")
-    q3 = Cpt(ArraySignal, dtype=MAP_DTYPES["q3"], kind="normal")
-    q4 = Cpt(ArraySignal, dtype=MAP_DTYPES["q4"], kind="normal")
-    live_time = Cpt(ArraySignal, dtype=MAP_DTYPES["live_time"], kind="normal")
-    P = Cpt(ArraySignal, dtype="<u4", kind="normal")
-    S = Cpt(ArraySignal, dtype="<u4", kind="normal")
-    Cl = Cpt(ArraySignal, dtype="<u4", kind="normal")
-    K = Cpt(ArraySignal, dtype="<u4", kind="normal")
-    Ca = Cpt(ArraySignal, dtype="<u4", kind="normal")
-    Fe = Cpt(ArraySignal, dtype="<u4", kind="normal")
-    Cu = Cpt(ArraySignal, dtype="<u4", kind="normal")
-    Zn = Cpt(ArraySignal, dtype="<u4", kind="normal")
 
     def __init__(self, *args, hdf5_directory=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -205,7 +188,7 @@ class FlyRaster(Device):
     def _publish(self, res):
         ts = time.time()
         self.map_dwell.put(float(res.dwell), timestamp=ts)
-        for key in MAP_DTYPES:
+        for key in MAP_DTYPES:  # every map of the spec
             getattr(self, key).put(res.maps[key], timestamp=ts)
         if self._writer is not None:
             self._writer.write(res.spectra)

@@ -11,6 +11,9 @@ import numpy as np
 from caproto import ChannelType
 from caproto.server import PVGroup, pvproperty
 
+from ..devices.spec import (
+    MAP_PVS,  # map key -> (PV suffix under Fly:Map:, dtype): the one map spec
+)
 from ..physics import ELEMENT_SYMBOLS, MAP_KEYS
 
 if TYPE_CHECKING:
@@ -34,20 +37,6 @@ HDF5_DATASET = "/entry/data/spectra"
 #: ROIs of the mca record: one per element, in this order.
 N_ROIS = len(ELEMENT_SYMBOLS)
 
-#: Map key -> (PV suffix under ``Fly:Map:``, dtype the map has). uint32 maps travel as DBR_LONG bit patterns.
-MAP_PVS: dict[str, tuple[str, str]] = {
-    "dpc_x": ("DPCX", "<f4"),
-    "dpc_y": ("DPCY", "<f4"),
-    "dpc_diag": ("DPCDiag", "<f4"),
-    "transmission": ("Transmission", "<f4"),
-    "i0": ("I0", "<u4"),
-    "q1": ("Q1", "<u4"),
-    "q2": ("Q2", "<u4"),
-    "q3": ("Q3", "<u4"),
-    "q4": ("Q4", "<u4"),
-    "live_time": ("LiveTime", "<f4"),
-    **{sym: (sym, "<u4") for sym in ELEMENT_SYMBOLS},
-}
 assert set(MAP_PVS) == set(MAP_KEYS) | set(ELEMENT_SYMBOLS)
 
 

@@ -10,7 +10,15 @@ import numpy as np
 from caproto import ChannelType
 from caproto.server import PVGroup, SubGroup, pvproperty
 
-from ._common import HDF5_DATASET, MAP_PVS, MAX_MAP_PIXELS, _in_thread, _long_string, _root, _to_wire
+from ._common import (
+    HDF5_DATASET,
+    MAP_PVS,
+    MAX_MAP_PIXELS,
+    _in_thread,
+    _long_string,
+    _root,
+    _to_wire,
+)
 
 logger = logging.getLogger("xfct_bluesky.ioc")
 
