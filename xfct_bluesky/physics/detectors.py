@@ -41,16 +41,6 @@ from .specimen import ELEMENT_SYMBOLS
 QUADRANTS = ("q1", "q2", "q3", "q4")
 
 
-def difference_over_sum(a, b):
-    """(a - b) / (a + b) as float32, 0 where a + b == 0."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    s = a + b
-    out = np.zeros(np.broadcast_shapes(a.shape, b.shape), dtype=np.float32)
-    np.divide(a - b, s, out=out, where=s != 0, casting="unsafe")
-    return out
-
-
 @dataclass(frozen=True)
 class SegmentedDetectorModel:
     """Quadrant transmission detector.
@@ -96,16 +86,14 @@ class SegmentedDetectorModel:
 
     @staticmethod
     def dpc(q: np.ndarray) -> dict[str, np.ndarray]:
-        """DPC x, y, diagonal (float32) and the sum from quadrant counts (4, ...)."""
+        """DPC x, y, diagonal (float32) and the sum from quadrant counts (4, ...): the analysis' own
+        :func:`~xfct_bluesky.analysis.dpc.dpc_from_segments`, so the simulator's maps are what a beamline's
+        counts give (imported at call time: the simulator does not load the analysis package otherwise)."""
+        from ..analysis.dpc import dpc_from_segments
+
         q = np.asarray(q, dtype=np.float64)
-        right, left = q[0] + q[3], q[1] + q[2]
-        top, bottom = q[0] + q[1], q[2] + q[3]
-        return {
-            "dpc_x": difference_over_sum(right, left),
-            "dpc_y": difference_over_sum(top, bottom),
-            "dpc_diag": difference_over_sum(q[0], q[2]),
-            "sum": q.sum(axis=0),
-        }
+        maps = dpc_from_segments(q[0], q[1], q[2], q[3])
+        return {"dpc_x": maps.x, "dpc_y": maps.y, "dpc_diag": maps.diagonal, "sum": q.sum(axis=0)}
 
     def diagonal_noise(self, detected) -> np.ndarray:
         """Shot-noise sigma of the diagonal DPC: sqrt(4ab/(a+b)^3), a = b = detected/4."""
