@@ -9,7 +9,15 @@ import numbers
 import numpy as np
 from scipy import fft as _fft
 
-from .projector import _check_center, _check_count, _check_stack, _geometry, _system, _to_volume
+from .filtering import filter_rays
+from .projector import (
+    _check_center,
+    _check_count,
+    _check_stack,
+    _geometry,
+    _system,
+    _to_volume,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +79,9 @@ def _center_entropy(stack, theta, rows, candidates, bins) -> np.ndarray:
     sel = stack[:, rows]
     padded = np.zeros((n_angles, len(rows) * len(candidates), n_ext), np.float32)
     padded[:, :, extra:extra + n_cols] = np.tile(sel, (1, len(candidates), 1))
-    from .tomo import _filter_rays  # at call time: tomo imports this module
 
     system = _system(*_geometry(n_ext, theta, (n_ext - 1) / 2))
-    rays = _filter_rays(padded, "hann", np.pi / n_angles, shifts=np.repeat(shifts, len(rows)))
+    rays = filter_rays(padded, "hann", np.pi / n_angles, shifts=np.repeat(shifts, len(rows)))
     vol = _to_volume(system.bt @ rays, n_ext).reshape(len(candidates), len(rows), n_ext, n_ext)
     yy, xx = np.mgrid[:n_ext, :n_ext]
     disc = (yy - (n_ext - 1) / 2) ** 2 + (xx - (n_ext - 1) / 2) ** 2 <= (n_ext / 2) ** 2
