@@ -1,6 +1,6 @@
 """Storage layer: StreamHDF5Writer, and a RunEngine -> TiledWriter -> Tiled round trip.
 
-One embedded Tiled server is started per module (3-5 s). A tiny ophyd device
+The suite's Tiled server (``shared_tiled`` of ``conftest.py``) is used. A tiny ophyd device
 defined here produces two 2D maps (float32, uint16) as Signals and full
 (ny, nx, nchan) uint32 spectra through a StreamHDF5Writer; the tests check that
 what the device produced is what Tiled serves back, dtypes included, and that
@@ -123,28 +123,23 @@ class DocumentRecorder:
 
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("xfct-data")
+def data_dir(shared_tiled):
+    return shared_tiled.data_dir
 
 
 @pytest.fixture(scope="module")
-def server(data_dir):
-    with embedded_server(data_dir) as srv:
-        yield srv
+def server(shared_tiled):
+    return shared_tiled.server
 
 
 @pytest.fixture(scope="module")
-def client(server):
-    from tiled.client import from_uri
-
-    tiled_client = from_uri(server.uri)
-    yield tiled_client
-    tiled_client.context.close()
+def client(shared_tiled):
+    return shared_tiled.client
 
 
 @pytest.fixture(scope="module")
-def catalog(client):
-    return runs_container(client)
+def catalog(shared_tiled):
+    return shared_tiled.catalog
 
 
 @pytest.fixture(scope="module")
