@@ -33,7 +33,7 @@ from xfct_bluesky.storage import load_tomo
 
 DATA = Path(__file__).parent / "data" / "xrf-maps-2ide"
 SHAPE = (24, 32)
-N_ANGLES = 32
+N_ANGLES = 24
 DWELL = 3e-3  # s: the paper's low-dose regime, a few Zn counts per pixel
 
 
@@ -88,7 +88,7 @@ def test_cli_imports_a_maps_tomography_and_reconstructs_it(simulated, maps_files
     server = ["--uri", shared_tiled.server.uri]
     out = _run(capsys, "import", "--tomo", "--sample", "cell 3", "--asset-dir", shared_tiled.data_dir / "assets",
                *server, *maps_files)
-    uid = _uid(out, r"run ([0-9a-f-]{36}): XRF-Maps/MAPS HDF5 [0-9.]+ x32")
+    uid = _uid(out, r"run ([0-9a-f-]{36}): XRF-Maps/MAPS HDF5 [0-9.]+ x24")
     assert "1 run(s) imported, 0 file(s) skipped" in out
     assert f"xfct-bluesky reconstruct {uid[:8]}" in out  # the next step is named
 
@@ -108,7 +108,7 @@ def test_cli_imports_a_maps_tomography_and_reconstructs_it(simulated, maps_files
 
     listing = _run(capsys, "ls", *server)
     line = next(row for row in listing.splitlines() if row.startswith(uid[:8]))
-    assert "import" in line and "XRF-Maps/MAPS HDF5 10.0 x32" in line and "cell 3" in line and " 32 " in line
+    assert "import" in line and "XRF-Maps/MAPS HDF5 10.0 x24" in line and "cell 3" in line and " 24 " in line
 
     # the same files again: skipped, nothing written twice
     again = _run(capsys, "import", "--tomo", *server, "--asset-dir", shared_tiled.data_dir / "assets", *maps_files)

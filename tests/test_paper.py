@@ -68,7 +68,7 @@ def test_cli_paper_table_stores_the_maps_in_tiled(tmp_path):
 
     data, out = tmp_path / "data", io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        code = cli.main(["paper-table", "--data-dir", str(data), "--size", "40", "--region", "32",
+        code = cli.main(["paper-table", "--data-dir", str(data), "--size", "32", "--region", "24",
                          "--upsample", "2"])
     assert code == 0, out.getvalue()
     text = out.getvalue()
@@ -83,7 +83,7 @@ def test_cli_paper_table_stores_the_maps_in_tiled(tmp_path):
             for run in runs.values():
                 maps = load_tomo(run).maps
                 dpc = maps["dpc_diag"]  # the quantity name, whatever the device is called
-                assert dpc.shape == (4, 40, 40) and np.isfinite(dpc).all()  # 2 dwells x 2 maps
+                assert dpc.shape == (4, 32, 32) and np.isfinite(dpc).all()  # 2 dwells x 2 maps
                 assert run.metadata["start"]["sample"] == "simulated egg"
         finally:
             client.context.close()

@@ -93,7 +93,7 @@ def test_profile_runs_plans_into_tiled_and_exits(profile_env):
     from xfct_bluesky.session import make_run_engine
 
     data = profile_env
-    first, _ = _run_session("first")
+    first, seconds = _run_session("first")
     assert first["missing"] == []
     assert Path(first["data_dir"]) == data
     assert first["scan_id_at_start"] is None and first["runs_at_start"] == 0
@@ -112,13 +112,9 @@ def test_profile_runs_plans_into_tiled_and_exits(profile_env):
 
     # RE.md persists: a RunEngine made afterwards on the same folder sees the scan id
     assert make_run_engine(data).md["scan_id"] == 2
+    assert seconds < 90, f"a session that loads and runs a map and a tomography took {seconds:.0f} s: slow exit?"
 
-    # ... and so does a second session: scan ids go on, the catalog still holds the runs
-    second, seconds = _run_session("second")
-    assert second["scan_id_at_start"] == 2 and second["runs_at_start"] == 2
-    assert second["plans"] == ["xrf_fly_map"] and second["scan_ids"] == [3]
-    assert second["runs"] == 3
-    assert seconds < 60, f"a session that loads and runs one small map took {seconds:.0f} s: slow exit?"
+    # (a second session on the same folder, scan ids going on: tests/test_session.py, in-process)
 
 
 def test_unknown_hardware_is_refused(tmp_path, monkeypatch):

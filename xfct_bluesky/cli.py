@@ -93,8 +93,12 @@ def cmd_serve(args) -> int:
     except OSError as err:
         raise CommandError(f"cannot set up the data folder {data_dir} ({err.strerror}: {err.filename}); "
                            "give a writable --data-dir") from None
+    if not folder.catalog_path.exists():  # here, in-process: tiled's --init runs a subprocess of its own
+        from .storage.server import initialize_catalog
+
+        initialize_catalog(folder.catalog_path)
     tiled = shutil.which("tiled") or str(Path(sys.executable).with_name("tiled"))
-    cmd = [tiled, "serve", "catalog", str(folder.catalog_path), "--init",
+    cmd = [tiled, "serve", "catalog", str(folder.catalog_path),
            "-w", str(folder.arrays_dir), "-w", f"duckdb:///{folder.tables_path}",
            "-r", str(folder.assets_dir), "--host", args.host, "--port", str(args.port)]
     print(f"Tiled server on http://{args.host}:{args.port} for {data_dir}\n"

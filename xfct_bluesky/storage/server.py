@@ -149,7 +149,7 @@ def embedded_server(data_dir: str | Path | None = None, *, read_only: bool | Non
         logger.info("Tiled server for %s stopped", folder.root)
 
 
-def _initialize_catalog(path: Path) -> None:
+def initialize_catalog(path: Path) -> None:
     """Create a new catalog at ``path``: tables and alembic stamp, as ``tiled catalog init`` does, in this process.
 
     The steps and tiled functions of tiled's ``commandline/_catalog.py``
@@ -215,7 +215,7 @@ def _catalog_already_initialized() -> Iterator[None]:
     catalog if missing, which tiled does by running ``python -m tiled catalog
     init`` in a subprocess: a fresh interpreter importing tiled, 4-7 s on
     every start, even of a catalog years old. The folder's catalog is already
-    initialised (:func:`_initialize_catalog`) and its schema checked
+    initialised (:func:`initialize_catalog`) and its schema checked
     (:func:`prepare_data_folder`), so that step is skipped here.
     """
     import tiled.catalog
@@ -242,7 +242,7 @@ def _start_server(folder: DataFolder) -> Any:
         if folder.read_only:
             return ReadOnlyTiledServer(folder, _PROCESS_API_KEY)
         if not folder.catalog_path.exists():
-            _initialize_catalog(folder.catalog_path)
+            initialize_catalog(folder.catalog_path)
         with _catalog_already_initialized():
             return SimpleTiledServer(directory=folder.tiled_dir, readable_storage=[folder.assets_dir],
                                      api_key=_PROCESS_API_KEY)
