@@ -190,21 +190,10 @@ def _fit_one(B, c, row, a0, start, max_iter, tol, a, idx, yv, Bn, mu, mu_new, g,
                 k = free[i]
                 v = a[k] + alpha * d[i]
                 a_new[k] = max(0.0, v)
-            ok = True
-            f_new = 0.0
-            for n in range(nnz):
-                s = 0.0
-                for k in range(K):
-                    s += Bn[n, k] * a_new[k]
-                if s <= 0.0:
-                    ok = False
-                    break
-                mu_new[n] = s
-                f_new -= yv[n] * math.log(s)
-            if ok:
+            f_new = _objective(Bn, c, yv, nnz, a_new, mu_new)  # inf where some channel's model is <= 0
+            if f_new < math.inf:
                 slope = 0.0
                 for k in range(K):
-                    f_new += c[k] * a_new[k]
                     slope += g[k] * (a_new[k] - a[k])
                 if f_new <= f + _ARMIJO * slope:
                     accepted = True
