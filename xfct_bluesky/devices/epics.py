@@ -46,7 +46,7 @@ from ophyd import DynamicDeviceComponent as DDC
 from ophyd import FormattedComponent as FCpt
 from ophyd.mca import ROI, EpicsDXP, EpicsMCA
 
-from ..physics._validate import positive
+from ..validate import positive
 from ..physics.specimen import ELEMENT_SYMBOLS
 from .checks import check_position
 from .epics_scanner import FlyRaster

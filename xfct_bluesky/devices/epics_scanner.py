@@ -14,7 +14,7 @@ from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO
 from ophyd.status import DeviceStatus
 
-from ..physics._validate import positive, shape2d
+from ..validate import positive, shape2d
 from ..storage.hdf5 import HDF5_MIMETYPE
 from .checks import check_travel
 from .epics_signals import COMMAND_TIMEOUT, MapSignal

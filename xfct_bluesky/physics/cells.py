@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 from . import constants as C
-from ._validate import non_negative, positive
+from ..validate import non_negative, positive
 from .specimen import AnalyticSpecimen, Ellipsoids, GaussianBlobs, HollowCylinder, Material, Particles
 
 #: Mass fractions of dry mass for the light elements [E] (typical cell values).

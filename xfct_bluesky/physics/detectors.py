@@ -35,7 +35,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from . import constants as C
-from ._validate import non_negative, positive
+from ..validate import non_negative, positive
 from .specimen import ELEMENT_SYMBOLS
 
 QUADRANTS = ("q1", "q2", "q3", "q4")

@@ -7,7 +7,7 @@ larger than the pixel the mean fluence is unchanged.
 from __future__ import annotations
 
 from . import constants as C
-from ._validate import positive
+from ..validate import positive
 
 
 def dose_per_projection(

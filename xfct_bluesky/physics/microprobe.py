@@ -26,7 +26,7 @@ from scipy import sparse
 from scipy.special import ndtr
 
 from . import constants as C
-from ._validate import finite, non_negative, positive, shape2d
+from ..validate import finite, non_negative, positive, shape2d
 from .detectors import SegmentedDetectorModel, VortexModel
 from .dose import dose_per_projection
 from .probe import Probe

@@ -20,7 +20,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ._validate import positive
+from ..validate import positive
 from .specimen import AnalyticSpecimen, Ellipsoids, HollowCylinder, Material
 
 #: Borosilicate-like glass (2.2 g/cm^3) with some Ca and K, per cm^3 of wall (ug); beta 1.5e-8 and

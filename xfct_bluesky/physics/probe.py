@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from . import constants as C
-from ._validate import finite, positive
+from ..validate import finite, positive
 
 FWHM_PER_SIGMA = 2 * math.sqrt(2 * math.log(2))
 

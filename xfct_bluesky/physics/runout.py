@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validate import finite, non_negative
+from ..validate import finite, non_negative
 
 
 @dataclass

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from . import constants as C
-from ._validate import positive
+from ..validate import positive
 
 logger = logging.getLogger(__name__)
 

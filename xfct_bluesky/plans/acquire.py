@@ -8,7 +8,7 @@ import uuid
 import bluesky.plan_stubs as bps
 from bluesky.utils import FailedStatus, MsgGenerator
 
-from ..physics._validate import integer, number
+from ..validate import integer, number
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..physics._validate import integer, number, one_of, positive
+from ..validate import integer, number, one_of, positive
 from ..physics.dose import dose_per_projection, dwell_for_dose
 from ._checks import check_storable_shape
 from .resume import ANGLE_TOLERANCE

@@ -14,7 +14,7 @@ from __future__ import annotations
 import bluesky.plan_stubs as bps
 from bluesky.suspenders import SuspendFloor
 
-from ..physics._validate import non_negative
+from ..validate import non_negative
 
 
 def beam_loss_suspender(

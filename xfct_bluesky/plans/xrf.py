@@ -22,7 +22,7 @@ import bluesky.preprocessors as bpp
 import numpy as np
 from bluesky.utils import MsgGenerator
 
-from ..physics._validate import number
+from ..validate import number
 from ..physics.dose import dose_per_projection
 from ..quantities import is_quantity
 from ._checks import check_md, check_storable_shape, plain
