@@ -30,7 +30,8 @@ import numpy as np
 
 from xfct_bluesky.devices.sim import MAP_DTYPES, make_sim_microprobe
 from xfct_bluesky.plans.xrf import xfct_tomo
-from xfct_bluesky.storage.tiled import ASSETS_SUBDIR, embedded_server, load_tomo, make_tiled_writer, runs_container
+from xfct_bluesky.storage import embedded_server, load_tomo, make_tiled_writer, runs_container
+from xfct_bluesky.storage.folder import ASSETS_SUBDIR
 
 GOAL_S = 2.0
 SHAPE = (128, 128)

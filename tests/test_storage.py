@@ -30,7 +30,7 @@ from xfct_bluesky.storage import (
     replay_backup,
     runs_container,
 )
-from xfct_bluesky.storage.tiled import ASSETS_SUBDIR
+from xfct_bluesky.storage.folder import ASSETS_SUBDIR
 
 # Non-square maps: square 2D arrays get duplicate dim names in xarray (see stack-notes).
 NY, NX, NCHAN = 5, 7, 32
@@ -401,13 +401,14 @@ def test_load_tomo_prefers_the_start_documents_theta_key(RE, catalog, device_cla
 
 
 def test_is_loopback():
-    from xfct_bluesky.storage.tiled import _is_loopback
+    from xfct_bluesky.net import is_loopback
 
-    assert _is_loopback("http://127.0.0.1:8000/api/v1/")
-    assert _is_loopback("http://localhost/api/v1/")
-    assert _is_loopback("http://[::1]:8000/api/v1/")
-    assert not _is_loopback("https://tiled.example.org/api/v1/")
-    assert not _is_loopback("http://10.0.0.5:8000/api/v1/")
+    assert is_loopback("http://127.0.0.1:8000/api/v1/")
+    assert is_loopback("http://localhost/api/v1/")
+    assert is_loopback("http://[::1]:8000/api/v1/")
+    assert not is_loopback("https://tiled.example.org/api/v1/")
+    assert not is_loopback("http://10.0.0.5:8000/api/v1/")
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and not is_loopback("0.0.0.0")  # the IOC's interfaces
 
 
 @pytest.fixture

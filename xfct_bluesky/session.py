@@ -89,7 +89,7 @@ def make_microprobe(data_dir: Path, hardware: str | None = None):
     the IOC must write its HDF5 spectra into ``<data dir>/assets``
     (``xfct-bluesky ioc --data-dir <data dir>/assets``), where Tiled reads them.
     """
-    from .storage.tiled import ASSETS_SUBDIR
+    from .storage.folder import ASSETS_SUBDIR
 
     hardware = (hardware or os.environ.get("XFCT_BLUESKY_HARDWARE", "sim")).lower()
     if hardware == "sim":

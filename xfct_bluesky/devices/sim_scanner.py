@@ -83,7 +83,7 @@ class FlyRaster(map_components("SimMapSignals", ArraySignal)):  # the maps: one 
         staged = super().stage()
         if self.save_spectra.get():
             from ..storage.hdf5 import StreamHDF5Writer
-            from ..storage.tiled import ASSETS_SUBDIR, default_data_dir
+            from ..storage.folder import ASSETS_SUBDIR, default_data_dir
 
             directory = Path(self.hdf5_directory or default_data_dir() / ASSETS_SUBDIR)
             directory.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import re
@@ -11,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from ..net import is_loopback
 from .._cli_checks import check_folder, check_seed
 from ._common import DEFAULT_PREFIX
 from .server import MicroprobeIOC
@@ -23,15 +23,6 @@ PREFIX_FORM = re.compile(r"[A-Za-z0-9_\-+:\[\]<>;{}]+:")
 
 
 # ---------------------------------------------------------------------- CLI ---
-def _is_loopback(interface: str) -> bool:
-    if interface == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(interface).is_loopback
-    except ValueError:
-        return False
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The IOC's options, for ``python -m xfct_bluesky.ioc`` and ``xfct-bluesky ioc``."""
     parser.add_argument("--prefix", default=DEFAULT_PREFIX,
@@ -64,7 +55,7 @@ def check_prefix(prefix: str) -> str:
 
 def main_from_args(args: argparse.Namespace) -> int:
     """Run the IOC until interrupted (SIGINT or SIGTERM); 2 if the options are refused."""
-    remote = [i for i in args.interfaces if not _is_loopback(i)]
+    remote = [i for i in args.interfaces if not is_loopback(i)]
     if remote and not args.allow_remote:
         print(f"xfct-bluesky ioc: --interfaces {' '.join(args.interfaces)}: refusing to serve on "
               f"{', '.join(remote)}: the IOC serves loopback only (127.0.0.1); pass --allow-remote to expose its "

@@ -20,7 +20,7 @@ ANGLE_TOLERANCE = 1e-3
 def _missing_angles(resume, catalog, microprobe) -> tuple[dict, np.ndarray]:
     """The interrupted run's start document and the planned angles it lacks (in planned order)."""
     from ..quantities import recorded_theta_key
-    from ..storage.tiled import load_theta
+    from ..storage.reading import load_theta
 
     run = resume
     if not isinstance(resume, str) and not hasattr(resume, "metadata"):

@@ -12,7 +12,6 @@ writing :func:`make_tiled_writer` (with a JSON Lines backup), :func:`read_backup
 journal :class:`RunJournal`, :class:`JournaledWriter` (each document on disk before Tiled sees
         it), :func:`recover_journal` (runs whose process died, into Tiled)
 reading :func:`load_tomo` (a :class:`TomoData`, its :class:`Maps` by quantity name), :func:`load_theta`, :func:`load_spectra`, :func:`v1_broker`
-tiled   all of the above under one name (older imports)
 """
 
 from .folder import DataFolderError, default_data_dir

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ..net import is_loopback
+
 DEFAULT_MAX_WORKERS = 4  # concurrent requests of load_tomo
 
 
@@ -25,21 +27,6 @@ def _read_key(stream_node: Any, key: str) -> np.ndarray:
     values = stream_node[key].read()
     return np.asarray(values)
 
-
-
-def _is_loopback(url: Any) -> bool:
-    """Whether ``url`` points at this machine (``localhost``, ``127.0.0.0/8``, ``::1``)."""
-    import ipaddress
-
-    import httpx
-
-    host = httpx.URL(str(url)).host
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _stream_parts(stream_node: Any) -> dict[str, Any]:
@@ -77,7 +64,7 @@ def _check_local_files(part: Any, key: str) -> None:
 
     context = getattr(part, "context", None)
     item = getattr(part, "item", None)
-    if context is None or not isinstance(item, dict) or not _is_loopback(context.api_uri):
+    if context is None or not isinstance(item, dict) or not is_loopback(context.api_uri):
         return
     for source in item.get("attributes", {}).get("data_sources") or []:
         for asset in source.get("assets") or []:
@@ -208,7 +195,7 @@ def _read_stream_keys(
         raise ValueError(f"max_workers={max_workers} must be >= 1 (1 reads the keys one after the other).")
     if compression is None:
         context = getattr(stream_node, "context", None)
-        compression = context is None or not _is_loopback(context.api_uri)
+        compression = context is None or not is_loopback(context.api_uri)
     accept_encoding = None if compression else "identity"
 
     parts = _stream_parts(stream_node)
