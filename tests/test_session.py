@@ -88,3 +88,26 @@ def test_replay_stores_a_derived_runs_backup_into_the_derived_container(tmp_path
         assert len(s.catalog) == 0
         (run,) = derived_runs(s.derived, "0" * 36, "dpc_alignment")
         assert float(np.asarray(run["primary"]["dx"].read())[0]) == 0.5
+
+
+def test_re_abort_is_logged_in_one_line_without_the_plans_traceback(tmp_path, caplog):
+    import bluesky.plan_stubs as bps
+    import bluesky.plans as bp
+    from bluesky.utils import RunEngineInterrupted
+    from ophyd.sim import det
+
+    from xfct_bluesky.session import make_run_engine
+
+    RE = make_run_engine(tmp_path)
+
+    def paused_count():
+        yield from bp.count([det], num=2, md={"sample": "aborted"})  # a first, complete run
+        yield from bp.count([det], num=1, per_shot=lambda dets: (yield from bps.pause()))
+
+    with pytest.raises(RunEngineInterrupted):
+        RE(paused_count())
+    with caplog.at_level("INFO", logger="bluesky"):
+        RE.abort("the user's request")
+    aborted = [r for r in caplog.records if "aborted" in r.getMessage().lower()]
+    assert aborted and all(r.exc_info is None and "Traceback" not in caplog.text for r in aborted)
+    assert aborted[-1].getMessage() == "Run aborted by RE.abort(): cleanup ran, exit_status 'abort'"

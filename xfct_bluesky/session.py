@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -50,7 +51,31 @@ def make_run_engine(data_dir: Path):
     RE = RunEngine()
     RE.md = PersistentDict(str(md_dir))
     RE.md_validator = check_run_md  # metadata that cannot be stored is refused before the run starts
+    logging.getLogger("bluesky").addFilter(_AbortWithoutTraceback(RE))
     return RE
+
+
+class _AbortWithoutTraceback(logging.Filter):
+    """Log ``RE.abort()`` of this RunEngine's run as one line, not the plan's traceback.
+
+    The RunEngine logs every aborted run with ``log.exception("Run aborted")``:
+    after the user's own ``RE.abort()`` that is some 30 lines of generator
+    frames ending in ``RequestAbort``, for a request, not an error. Other
+    aborts (a failed pause, a halt) keep their traceback.
+    """
+
+    def __init__(self, RE) -> None:
+        super().__init__()
+        self._RE = weakref.ref(RE)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from bluesky.utils import RequestAbort
+
+        exc = record.exc_info[0] if record.exc_info else None
+        if getattr(record, "RE", None) is self._RE() and exc is RequestAbort:
+            record.exc_info = record.exc_text = None
+            record.msg, record.args = "Run aborted by RE.abort(): cleanup ran, exit_status 'abort'", ()
+        return True
 
 
 def _recover_dead_runs(journal: Path, catalog) -> None:
