@@ -145,6 +145,15 @@ def test_serve_requires_the_api_key(demo, tmp_path, capsys):
         assert cli.main(["show", "zzzz", "--uri", url, "--api-key", key]) == 1
         assert "no run 'zzzz' in the catalog" in capsys.readouterr().err
 
+        # without --uri, on the served folder: ls and show use the running server, not one of their own
+        from xfct_bluesky.storage.folder import running_server
+
+        assert running_server(root) == url
+        served = (tmp_path / "serve.log").read_text().count("/api/v1/")
+        assert cli.main(["ls", "--data-dir", str(root)]) == 0 and uid[:8] in capsys.readouterr().out
+        assert cli.main(["show", uid, "--data-dir", str(root)]) == 0 and "xfct_tomo" in capsys.readouterr().out
+        assert (tmp_path / "serve.log").read_text().count("/api/v1/") > served  # the requests went there
+
         # the key stays off the command lines (readable by every local user through ps)
         if Path("/proc").is_dir():
             pids = _group_pids(proc.pid)
@@ -160,3 +169,4 @@ def test_serve_requires_the_api_key(demo, tmp_path, capsys):
     while _answers(url):
         assert time.monotonic() < deadline, f"{url} still answers after SIGTERM to the process group"
         time.sleep(0.2)
+    assert running_server(root) is None  # a stopped server is not taken for a running one

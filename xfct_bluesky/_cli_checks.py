@@ -9,8 +9,8 @@ builds it, so the command line and the Python API refuse the same values.
 :func:`check_data_dir` runs for every command that has ``--data-dir``.
 :func:`open_session` gives a :class:`~xfct_bluesky.session.Session` on
 ``--uri`` (:func:`connect` answers an unreachable server in one line,
-:class:`CommandError`, exit status 1) or on an embedded server over the data
-folder.
+:class:`CommandError`, exit status 1), on the ``xfct-bluesky serve`` process
+serving the data folder, or on an embedded server over the folder.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -282,12 +283,30 @@ def connect(uri: str, api_key: str | None):
                            "at this address?") from None
 
 
+def _folder_key(folder: Path) -> str | None:
+    """The API key ``xfct-bluesky serve`` keeps in the data folder, if there is one."""
+    try:
+        return (folder / "api_key").read_text().strip() or None
+    except OSError:
+        return None
+
+
 def open_session(args, *, read_only: bool = False, journal: bool = True):
     """A :class:`~xfct_bluesky.session.Session` on ``--uri`` (:func:`connect`, which tells an unreachable server
-    in one line) or on an embedded server over the data folder; no live analysis, no persistent ``RE.md``.
+    in one line), else on the ``xfct-bluesky serve`` process serving the data folder
+    (:func:`~xfct_bluesky.storage.folder.running_server`), else on an embedded server over the folder;
+    no live analysis, no persistent ``RE.md``.
     Use it as a context manager; ``.catalog`` is the runs container, ``.writer`` the writer with backup."""
     from .session import Session
+    from .storage.folder import running_server
 
     client = connect(args.uri, args.api_key) if args.uri else None
+    served = None if args.uri else running_server(data_dir(args))
+    if served:  # `xfct-bluesky serve` is serving this folder: use it rather than start a second server
+        try:
+            client = connect(served, _folder_key(data_dir(args)))
+        except CommandError as err:
+            print(f"note: the server that serves {data_dir(args)} ({served}) cannot be used ({err}); "
+                  "starting one of this command's own", file=sys.stderr)
     return Session(data_dir(args), client=client, live=False, persistent_md=False, read_only=read_only,
                    journal=journal and not read_only)

@@ -83,7 +83,7 @@ or from Python:
 
 
 def cmd_serve(args) -> int:
-    from .storage.folder import prepare_data_folder
+    from .storage.folder import advertise_server, prepare_data_folder
 
     data_dir = _data_dir(args)
     # Checks the folder, creates tiled/data and assets, and points a moved folder's catalog into it.
@@ -107,7 +107,9 @@ def cmd_serve(args) -> int:
           f"  c = from_uri('http://{args.host}:{args.port}', api_key=open('{data_dir / 'api_key'}').read().strip())",
           flush=True)
     env = dict(os.environ, TILED_SINGLE_USER_API_KEY=key)
-    return subprocess.call(cmd, env=env)  # the key reaches tiled by TILED_SINGLE_USER_API_KEY, never argv (ps)
+    local = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # what this machine's commands dial
+    with advertise_server(data_dir, f"http://{local}:{args.port}"):  # `ls`, `show`... use this server
+        return subprocess.call(cmd, env=env)  # the key reaches tiled by TILED_SINGLE_USER_API_KEY, never argv (ps)
 
 
 def profile_dir() -> Path:

@@ -73,6 +73,8 @@ TABLES_NAME = "storage.duckdb"
 MARKER_NAME = "folder.json"
 """The data folder's marker, in :data:`TILED_SUBDIR`: its path when last used, and an id."""
 _MARKER_FORMAT = 1
+#: Written by ``xfct-bluesky serve`` while it serves the folder: ``{"uri": ..., "pid": ...}``
+SERVER_NAME = "server.json"
 
 
 class DataFolderError(ValueError):
@@ -83,6 +85,48 @@ class DataFolderError(ValueError):
     match its catalog, or lacks an asset file a run points to. The CLI
     prints it in one line.
     """
+
+
+@contextlib.contextmanager
+def advertise_server(data_dir: str | Path, uri: str):
+    """While the block runs, ``<data>/tiled/server.json`` tells other commands a server at ``uri`` serves the folder.
+
+    :func:`running_server` reads it, so ``xfct-bluesky ls`` and the other
+    commands use that server rather than start one of their own (seconds, and a
+    second writer on the same SQLite catalog). The file holds no key.
+    """
+    path = Path(data_dir) / TILED_SUBDIR / SERVER_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"uri": uri, "pid": os.getpid()}))
+    os.replace(tmp, path)
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            if json.loads(path.read_text()).get("pid") == os.getpid():  # not a later server's file
+                path.unlink()
+
+
+def running_server(data_dir: str | Path) -> str | None:
+    """The URI of the ``xfct-bluesky serve`` process serving ``data_dir`` (:func:`advertise_server`), else None.
+
+    A file left by a process that is gone (killed with -9) is ignored.
+    Whether the server answers is the caller's check.
+    """
+    path = Path(data_dir) / TILED_SUBDIR / SERVER_NAME
+    try:
+        record = json.loads(path.read_text())
+        pid, uri = int(record["pid"]), str(record["uri"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # another user's live process
+        pass
+    return uri
 
 
 def default_data_dir() -> Path:
