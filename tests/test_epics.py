@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 import pytest
 from ophyd.utils import LimitError
+from servers import socket_addresses
 
 from xfct_bluesky.devices.sim import MAP_DTYPES, make_sim_microprobe
 from xfct_bluesky.physics import ELEMENT_SYMBOLS
@@ -539,33 +540,9 @@ def test_no_ioc_under_the_prefix_times_out_with_a_hint(ioc):
         make_epics_microprobe(f"NOIOC{uuid.uuid4().hex[:6]}:", connection_timeout=1.0)
 
 
-def _socket_addresses(pid: int) -> list[tuple[str, str, int]]:
-    """(protocol, local IPv4 address, port) of every TCP/UDP socket the process holds (Linux /proc)."""
-    import ipaddress
-    import struct
-
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    found = []
-    for proto in ("tcp", "udp"):
-        for line in Path(f"/proc/{pid}/net/{proto}").read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[9] in inodes:
-                host, port = fields[1].split(":")
-                addr = ipaddress.IPv4Address(struct.pack("<I", int(host, 16)))
-                found.append((proto, str(addr), int(port, 16)))
-    return found
-
-
 @pytest.mark.skipif(not Path("/proc/self/net/tcp").exists(), reason="needs Linux /proc")
 def test_ioc_binds_loopback_by_default(ioc):
-    sockets = _socket_addresses(ioc["pid"])
+    sockets = socket_addresses(ioc["pid"])
     tcp = [s for s in sockets if s[0] == "tcp"]
     assert any(port == ioc["port"] for _, _, port in tcp), sockets  # its CA server port is among them
     assert sockets and all(addr.startswith("127.") for _, addr, _ in sockets), sockets

@@ -90,7 +90,7 @@ EMPTY = AnalyticSpecimen([], radius=1e-6, name="empty")
 
 
 # ------------------------------------------------------------------ helpers ---
-def approx(expected, *, rel: float = 1e-9, abs: float = 0.0):  # noqa: A002 - pytest's keyword
+def approx(expected, *, rel: float = 1e-9, abs: float = 0.0):
     """``pytest.approx`` without its default 1e-12 absolute tolerance.
 
     Many quantities here are tiny in SI units (variances ~1e-13 m^2, masses
@@ -635,8 +635,8 @@ BAD_MAP_ARGS = [
     ({"shape": 2.5}, ["2.5", "integer in 1..8192"]),
     ({"shape": (1, 2, 3)}, ["shape=(1, 2, 3)", "pair"]),
     ({"theta": NAN}, ["theta=nan", "finite"]),
-    ({"center": (NAN, 0.0)}, ["center y=nan", "finite"]),
-    ({"center": (0.0, NAN)}, ["center x=nan", "finite"]),
+    ({"map_center": (NAN, 0.0)}, ["map_center y=nan", "finite"]),
+    ({"map_center": (0.0, NAN)}, ["map_center x=nan", "finite"]),
     ({"shape": (8000, 8000)}, ["8000x8000", "limit 4.0 GB", "spectra=on"]),
 ]
 
@@ -675,7 +675,7 @@ def test_unknown_element_is_named():
     _check_message(exc_info, ["'Xx'", "Zn"])
     with pytest.raises(ValueError) as exc_info:
         Material(elements={"Zn": -1.0})
-    _check_message(exc_info, ["Zn=-1.0", ">= 0"])
+    _check_message(exc_info, ["elements['Zn']=-1.0", ">= 0"])
 
 
 def test_dose_and_probe_reject_bad_input():

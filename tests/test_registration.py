@@ -13,7 +13,13 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import ndimage
 
-from xfct_bluesky.analysis.registration import CCWidth, Registration, cc_fwhm, cross_correlation, register
+from xfct_bluesky.analysis.registration import (
+    CCWidth,
+    Registration,
+    cc_fwhm,
+    cross_correlation,
+    register,
+)
 
 FWHM_PER_SIGMA = 2 * math.sqrt(2 * math.log(2))
 
@@ -323,7 +329,7 @@ def test_simulated_dpc_pairs_register():
     a = sim.simulate_map((64, 64), p, 3e-3, 30.0, spectra=False).maps
     b = sim.simulate_map((64, 64), p, 3e-3, 30.0, spectra=False).maps
     offset = np.array([0.7, -2.3])  # px: the second map's scan centre moves by offset * p
-    c = sim.simulate_map((64, 64), p, 3e-3, 30.0, center=tuple(offset * p), spectra=False).maps
+    c = sim.simulate_map((64, 64), p, 3e-3, 30.0, map_center=tuple(offset * p), spectra=False).maps
     same = register(a["dpc_diag"], b["dpc_diag"], upsample=100)
     assert np.all(np.abs(same.shift) < 0.1)
     assert same.peak > 0.8

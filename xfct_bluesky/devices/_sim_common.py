@@ -1,15 +1,13 @@
-"""What the simulated devices share: map dtypes, and where the probe is and whether there is beam."""
+"""What the devices share: map dtypes, and where the probe is (the EPICS scanner too) and whether there is beam."""
 
 from __future__ import annotations
 
 # The map signals (names, dtypes, units) are specified once, in .spec; re-exported here for older imports.
-from .spec import MAP_DTYPES, MAP_UNITS, with_units  # noqa: E402, F401
-
-#: Storage-ring current (mA) below which the simulated beam is off (a beam dump).
-BEAM_OFF_CURRENT = 1.0
+from .spec import BEAM_OFF_CURRENT, MAP_DTYPES, MAP_UNITS, with_units
 
 
-def _beam_on(device) -> bool:
+def beam_on(device) -> bool:
+    """Whether photons reach the specimen: the shutter (if any) open and the ring current (if any) up."""
     root = device.root
     shutter = getattr(root, "shutter", None)
     current = getattr(root, "beam_current", None)
@@ -21,8 +19,8 @@ def _position_m(motor) -> float:
     return motor.position * 1e-6  # um -> m
 
 
-def _probe_geometry(device):
-    """(theta deg, centre (y, x) m, defocus m) from the microprobe's stages."""
+def probe_geometry(device) -> tuple[float, tuple[float, float], float]:
+    """(theta deg, map centre (y, x) m, defocus m) from the microprobe's stages (zeros without a zone plate)."""
     root = device.root
     theta = root.rotation.position if hasattr(root, "rotation") else 0.0
     zp = getattr(root, "zone_plate", None)

@@ -14,9 +14,9 @@ from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO
 from ophyd.status import DeviceStatus
 
-from ..validate import positive, shape2d
+from ..physics.microprobe import check_dwell, check_field, check_travel
 from ..storage.hdf5 import HDF5_MIMETYPE
-from .checks import check_travel
+from ._sim_common import probe_geometry
 from .epics_signals import COMMAND_TIMEOUT, MapSignal
 from .spec import map_components, with_units
 
@@ -43,14 +43,6 @@ class FlyHDF5(Device):
     def check_written(self, action: str) -> None:
         if self.write_status.get(use_monitor=False) != "Write OK":
             raise RuntimeError(f"{self.name}: {action} failed in the IOC: {self.write_message.get(use_monitor=False)}")
-
-
-def _probe_center_m(device) -> tuple[float, float]:
-    """Map centre (y, x) in m from the zone-plate stage, as the simulated devices compute it."""
-    zp = getattr(device.root, "zone_plate", None)
-    if zp is None:
-        return 0.0, 0.0
-    return zp.y.position * 1e-6, zp.x.position * 1e-6
 
 
 class FlyRaster(map_components("EpicsMapSignals", MapSignal, pv_prefix="Map:")):  # maps: devices/spec.py
@@ -109,25 +101,19 @@ class FlyRaster(map_components("EpicsMapSignals", MapSignal, pv_prefix="Map:")):
 
     def check_field(self, shape, pixel_size) -> tuple[tuple[int, int], float]:
         """Validate a field (shape, pixel size) against the IOC's map size and the stage travel; normalise it."""
-        shape = shape2d("shape", shape, fix="Give (ny, nx) in pixels, e.g. (230, 230).")
-        pixel = positive("pixel_size", pixel_size, fix="Give the pixel size in metres, e.g. 300e-9.", unit=" m")
-        if pixel > 100e-6:
-            raise ValueError(f"pixel_size={pixel_size!r} m is larger than 100 um; give metres (300 nm is 300e-9)")
+        shape, pixel = check_field(shape, pixel_size)
         most = int(self.max_pixels.get())
         if shape[0] * shape[1] > most:
             raise ValueError(f"{self.name}: a {shape[0]}x{shape[1]} map has {shape[0] * shape[1]} pixels, more "
                              f"than the {most} the IOC's map waveforms hold; use a smaller shape")
-        center = _probe_center_m(self)
-        check_travel(self.name, shape, pixel, center, float(self.travel.get()))
+        _, map_center, _ = probe_geometry(self)
+        check_travel(shape, pixel, map_center, float(self.travel.get()), name=self.name)
         return shape, pixel
 
     def check_configuration(self) -> None:
         """Raise ValueError for a configured map the stage or the IOC cannot do."""
         self.check_field(self.expected_shape(), self.pixel_size.get())
-        dwell = positive("dwell", self.dwell.get(), fix="Give the per-pixel dwell in seconds, e.g. 3e-3.",
-                         unit=" s")
-        if dwell > 10:
-            raise ValueError(f"dwell={dwell!r} s is above 10 s per pixel; give seconds (3 ms is 3e-3)")
+        check_dwell(self.dwell.get())
 
     def map_duration(self, shape, dwell) -> float:
         """Seconds to fly one map."""
@@ -240,7 +226,7 @@ class FlyRaster(map_components("EpicsMapSignals", MapSignal, pv_prefix="Map:")):
                 self.acquired_shape = tuple(int(n) for n in self.map_shape.get(use_monitor=False))
                 if self._stream is not None:
                     self._stream["count"] = int(self.hdf5.num_captured.get(use_monitor=False))
-            except Exception as exc:  # noqa: BLE001 - reported through the status, never lost
+            except Exception as exc:
                 logger.error("%s: acquisition failed: %s", self.name, exc)
                 status.set_exception(exc)
             else:

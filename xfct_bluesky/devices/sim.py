@@ -34,7 +34,7 @@ from ophyd.status import DeviceStatus, Status
 
 from ..physics import MicroprobeSimulator
 from ..physics.specimen import ELEMENT_SYMBOLS
-from ._sim_common import BEAM_OFF_CURRENT, MAP_DTYPES, _beam_on, _probe_geometry  # noqa: F401 (re-exported)
+from ._sim_common import BEAM_OFF_CURRENT, MAP_DTYPES, beam_on, probe_geometry
 from .signals import ArraySignal, SimMotor
 from .sim_scanner import FlyRaster
 
@@ -120,9 +120,9 @@ class VortexMCA(Device):
     def trigger(self):
         sim = self.root.simulator
         preset = float(self.preset_real_time.get())
-        theta, center, defocus = _probe_geometry(self)
+        theta, map_center, defocus = probe_geometry(self)
         self._configure_rois(sim.vortex)
-        res = sim.point(preset, theta, center=center, defocus=defocus, beam_on=_beam_on(self))
+        res = sim.point(preset, theta, map_center=map_center, defocus=defocus, beam_on=beam_on(self))
         spec = res.spectra[0, 0]
         self.spectrum.put(spec)
         live = float(res.maps["live_time"][0, 0])
@@ -152,8 +152,8 @@ class SegmentedDPCDetector(Device):
         sim = self.root.simulator
         self.central_stop_ratio.put(sim.dpc.central_stop_ratio)
         preset = float(self.preset_time.get())
-        theta, center, defocus = _probe_geometry(self)
-        res = sim.point(preset, theta, center=center, defocus=defocus, beam_on=_beam_on(self), spectra=False)
+        theta, map_center, defocus = probe_geometry(self)
+        res = sim.point(preset, theta, map_center=map_center, defocus=defocus, beam_on=beam_on(self), spectra=False)
         q = [int(res.maps[k][0, 0]) for k in ("q1", "q2", "q3", "q4")]
         for k, v in zip(("q1", "q2", "q3", "q4"), q, strict=True):
             getattr(self, k).put(v)

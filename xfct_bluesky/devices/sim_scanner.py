@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 from ophyd import Component as Cpt
-from ophyd import Device, Signal
+from ophyd import Signal
 from ophyd.status import DeviceStatus
 
-from ._sim_common import _beam_on, _probe_geometry
-from .checks import check_travel
+from ..physics.microprobe import check_travel
+from ._sim_common import beam_on, probe_geometry
 from .signals import ArraySignal
 from .spec import MAP_DTYPES, map_components, with_units
 
@@ -62,8 +62,8 @@ class FlyRaster(map_components("SimMapSignals", ArraySignal)):  # the maps: one 
         """Validate a field (shape, pixel size) against memory and stage travel; return it normalised."""
         sim = self.root.simulator
         shape, pixel, _ = sim.check_map(shape, pixel_size, 1e-3, spectra=bool(self.save_spectra.get()))
-        _, center, _ = _probe_geometry(self)
-        check_travel(self.name, shape, pixel, center, float(self.travel.get()))
+        _, map_center, _ = probe_geometry(self)
+        check_travel(shape, pixel, map_center, float(self.travel.get()), name=self.name)
         return shape, pixel
 
     def check_configuration(self) -> None:
@@ -82,8 +82,8 @@ class FlyRaster(map_components("SimMapSignals", ArraySignal)):  # the maps: one 
         self.check_configuration()
         staged = super().stage()
         if self.save_spectra.get():
-            from ..storage.hdf5 import StreamHDF5Writer
             from ..storage.folder import ASSETS_SUBDIR, default_data_dir
+            from ..storage.hdf5 import StreamHDF5Writer
 
             directory = Path(self.hdf5_directory or default_data_dir() / ASSETS_SUBDIR)
             directory.mkdir(parents=True, exist_ok=True)
@@ -128,15 +128,15 @@ class FlyRaster(map_components("SimMapSignals", ArraySignal)):  # the maps: one 
         """
         self.check_configuration()
         status = DeviceStatus(self)
-        theta, center, defocus = _probe_geometry(self)
-        beam = _beam_on(self)
+        theta, map_center, defocus = probe_geometry(self)
+        beam = beam_on(self)
         interrupt = self._interrupt = threading.Event()
         t0 = time.monotonic()
 
         def acquire():
             try:
                 with self._acquiring:
-                    res = self._simulate(theta, center, defocus, beam)
+                    res = self._simulate(theta, map_center, defocus, beam)
                     if self.root.realtime:
                         interrupt.wait(max(res.duration - (time.monotonic() - t0), 0.0))
                     if interrupt.is_set():
@@ -180,10 +180,11 @@ class FlyRaster(map_components("SimMapSignals", ArraySignal)):  # the maps: one 
     def stop(self, *, success=False):
         self.pause()
 
-    def _simulate(self, theta, center, defocus, beam):
+    def _simulate(self, theta, map_center, defocus, beam):
         sim = self.root.simulator
         return sim.simulate_map(self.expected_shape(), self.pixel_size.get(), self.dwell.get(), theta,
-                                center=center, defocus=defocus, spectra=self._writer is not None, beam_on=beam)
+                                map_center=map_center, defocus=defocus, spectra=self._writer is not None,
+                                beam_on=beam)
 
     def _publish(self, res):
         ts = time.time()

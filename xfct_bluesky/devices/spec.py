@@ -44,6 +44,8 @@ MAP_DTYPES: dict[str, str] = {m.name: m.dtype for m in MAPS}
 MAP_UNITS: dict[str, str] = {**{m.name: m.units for m in MAPS}, "map_dwell": "s", "spectra": "counts"}
 #: Map name -> (PV suffix under ``Fly:Map:``, dtype), for the IOC.
 MAP_PVS: dict[str, tuple[str, str]] = {m.name: (m.pv, m.dtype) for m in MAPS}
+#: Storage-ring current (mA) below which there is no beam (a beam dump), for the simulated devices and the IOC.
+BEAM_OFF_CURRENT = 1.0
 
 
 def map_components(name: str, signal_class, *, pv_prefix: str | None = None) -> Any:

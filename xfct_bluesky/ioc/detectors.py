@@ -11,7 +11,7 @@ from caproto import ChannelType
 from caproto.server import PVGroup, SubGroup, pvproperty
 
 from ..physics import ELEMENT_SYMBOLS
-from ._common import N_ROIS, SHUTTER_TIME, _in_thread, _root, _to_wire
+from ._common import N_ROIS, SHUTTER_TIME, in_thread, ioc_root, to_wire
 
 logger = logging.getLogger("xfct_bluesky.ioc")
 
@@ -30,7 +30,7 @@ class ShutterGroup(PVGroup):
 
     @command.putter
     async def command(self, instance, value):
-        if _root(self).options.get("realtime"):
+        if ioc_root(self).options.get("realtime"):
             await asyncio.sleep(SHUTTER_TIME)
         await self.state.write("open" if str(value) == "open" else "closed")
         return value
@@ -185,7 +185,7 @@ class _McaRecord(PVGroup):
     @erase_start.putter
     async def erase_start(self, instance, value):
         if value:
-            root = _root(self)
+            root = ioc_root(self)
             try:
                 await self.acquiring.write(1)
                 await self._count(root)
@@ -197,15 +197,15 @@ class _McaRecord(PVGroup):
 
     async def _count(self, root) -> None:
         preset = float(self.preset_real_time.value)
-        theta, center, defocus = root.probe_geometry()
+        theta, map_center, defocus = root.probe_geometry()
         async with root.simulator_lock:
-            res = await _in_thread(root.simulator.point, preset, theta, center=center, defocus=defocus,
+            res = await in_thread(root.simulator.point, preset, theta, map_center=map_center, defocus=defocus,
                                    beam_on=root.beam_on())
         if root.options.get("realtime"):
             await asyncio.sleep(preset)
         spectrum = np.asarray(res.spectra[0, 0])
         live = float(res.maps["live_time"][0, 0])
-        await self.spectrum.write(_to_wire(spectrum, "<u4"))
+        await self.spectrum.write(to_wire(spectrum, "<u4"))
         await self.elapsed_real_time.write(preset)
         await self.elapsed_live_time.write(live)
         await self.dead_time.write(100.0 * (1 - live / preset))
@@ -253,16 +253,16 @@ class DpcGroup(PVGroup):
     async def acquire(self, instance, value):
         if value:
             try:
-                await self._count(_root(self))
+                await self._count(ioc_root(self))
             except Exception:  # reported in the log; the put itself must complete
                 logger.exception("%s: acquisition failed", instance.pvname)
         return 0
 
     async def _count(self, root) -> None:
         preset = float(self.preset_time.value)
-        theta, center, defocus = root.probe_geometry()
+        theta, map_center, defocus = root.probe_geometry()
         async with root.simulator_lock:
-            res = await _in_thread(root.simulator.point, preset, theta, center=center, defocus=defocus,
+            res = await in_thread(root.simulator.point, preset, theta, map_center=map_center, defocus=defocus,
                                    beam_on=root.beam_on(), spectra=False)
         if root.options.get("realtime"):
             await asyncio.sleep(preset)

@@ -10,14 +10,15 @@ import numpy as np
 from caproto import ChannelType
 from caproto.server import PVGroup, SubGroup, pvproperty
 
+from ..physics.microprobe import check_travel
 from ._common import (
     HDF5_DATASET,
     MAP_PVS,
     MAX_MAP_PIXELS,
-    _in_thread,
-    _long_string,
-    _root,
-    _to_wire,
+    in_thread,
+    ioc_root,
+    long_string,
+    to_wire,
 )
 
 logger = logging.getLogger("xfct_bluesky.ioc")
@@ -46,27 +47,27 @@ class HDF5Group(PVGroup):
     folder (``--data-dir``).
     """
 
-    file_path = _long_string("FilePath")
-    file_name = _long_string("FileName", "xfct")
-    full_file_name = _long_string("FullFileName_RBV", read_only=True)
+    file_path = long_string("FilePath")
+    file_name = long_string("FileName", "xfct")
+    full_file_name = long_string("FullFileName_RBV", read_only=True)
     file_path_exists = pvproperty(name="FilePathExists_RBV", value=0, read_only=True)
     capture = pvproperty(name="Capture", value=0)
     capture_rbv = pvproperty(name="Capture_RBV", value=0, read_only=True)
     num_captured = pvproperty(name="NumCaptured_RBV", value=0, read_only=True)
-    dataset = _long_string("DatasetName_RBV", HDF5_DATASET, read_only=True)
+    dataset = long_string("DatasetName_RBV", HDF5_DATASET, read_only=True)
     frame_shape = pvproperty(name="FrameShape_RBV", value=[0, 0, 0], max_length=3, read_only=True)
     chunk_shape = pvproperty(name="ChunkShape_RBV", value=[0, 0, 0, 0], max_length=4, read_only=True)
     swmr_mode = pvproperty(name="SWMRMode_RBV", value=1, read_only=True)
     write_status = pvproperty(name="WriteStatus", value="Write OK", enum_strings=("Write OK", "Write error"),
                               dtype=ChannelType.ENUM, read_only=True)
-    write_message = _long_string("WriteMessage", read_only=True)
+    write_message = long_string("WriteMessage", read_only=True)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.writer = None
 
     def _allowed(self, path: str) -> Path:
-        root = Path(_root(self).options["data_dir"]).resolve()
+        root = Path(ioc_root(self).options["data_dir"]).resolve()
         target = Path(path).expanduser().resolve()
         if not target.is_relative_to(root):
             raise ValueError(f"FilePath {path!r} is outside the IOC's data folder {str(root)!r}; give a folder "
@@ -83,7 +84,7 @@ class HDF5Group(PVGroup):
     async def file_path(self, instance, value):
         try:
             target = self._allowed(value)
-            await _in_thread(target.mkdir, parents=True, exist_ok=True)
+            await in_thread(target.mkdir, parents=True, exist_ok=True)
         except (ValueError, OSError) as exc:
             await self.file_path_exists.write(0)
             await self._report(str(exc))
@@ -97,7 +98,7 @@ class HDF5Group(PVGroup):
         if value and self.writer is None:
             try:
                 await self.open_file()
-            except Exception as exc:  # noqa: BLE001 - reported in WriteStatus/WriteMessage; the put must complete
+            except Exception as exc:
                 await self._report(f"could not open the HDF5 file: {type(exc).__name__}: {exc}")
                 return 0
         elif not value:
@@ -107,13 +108,13 @@ class HDF5Group(PVGroup):
     async def open_file(self) -> None:
         from ..storage.hdf5 import StreamHDF5Writer
 
-        root = _root(self)
+        root = ioc_root(self)
         directory = self._allowed(str(self.file_path.value))
         scanner = root.scanner
         frame = (int(scanner.num_rows.value), int(scanner.num_cols.value), root.simulator.vortex.n_channels)
         writer = StreamHDF5Writer(directory, data_key="spectra", dtype="<u4", frame_shape=frame,
                                   dataset=HDF5_DATASET, source=f"ca://{self.prefix}")
-        path = await _in_thread(writer.open, name=str(self.file_name.value) or "xfct")
+        path = await in_thread(writer.open, name=str(self.file_name.value) or "xfct")
         self.writer = writer
         await self.full_file_name.write(str(path))
         await self.frame_shape.write(list(frame))
@@ -126,11 +127,11 @@ class HDF5Group(PVGroup):
     async def close_file(self) -> None:
         writer, self.writer = self.writer, None
         if writer is not None:
-            await _in_thread(writer.close)
+            await in_thread(writer.close)
         await self.capture_rbv.write(0)
 
     async def append(self, spectra) -> None:
-        count = await _in_thread(self.writer.write, spectra)
+        count = await in_thread(self.writer.write, spectra)
         await self.num_captured.write(int(count))
 
 
@@ -155,7 +156,7 @@ class ScannerGroup(PVGroup):
     acquire_busy = pvproperty(name="Acquire_RBV", value=0, read_only=True)
     detector_state = pvproperty(name="DetectorState_RBV", value="Idle", dtype=ChannelType.ENUM,
                                 enum_strings=("Idle", "Acquire", "Error", "Aborted"), read_only=True)
-    status_message = _long_string("StatusMessage_RBV", read_only=True)
+    status_message = long_string("StatusMessage_RBV", read_only=True)
     map_dwell = pvproperty(name="MapDwell_RBV", value=0.0, units="s", read_only=True)
     map_shape = pvproperty(name="MapShape_RBV", value=[0, 0], max_length=2, read_only=True)
     line_overhead = pvproperty(name="LineOverhead_RBV", value=0.0, units="s", read_only=True)
@@ -193,20 +194,13 @@ class ScannerGroup(PVGroup):
             await self.acquire_busy.write(0)
         return 0
 
-    def _check(self, root, shape, pixel_size, dwell, spectra, center) -> tuple:
+    def _check(self, root, shape, pixel_size, dwell, spectra, map_center) -> tuple:
         """The simulator's checks and the stage travel: what ``FlyRaster.check_configuration`` checks."""
         shape, pixel, dwell = root.simulator.check_map(shape, pixel_size, dwell, spectra=spectra)
         if shape[0] * shape[1] > MAX_MAP_PIXELS:
             raise ValueError(f"a {shape[0]}x{shape[1]} map has {shape[0] * shape[1]} pixels, more than the "
                              f"{MAX_MAP_PIXELS} of the map waveforms; use a smaller shape")
-        half = max(shape) * pixel / 2
-        travel = float(self.travel.value)
-        reach = max(abs(center[0]), abs(center[1])) + half
-        if reach > travel:
-            raise ValueError(
-                f"a {shape[0]}x{shape[1]} field of {pixel * 1e9:.0f} nm pixels centred at "
-                f"({center[0] * 1e6:.1f}, {center[1] * 1e6:.1f}) um reaches {reach * 1e6:.1f} um, beyond the "
-                f"scanning stage travel of +-{travel * 1e6:.1f} um; use fewer or smaller pixels or re-centre")
+        check_travel(shape, pixel, map_center, float(self.travel.value))
         if spectra:
             frame = (*shape, root.simulator.vortex.n_channels)
             if tuple(self.hdf5.writer.frame_shape) != frame:
@@ -215,20 +209,20 @@ class ScannerGroup(PVGroup):
         return shape, pixel, dwell
 
     async def _fly(self, abort: asyncio.Event) -> tuple[str, str]:
-        root = _root(self)
+        root = ioc_root(self)
         spectra = self.hdf5.writer is not None
-        theta, center, defocus = root.probe_geometry()
+        theta, map_center, defocus = root.probe_geometry()
         beam = root.beam_on()
         shape = (int(self.num_rows.value), int(self.num_cols.value))
         try:
             shape, pixel, dwell = self._check(root, shape, float(self.pixel_size.value), float(self.dwell.value),
-                                              spectra, center)
+                                              spectra, map_center)
         except ValueError as exc:
             return "Error", str(exc)
         async with root.simulator_lock:
             started = asyncio.get_running_loop().time()
             sim = root.simulator
-            res = await _in_thread(sim.simulate_map, shape, pixel, dwell, theta, center=center, defocus=defocus,
+            res = await in_thread(sim.simulate_map, shape, pixel, dwell, theta, map_center=map_center, defocus=defocus,
                                    spectra=spectra, beam_on=beam)
             if root.options.get("realtime"):
                 remaining = res.duration - (asyncio.get_running_loop().time() - started)
@@ -241,7 +235,7 @@ class ScannerGroup(PVGroup):
                 return "Aborted", (f"the map at theta={theta:.3f} deg was aborted and thrown away; "
                                    "nothing was published or written")
             for key, (_, dtype) in MAP_PVS.items():
-                await getattr(self.maps, key).write(_to_wire(res.maps[key], dtype))
+                await getattr(self.maps, key).write(to_wire(res.maps[key], dtype))
             await self.map_shape.write(list(shape))
             await self.map_dwell.write(float(res.dwell))
             if spectra:
@@ -259,12 +253,12 @@ class SimControlGroup(PVGroup):
     reset_cmd = pvproperty(name="Reset", value=0)
     realtime = pvproperty(name="Realtime", value=0)
     num_maps = pvproperty(name="NumMaps_RBV", value=0, read_only=True)
-    specimen = _long_string("Specimen_RBV", read_only=True)
+    specimen = long_string("Specimen_RBV", read_only=True)
 
     @reset_cmd.putter
     async def reset_cmd(self, instance, value):
         if value:
-            root = _root(self)
+            root = ioc_root(self)
             try:
                 await root.reset_simulator(int(self.seed.value))
             except Exception:  # reported in the log; the put itself must complete
@@ -273,5 +267,5 @@ class SimControlGroup(PVGroup):
 
     @realtime.putter
     async def realtime(self, instance, value):
-        _root(self).options["realtime"] = bool(value)
+        ioc_root(self).options["realtime"] = bool(value)
         return 1 if value else 0

@@ -9,7 +9,7 @@ from pathlib import Path
 from caproto.server import PVGroup, SubGroup, pvproperty
 
 from ..physics import MicroprobeSimulator
-from ._common import BEAM_OFF_CURRENT, DEFAULT_PREFIX, _in_thread
+from ._common import BEAM_OFF_CURRENT, DEFAULT_PREFIX, in_thread
 from .detectors import BeamGroup, DpcGroup, McaGroup, ShutterGroup
 from .motor import MotorRecord, ZonePlateGroup
 from .scanner import ScannerGroup, SimControlGroup
@@ -80,7 +80,7 @@ class MicroprobeIOC(PVGroup):
         return self._simulator_lock
 
     def probe_geometry(self) -> tuple[float, tuple[float, float], float]:
-        """(theta deg, centre (y, x) m, defocus m) from the motor readbacks, as the simulated devices compute it."""
+        """(theta deg, map centre (y, x) m, defocus m) from the motor readbacks, as the simulated devices compute it."""
         zp = self.zone_plate
         return self.rotation.readback, (zp.y.readback * 1e-6, zp.x.readback * 1e-6), zp.z.readback * 1e-6
 
@@ -101,7 +101,7 @@ class MicroprobeIOC(PVGroup):
 
     async def reset_simulator(self, seed: int) -> None:
         async with self.simulator_lock:
-            self.simulator = await _in_thread(self._build_simulator, seed)
+            self.simulator = await in_thread(self._build_simulator, seed)
             self.options["seed"] = seed
         await self.publish_simulator()
         logger.info("simulator reset with seed %d", seed)

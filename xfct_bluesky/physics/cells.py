@@ -25,9 +25,17 @@ import math
 
 import numpy as np
 
+from ..validate import between, non_negative, positive
+from ..validate import seed as validate_seed
 from . import constants as C
-from ..validate import non_negative, positive
-from .specimen import AnalyticSpecimen, Ellipsoids, GaussianBlobs, HollowCylinder, Material, Particles
+from .specimen import (
+    AnalyticSpecimen,
+    Ellipsoids,
+    GaussianBlobs,
+    HollowCylinder,
+    Material,
+    Particles,
+)
 
 #: Mass fractions of dry mass for the light elements [E] (typical cell values).
 DRY_MASS_FRACTIONS = {"P": 0.010, "S": 0.008, "Cl": 0.004, "K": 0.005, "Ca": 0.0005}
@@ -109,11 +117,11 @@ def cell(
     """
     diameter = positive("diameter", diameter, fix="Give the cell diameter in metres, e.g. 75e-6.", unit=" m")
     density = positive("density", density, fix="Freeze-dried cells are 0.15-0.3 g/cm^3.", unit=" g/cm^3")
-    if not 0 <= granule_fraction < 1:
-        raise ValueError(f"granule_fraction={granule_fraction!r} must be in [0, 1)")
+    between("granule_fraction", granule_fraction, 0, 1, open_high=True,
+            fix="The volume fraction of the granules, e.g. 0.3.")
     granularity = non_negative("granularity", granularity, fix="Use 0 for a smooth cytoplasm, ~0.03 for granular.")
     zn_texture = non_negative("zn_texture", zn_texture, fix="Use 0 for uniform Zn, ~0.3 for the egg.")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(validate_seed("seed", seed))
     R = diameter / 2
     scale = diameter / EGG_DIAMETER
     V_cm3 = 4 / 3 * math.pi * (R * 100) ** 3
@@ -207,19 +215,22 @@ def cell(
     return AnalyticSpecimen(comps, radius=outer, name=name or f"cell {diameter * 1e6:.0f} um", info=info)
 
 
-def mouse_egg(seed: int = 0, **kwargs) -> AnalyticSpecimen:
-    """The founding paper's specimen: a freeze-dried mouse MII egg (75 um, 6e10 Zn)."""
-    kwargs.setdefault("name", "mouse egg (simulated)")
-    return cell(EGG_DIAMETER, seed=seed, **kwargs)
+def mouse_egg(seed: int = 0, *, zn_atoms: float | None = None, zn_texture: float = 0.3, capillary: bool = True,
+              name: str = "mouse egg (simulated)") -> AnalyticSpecimen:
+    """The founding paper's specimen: a freeze-dried mouse MII egg (75 um, 6e10 Zn); the options as in
+    :func:`cell` (which takes every other)."""
+    return cell(EGG_DIAMETER, seed=seed, zn_atoms=zn_atoms, zn_texture=zn_texture, capillary=capillary, name=name)
 
 
-def small_cell(diameter: float = 8e-6, seed: int = 0, **kwargs) -> AnalyticSpecimen:
-    """A small cell for fast tests (same concentrations as the egg).
+def small_cell(diameter: float = 8e-6, seed: int = 0, *, zn_atoms: float | None = None, zn_texture: float = 0.3,
+               capillary: bool = True, capillary_diameter: float | None = None,
+               name: str | None = None) -> AnalyticSpecimen:
+    """A small cell for fast tests (same concentrations as the egg); the options as in :func:`cell`.
 
-    Its capillary is three cell diameters wide, so that fields of 1.5-2 cell
-    diameters (typical of tests) keep the walls out of view, as a 230 px
-    field does for the egg.
+    Its capillary is three cell diameters wide (``capillary_diameter``
+    default), so that fields of 1.5-2 cell diameters (typical of tests) keep
+    the walls out of view, as a 230 px field does for the egg.
     """
-    kwargs.setdefault("name", f"small cell {diameter * 1e6:.0f} um")
-    kwargs.setdefault("capillary_diameter", 3 * diameter)
-    return cell(diameter, seed=seed, **kwargs)
+    return cell(diameter, seed=seed, zn_atoms=zn_atoms, zn_texture=zn_texture, capillary=capillary,
+                capillary_diameter=3 * diameter if capillary_diameter is None else capillary_diameter,
+                name=name or f"small cell {diameter * 1e6:.0f} um")

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import ndtr
 
+from ..validate import integer, non_negative, one_of, positive
 from . import constants as C
-from ..validate import non_negative, positive
 from .specimen import ELEMENT_SYMBOLS
 
 QUADRANTS = ("q1", "q2", "q3", "q4")
@@ -156,10 +156,8 @@ class VortexModel:
     _cdf: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
-        if self.path not in ("helium", "air"):
-            raise ValueError(f"path={self.path!r}: allowed 'helium' or 'air'")
-        if not (isinstance(self.n_channels, int) and 64 <= self.n_channels <= 16384):
-            raise ValueError(f"n_channels={self.n_channels!r}: allowed an integer in 64..16384 (the Vortex has 2048)")
+        one_of("path", self.path, ("helium", "air"), fix="The gas between the specimen and the Vortex.")
+        integer("n_channels", self.n_channels, low=64, high=16384, fix="The Vortex has 2048.")
         positive("channel_width", self.channel_width, fix="Use 0.01 keV/channel.", unit=" keV")
         positive("distance", self.distance, fix="Use 15e-3 m.", unit=" m")
         positive("area", self.area, fix="Use 50e-6 m^2.", unit=" m^2")

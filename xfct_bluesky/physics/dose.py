@@ -6,8 +6,8 @@ larger than the pixel the mean fluence is unchanged.
 
 from __future__ import annotations
 
-from . import constants as C
 from ..validate import positive
+from . import constants as C
 
 
 def dose_per_projection(
@@ -44,7 +44,8 @@ def dose_per_projection(
     return mu_en_rho * fluence * energy_kev * C.KEV_J * 1e3  # J/kg
 
 
-def dwell_for_dose(dose: float, pixel_size: float, **kwargs) -> float:
-    """Per-pixel dwell (s) that gives ``dose`` (Gy) in one projection."""
+def dwell_for_dose(dose: float, pixel_size: float, *, flux: float = C.FLUX,
+                   energy_kev: float = C.BEAM_ENERGY_KEV, mu_en_rho: float = C.PROTEIN_MU_EN_RHO) -> float:
+    """Per-pixel dwell (s) that gives ``dose`` (Gy) in one projection; the beam as in :func:`dose_per_projection`."""
     dose = positive("dose", dose, fix="Give the dose in Gy, e.g. 9.7e4.", unit=" Gy")
-    return dose / dose_per_projection(1.0, pixel_size, **kwargs)
+    return dose / dose_per_projection(1.0, pixel_size, flux=flux, energy_kev=energy_kev, mu_en_rho=mu_en_rho)

@@ -25,13 +25,14 @@ import numpy as np
 from scipy import sparse
 from scipy.special import ndtr
 
+from ..validate import finite, integer, non_negative, positive, shape2d
+from ..validate import seed as validate_seed
 from . import constants as C
-from ..validate import finite, non_negative, positive, shape2d
 from .detectors import SegmentedDetectorModel, VortexModel
 from .dose import dose_per_projection
 from .probe import Probe
 from .runout import RunoutModel
-from .specimen import _QI, ELEMENT_SYMBOLS, Projection, Specimen
+from .specimen import ELEMENT_SYMBOLS, QUANTITY_INDEX, Projection, Specimen
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class MapResult:
     shape: tuple[int, int]
     pixel_size: float
     dwell: float
-    center: tuple[float, float]
+    map_center: tuple[float, float]  # (y, x) in m, relative to the rotation axis
     offset: np.ndarray  # (dy, dx) in m
     start_time: float
     duration: float
@@ -106,8 +107,39 @@ def _box_gauss(x, half_box, sigma):
 def _box_gauss_derivative(x, half_box, sigma):
     if half_box == 0:
         return -x / sigma**2 * _box_gauss(x, 0, sigma)
-    g = lambda t: np.exp(-0.5 * (t / sigma) ** 2) / (math.sqrt(2 * math.pi) * sigma)  # noqa: E731
+    g = lambda t: np.exp(-0.5 * (t / sigma) ** 2) / (math.sqrt(2 * math.pi) * sigma)
     return (g(x + half_box) - g(x - half_box)) / (2 * half_box)
+
+
+def check_field(shape, pixel_size) -> tuple[tuple[int, int], float]:
+    """A map's (shape, pixel size) as (ny, nx) ints and metres, else ValueError: what every scanner (simulated,
+    EPICS, the IOC's) refuses alike."""
+    shape = shape2d("shape", shape, fix="Give (ny, nx) in pixels, e.g. (230, 230).")
+    pixel_size = positive("pixel_size", pixel_size, fix="Give the pixel size in metres, e.g. 300e-9.", unit=" m")
+    if pixel_size > 100e-6:
+        raise ValueError(f"pixel_size={pixel_size!r} m is larger than 100 um; give metres (300 nm is 300e-9)")
+    return shape, pixel_size
+
+
+def check_dwell(dwell) -> float:
+    """A dwell in seconds per pixel, > 0 and at most 10 s, else ValueError."""
+    dwell = positive("dwell", dwell, fix="Give the per-pixel dwell in seconds, e.g. 3e-3.", unit=" s")
+    if dwell > 10:
+        raise ValueError(f"dwell={dwell!r} s is above 10 s per pixel; give seconds (3 ms is 3e-3)")
+    return dwell
+
+
+def check_travel(shape, pixel: float, map_center, travel: float, *, name: str = "") -> None:
+    """Refuse a field (``shape`` px of ``pixel`` m centred at ``map_center`` (y, x) m) beyond +-``travel`` m of
+    the scanning stage; ``name`` (the device's) leads the message."""
+    half = max(shape) * pixel / 2
+    reach = max(abs(map_center[0]), abs(map_center[1])) + half
+    if reach > travel:
+        raise ValueError(
+            f"{name + ': ' if name else ''}a {shape[0]}x{shape[1]} field of {pixel * 1e9:.0f} nm pixels centred at "
+            f"({map_center[0] * 1e6:.1f}, {map_center[1] * 1e6:.1f}) um reaches {reach * 1e6:.1f} um, beyond the "
+            f"scanning stage travel of +-{travel * 1e6:.1f} um; use fewer or smaller pixels or re-centre"
+        )
 
 
 class MicroprobeSimulator:
@@ -156,14 +188,13 @@ class MicroprobeSimulator:
         self.runout = runout if runout is not None else RunoutModel(seed=seed)
         self.dpc = dpc or SegmentedDetectorModel()
         self.vortex = vortex or VortexModel(energy_kev=self.probe.energy_kev)
-        if not (isinstance(oversample, int) and 1 <= oversample <= 8):
-            raise ValueError(f"oversample={oversample!r}: allowed an integer in 1..8 (3 is accurate)")
-        self.oversample = oversample
+        self.oversample = integer("oversample", oversample, low=1, high=8,
+                                  fix="Fine samples per pixel and axis; 3 is accurate.")
         self.i0_efficiency = positive("i0_efficiency", i0_efficiency, fix="Use about 1e-3.")
         self.line_overhead = non_negative("line_overhead", line_overhead, fix="Use 0 or a few ms.", unit=" s")
         self.memory_limit = float(memory_limit)
-        self.seed = seed
-        self.rng = np.random.default_rng([seed, 0x4E4F4953])
+        self.seed = validate_seed("seed", seed)
+        self.rng = np.random.default_rng([self.seed, 0x4E4F4953])
         self.clock = 0.0
         self.truth = Truth(specimen, self.runout)
         self._kernel_cache: dict = {}
@@ -174,14 +205,9 @@ class MicroprobeSimulator:
         return ny * (nx * dwell + self.line_overhead)
 
     def check_map(self, shape, pixel_size, dwell, *, spectra: bool = True) -> tuple[tuple[int, int], float, float]:
-        """Validate map arguments; return them normalised. Raises ValueError."""
-        shape = shape2d("shape", shape, fix="Give (ny, nx) in pixels, e.g. (230, 230).")
-        pixel_size = positive("pixel_size", pixel_size, fix="Give the pixel size in metres, e.g. 300e-9.", unit=" m")
-        if pixel_size > 100e-6:
-            raise ValueError(f"pixel_size={pixel_size!r} m is larger than 100 um; give metres (300 nm is 300e-9)")
-        dwell = positive("dwell", dwell, fix="Give the per-pixel dwell in seconds, e.g. 3e-3.", unit=" s")
-        if dwell > 10:
-            raise ValueError(f"dwell={dwell!r} s is above 10 s per pixel; give seconds (3 ms is 3e-3)")
+        """Validate map arguments (:func:`check_field`, :func:`check_dwell`, the memory); return them normalised."""
+        shape, pixel_size = check_field(shape, pixel_size)
+        dwell = check_dwell(dwell)
         need = self.map_memory(shape, pixel_size, spectra=spectra)
         if need > self.memory_limit:
             raise ValueError(
@@ -211,7 +237,7 @@ class MicroprobeSimulator:
         dwell: float,
         theta: float = 0.0,
         *,
-        center: tuple[float, float] = (0.0, 0.0),
+        map_center: tuple[float, float] = (0.0, 0.0),
         defocus: float = 0.0,
         spectra: bool = True,
         record: bool = True,
@@ -225,7 +251,7 @@ class MicroprobeSimulator:
         pixel_size : float, m
         dwell : float, s per pixel
         theta : float, degrees
-        center : (y, x)
+        map_center : (y, x)
             Map centre (m) relative to the rotation axis (zone-plate stage).
         defocus : float
             Zone-plate defocus (m).
@@ -238,8 +264,8 @@ class MicroprobeSimulator:
         """
         shape, pixel_size, dwell = self.check_map(shape, pixel_size, dwell, spectra=spectra)
         theta = finite("theta", theta, fix="Give the rotation angle in degrees.", unit=" deg")
-        cy = finite("center y", center[0], fix="Give the map centre in metres.", unit=" m")
-        cx = finite("center x", center[1], fix="Give the map centre in metres.", unit=" m")
+        cy = finite("map_center y", map_center[0], fix="Give the map centre in metres.", unit=" m")
+        cx = finite("map_center x", map_center[1], fix="Give the map centre in metres.", unit=" m")
         ny, nx = shape
         start = self.clock
         if record:
@@ -264,12 +290,12 @@ class MicroprobeSimulator:
         return MapResult(theta, shape, pixel_size, dwell, (cy, cx), np.asarray(offset, float), start, duration,
                          maps, spec, expected, self.dose(dwell, pixel_size) if beam_on else 0.0)
 
-    def point(self, dwell: float, theta: float = 0.0, *, center=(0.0, 0.0), defocus: float = 0.0,
+    def point(self, dwell: float, theta: float = 0.0, *, map_center=(0.0, 0.0), defocus: float = 0.0,
               beam_on: bool = True, spectra: bool = True):
-        """Counts of a single stationary point (for the standalone detectors)."""
+        """Counts of a single stationary point at ``map_center`` (y, x) m (for the standalone detectors)."""
         # a 1x1 "map" of 100 nm: the fly-scan box is then negligible against the spot
-        return self.simulate_map((1, 1), 100e-9, dwell, theta, center=center, defocus=defocus, spectra=spectra,
-                                 record=False, beam_on=beam_on)
+        return self.simulate_map((1, 1), 100e-9, dwell, theta, map_center=map_center, defocus=defocus,
+                                 spectra=spectra, record=False, beam_on=beam_on)
 
     # ---------------------------------------------------------- internals ---
     def _kernels(self, n_pix, n_fine, h, offset0, pixel_size, sigma, box):
@@ -326,7 +352,7 @@ class MicroprobeSimulator:
             r = (Ky.T @ stacked).reshape(len(y), nb, nuf).reshape(len(y) * nb, nuf)
             blurred = (Kx.T @ r.T).T.reshape(len(y), nb, len(x)).transpose(1, 0, 2)
             quantities += np.tensordot(coef, blurred, axes=(1, 0))
-            opd = np.tensordot(coef[_QI["opd"]], basis, axes=(0, 0))  # (nvf, nuf)
+            opd = np.tensordot(coef[QUANTITY_INDEX["opd"]], basis, axes=(0, 0))  # (nvf, nuf)
             grad_x += (Dx.T @ (Ky.T @ opd).T).T
             grad_y += (Kx.T @ (Dy.T @ opd).T).T
         smooth = self.specimen.smooth_terms(theta, x, y, sx**2 + pixel_size**2 / 12, sy**2, self.probe.energy_kev)
@@ -343,7 +369,7 @@ class MicroprobeSimulator:
         flux = probe.flux if beam_on else 0.0
         shape = q.shape[1:]
         i0 = rng.poisson(n_inc * self.i0_efficiency, size=shape).astype(np.uint32)
-        mu_t = q[_QI["mu_t"]]
+        mu_t = q[QUANTITY_INDEX["mu_t"]]
         transmitted = n_inc * np.exp(-mu_t)
         na = probe.numerical_aperture
         quad = self.dpc.sample(transmitted, grad_x / na, grad_y / na, rng)
@@ -351,8 +377,8 @@ class MicroprobeSimulator:
         incident_detected = i0.astype(np.float64) / self.i0_efficiency * self.dpc.efficiency
         transmission = np.zeros(shape, np.float32)
         np.divide(dpc["sum"], incident_detected, out=transmission, where=incident_detected > 0, casting="unsafe")
-        areal = {s: q[_QI[s]] for s in ELEMENT_SYMBOLS}
-        rates = self.vortex.rates(areal, q[_QI["mass"]], flux)
+        areal = {s: q[QUANTITY_INDEX[s]] for s in ELEMENT_SYMBOLS}
+        rates = self.vortex.rates(areal, q[QUANTITY_INDEX["mass"]], flux)
         rois, spec, live = self.vortex.sample(rates, dwell, rng, spectra=spectra)
         maps = {
             "dpc_x": dpc["dpc_x"],

@@ -20,7 +20,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..validate import positive
+from ..validate import between, integer, positive
+from ..validate import seed as validate_seed
 from .specimen import AnalyticSpecimen, Ellipsoids, HollowCylinder, Material
 
 #: Borosilicate-like glass (2.2 g/cm^3) with some Ca and K, per cm^3 of wall (ug); beta 1.5e-8 and
@@ -83,12 +84,11 @@ def wire_capillary(
     """
     diameter = positive("diameter", diameter, fix="Give the capillary's outer diameter in metres, e.g. 1.4e-3.",
                         unit=" m")
-    if not 0 < wall < diameter / 2:
-        raise ValueError(f"wall={wall!r} m must lie in (0, {diameter / 2}) (half the diameter)")
-    for name, value in (("n_wires", n_wires), ("n_particles", n_particles)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name}={value!r}: allowed an integer >= 0")
-    rng = np.random.default_rng(seed)
+    wall = between("wall", wall, 0, diameter / 2, open_low=True, open_high=True, unit=" m",
+                   fix="The capillary's wall, thinner than half its diameter.")
+    n_wires = integer("n_wires", n_wires, low=0, fix="Give how many wires, e.g. 6.")
+    n_particles = integer("n_particles", n_particles, low=0, fix="Give how many particles, e.g. 20.")
+    rng = np.random.default_rng(validate_seed("seed", seed))
     R = diameter / 2
     comps = [HollowCylinder(R, R - wall, GLASS, name="capillary")]
     if n_wires:

@@ -36,14 +36,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..validate import non_negative, positive
 from . import constants as C
-from ..validate import positive
 
 logger = logging.getLogger(__name__)
 
 ELEMENT_SYMBOLS: tuple[str, ...] = tuple(C.ELEMENTS)
 QUANTITIES: tuple[str, ...] = ("mass", "opd", "mu_t", *ELEMENT_SYMBOLS)
-_QI = {q: i for i, q in enumerate(QUANTITIES)}
+#: Index of each of QUANTITIES in a stack of them (the first axis of Projection.from_stack's array).
+QUANTITY_INDEX = {q: i for i, q in enumerate(QUANTITIES)}
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,10 @@ class Projection:
     @classmethod
     def from_stack(cls, stack: np.ndarray) -> Projection:
         return cls(
-            mass=stack[_QI["mass"]],
-            opd=stack[_QI["opd"]],
-            mu_t=stack[_QI["mu_t"]],
-            elements={s: stack[_QI[s]] for s in ELEMENT_SYMBOLS},
+            mass=stack[QUANTITY_INDEX["mass"]],
+            opd=stack[QUANTITY_INDEX["opd"]],
+            mu_t=stack[QUANTITY_INDEX["mu_t"]],
+            elements={s: stack[QUANTITY_INDEX[s]] for s in ELEMENT_SYMBOLS},
         )
 
 
@@ -87,20 +88,19 @@ class Material:
     def __post_init__(self):
         for sym, val in self.elements.items():
             C.element(sym)
-            if not math.isfinite(val) or val < 0:
-                raise ValueError(f"element content {sym}={val!r} must be finite and >= 0")
+            non_negative(f"elements[{sym!r}]", val, fix="Give the element's content: ug/cm^3 of a body, ug per particle.")
 
     def coefficients(self, energy_kev: float) -> np.ndarray:
         """Quantity vector (len(QUANTITIES),) per unit of measure."""
         vec = np.zeros(len(QUANTITIES))
         mass = self.density  # g/cm^2 per unit measure
-        vec[_QI["mass"]] = mass
+        vec[QUANTITY_INDEX["mass"]] = mass
         # integral of delta dz in m = k_delta * (areal mass in g/cm^2) / 100
-        vec[_QI["opd"]] = self.delta_per_density * mass / 100.0
+        vec[QUANTITY_INDEX["opd"]] = self.delta_per_density * mass / 100.0
         mu_per_density = 4 * math.pi * self.beta_per_density / C.wavelength(energy_kev)  # 1/m per g/cm^3
-        vec[_QI["mu_t"]] = mu_per_density * mass / 100.0
+        vec[QUANTITY_INDEX["mu_t"]] = mu_per_density * mass / 100.0
         for sym, val in self.elements.items():
-            vec[_QI[sym]] += val
+            vec[QUANTITY_INDEX[sym]] += val
         return vec
 
 
@@ -355,8 +355,8 @@ class AnalyticSpecimen(Specimen):
             coef = comp.material.coefficients(energy_kev)
             val, ddx, ddy = comp.blurred(theta_deg, x, y, var_x, var_y)
             vals += coef[:, None, None] * val[None]
-            gx += coef[_QI["opd"]] * ddx
-            gy += coef[_QI["opd"]] * ddy
+            gx += coef[QUANTITY_INDEX["opd"]] * ddx
+            gy += coef[QUANTITY_INDEX["opd"]] * ddy
         return vals, gx, gy
 
 
@@ -429,7 +429,7 @@ class VoxelSpecimen(Specimen):
         coef = np.zeros((len(QUANTITIES), len(native)))
         coef[:, 0] = Material(density=1.0).coefficients(energy_kev)
         for k, sym in enumerate(self.elements, start=1):
-            coef[_QI[sym], k] = 1.0
+            coef[QUANTITY_INDEX[sym], k] = 1.0
         return basis, coef
 
 
