@@ -78,7 +78,7 @@ def plain_matching(stack, theta, iterations, sigma, center):
         g = (0, 0, sigma)
         step = np.atleast_2d(register(ndimage.gaussian_filter(rep, g), ndimage.gaussian_filter(aligned, g),
                                       upsample=20, window="tukey").shift)
-        shifts[:, 1] += remove_sinusoid(theta, step[:, 1])
+        shifts[:, 1] += remove_sinusoid(step[:, 1], theta)
     return shifts
 
 
@@ -88,7 +88,7 @@ def truth_in_gauge(truth, shifts, theta):
 
     out = -np.asarray(truth, float)
     t = np.radians(theta)
-    a, b, c = fit_sinusoid(theta, out[:, 1] - shifts[:, 1])
+    a, b, c = fit_sinusoid(out[:, 1] - shifts[:, 1], theta)
     out[:, 1] -= a + b * np.cos(t) + c * np.sin(t)
     out[:, 0] -= np.mean(out[:, 0] - shifts[:, 0])
     return out
@@ -121,7 +121,7 @@ def sparse_case() -> bool:
     from xfct_bluesky.analysis import channels, tomo
 
     theta, stacks, truth = simulate_sparse()
-    none = alignment_error(np.zeros_like(truth), truth, theta)
+    none = alignment_error(np.zeros_like(truth), theta, truth)
     print(f"\nsparse: 36 angles, wire capillary, 40 x 1600 px of 1 um, runout RMS {none[0]:.2f} / {none[1]:.2f} px")
     print(f"{'channel':>13} {'method':>9} {'error y/x':>15} {'consistency':>19} {'iterations':>10} {'s':>6} "
           f"{'s/iter':>7} {'plain loop y/x':>15} {'s/iter':>7} {'floor s':>7} {'ratio':>6}")
@@ -132,7 +132,7 @@ def sparse_case() -> bool:
         t0 = time.perf_counter()
         al = align_projections(maps, theta)
         t1 = time.perf_counter()
-        err = alignment_error(al.shifts, truth, theta)
+        err = alignment_error(al.shifts, theta, truth)
         n_it = max(len(al.steps), 1)
         converged = al.params.get("converged")
         stack = channels.prepare(label, maps).stack
@@ -140,7 +140,7 @@ def sparse_case() -> bool:
         t2 = time.perf_counter()
         plain = plain_matching(stack, theta, n_it, 46.0, center)
         t3 = time.perf_counter()
-        perr = alignment_error(plain, truth, theta)
+        perr = alignment_error(plain, theta, truth)
         t4 = time.perf_counter()
         tomo.project(tomo.fbp(stack, theta, center=center, filter="shepp-logan"), theta, center=center)
         floor = time.perf_counter() - t4
@@ -180,9 +180,9 @@ def main(argv=None) -> int:
         t1 = time.perf_counter()
         refined = refine_alignment(stacks["dpc_y"], theta, al.shifts, center=al.center)
         t2 = time.perf_counter()
-        pairwise = alignment_error(al.shifts, truth, theta)
-        dpc = alignment_error(refined.shifts, truth, theta)
-        zn = alignment_error(align_projections(stacks["Zn"].astype(np.float32), theta).shifts, truth, theta)
+        pairwise = alignment_error(al.shifts, theta, truth)
+        dpc = alignment_error(refined.shifts, theta, truth)
+        zn = alignment_error(align_projections(stacks["Zn"].astype(np.float32), theta).shifts, theta, truth)
         met = bool(np.all(dpc <= target))
         ok &= met
         print(f"{dwell * 1e3:5.1f}ms {np.ptp(truth[:, 0]):6.2f} / {np.ptp(truth[:, 1]):5.2f} "

@@ -17,7 +17,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xfct_bluesky.analysis.align import AlignmentWarning, align_projections, alignment_consistency, alignment_error
+from xfct_bluesky.analysis.align import (
+    AlignmentWarning,
+    align_projections,
+    alignment_consistency,
+    alignment_error,
+)
 from xfct_bluesky.physics import MicroprobeSimulator, RunoutModel, mouse_egg, small_cell
 from xfct_bluesky.physics.phantoms import wire_capillary
 from xfct_bluesky.plans import tomo_angles
@@ -43,7 +48,7 @@ def _only(stacks, names):
 
 def test_sparse_runout_is_real(sparse):
     theta, _, truth = sparse
-    none = alignment_error(np.zeros_like(truth), truth, theta)
+    none = alignment_error(np.zeros_like(truth), theta, truth)
     assert np.all((none >= 2) & (none <= 5)), none  # 2-5 px RMS beyond the sinusoid
 
 
@@ -53,7 +58,7 @@ def test_sparse_wide_specimen_without_dpc(sparse, names, channel):
     al = align_projections(_only(stacks, names), theta)
     assert al.method == "matching" and al.channel == channel, al.reason
     assert "parallax" in al.reason and al.survey["parallax_px"] > 30
-    err = alignment_error(al.shifts, truth, theta)
+    err = alignment_error(al.shifts, theta, truth)
     assert np.all(err <= 0.3), err  # measured 0.03-0.08 px
     c = al.consistency
     assert al.applied and c["after"] < 0.5 * c["before"], c
@@ -64,7 +69,7 @@ def test_sparse_wide_specimen_without_dpc(sparse, names, channel):
     messages = " ".join(str(w.message) for w in record)
     assert "too far apart" in messages and "not applied" in messages
     assert not pw.applied and np.all(pw.shifts == 0)
-    assert alignment_error(pw.proposed, truth, theta).max() > 1.0
+    assert alignment_error(pw.proposed, theta, truth).max() > 1.0
 
 
 def test_truncated_field_warns_and_is_no_worse_than_nothing():
@@ -78,8 +83,8 @@ def test_truncated_field_warns_and_is_no_worse_than_nothing():
         al = align_projections(stacks, theta)
     assert al.survey["truncated_angles"] > 0
     assert any("cuts the specimen" in w for w in al.warnings)
-    err = alignment_error(al.shifts, truth, theta)
-    none = alignment_error(np.zeros_like(truth), truth, theta)
+    err = alignment_error(al.shifts, theta, truth)
+    none = alignment_error(np.zeros_like(truth), theta, truth)
     assert np.all(err <= none + 0.05), (err, none, al.consistency, [str(w.message) for w in record])
 
 
@@ -93,7 +98,7 @@ def test_fine_angles_with_dpc_stay_pairwise():
     al = align_projections(stacks, theta)
     assert al.method == "pairwise" and al.channel == "mp_dpc_diag", al.reason
     assert al.applied and al.consistency["after"] < al.consistency["before"]
-    err = alignment_error(al.shifts, sim.truth.offsets, theta)
+    err = alignment_error(al.shifts, theta, sim.truth.offsets)
     assert np.all(err <= 0.1), err  # as before: 0.03-0.05 px
     summary = al.summary()
     assert summary["method"] == "pairwise" and summary["consistency"]["after"] == al.consistency["after"]
@@ -129,7 +134,7 @@ def test_the_sessions_first_tomography_aligns(tmp_path):
     stacks = {k: np.stack([m[k] for m in maps]) for k in ("dpc_diag", "dpc_x", "dpc_y", "Zn", "transmission", "i0")}
     al = align_projections(stacks, theta)
     assert al.applied and not al.warnings, al.warnings
-    err = alignment_error(al.shifts, sim.truth.offsets, theta)
+    err = alignment_error(al.shifts, theta, sim.truth.offsets)
     assert np.all(err <= 0.25), (err, al.reason)
 
 
@@ -168,5 +173,5 @@ def test_projection_matching_from_zero_converges_instead_of_diverging(sparse):
     ref = refine_alignment(c.stack, theta, np.zeros((theta.size, 2)), center=center, iterations=10, sigma=46,
                            levels=(16, 8, 4), support=754, guard=True, tolerance=0.02)
     assert ref.converged and ref.iterations <= 30
-    err, none = (alignment_error(s, truth, theta)[1] for s in (ref.shifts, np.zeros_like(truth)))
+    err, none = (alignment_error(s, theta, truth)[1] for s in (ref.shifts, np.zeros_like(truth)))
     assert err < 0.4 * none, (err, none)

@@ -86,10 +86,10 @@ def test_blank_projections_are_left_out_and_do_not_misalign_the_others(tomograph
     theta, clean, blanked, truth = tomography
     good = _good()
     reference = align_projections(clean, theta)
-    before = alignment_error(reference.shifts[good], truth[good], theta[good])
+    before = alignment_error(reference.shifts[good], theta[good], truth[good])
     with pytest.warns(AlignmentWarning) as record:
         al = align_projections(blanked, theta)
-    after = alignment_error(al.shifts[good], truth[good], theta[good])
+    after = alignment_error(al.shifts[good], theta[good], truth[good])
     # measured: 0.043 / 0.050 px without the blanks, 0.040 / 0.050 px with them (0.52 / 0.70 before this fix)
     assert np.all(before < 0.08) and np.all(after < 0.08), (before, after)
     assert np.all(np.abs(after - before) < 0.01), (before, after)
@@ -116,7 +116,7 @@ def test_a_projection_without_a_real_peak_is_left_out(tomography):
     assert sorted(sol.excluded) == list(BLANK)
     assert all("no real correlation peak" in why for why in sol.excluded.values())
     assert np.isnan(sol.shifts[list(BLANK)]).all()
-    err = alignment_error(sol.shifts[good], truth[good], theta[good])
+    err = alignment_error(sol.shifts[good], theta[good], truth[good])
     assert np.all(err < 0.08), err  # measured 0.040 / 0.049 px
 
 
@@ -124,7 +124,7 @@ def test_reconstruction_leaves_blank_projections_out(tomography):
     theta, _, blanked, _ = tomography
     with pytest.warns(ReconstructionWarning, match="2 of the 48 projections are left out of the reconstruction") \
             as record:
-        rec = reconstruct_maps(theta, blanked, elements=("Zn",), algorithm="fbp")
+        rec = reconstruct_maps(blanked, theta, elements=("Zn",), algorithm="fbp")
     assert len(record) == 1 and f"projection 7 (theta={theta[7]:.2f} deg): no signal" in str(record[0].message)
     assert rec.excluded == BLANK and rec.theta.size == N - 2 and rec.shifts.shape == (N - 2, 2)
     assert np.isfinite(rec.shifts).all() and all(np.isfinite(v).all() for v in rec.volumes.values())
@@ -146,7 +146,7 @@ def test_nan_and_inf_shifts_are_refused_naming_the_projection(tomography):
         refine_alignment(clean["dpc_y"], theta, np.where(np.arange(N)[:, None] == 5, np.nan, np.zeros((N, 2))))
     with pytest.raises(ValueError, match=r"shifts are not finite at 48 of 48 projections \(projection 0: \(nan, nan\), "
                                          r"projection 1: .* and 43 more\)"):
-        reconstruct_maps(theta, clean, elements=("Zn",), algorithm="fbp", shifts=np.full((N, 2), np.nan))
+        reconstruct_maps(clean, theta, elements=("Zn",), algorithm="fbp", shifts=np.full((N, 2), np.nan))
     with pytest.raises(ValueError, match=r"projection 3: \(inf, 0\)"):
         alignment_consistency(clean, theta, np.where(np.arange(N)[:, None] == 3, [np.inf, 0.0], np.zeros((N, 2))))
 
@@ -156,7 +156,7 @@ def test_nan_shifts_given_to_the_reconstruction_leave_those_projections_out(tomo
     shifts = np.zeros((N, 2))
     shifts[11] = np.nan  # as an alignment marks a projection it left out
     with pytest.warns(ReconstructionWarning, match=r"projection 11 \(theta=.*\): its shift is NaN"):
-        rec = reconstruct_maps(theta, clean, elements=("Zn",), algorithm="fbp", shifts=shifts, phase=False)
+        rec = reconstruct_maps(clean, theta, elements=("Zn",), algorithm="fbp", shifts=shifts, phase=False)
     assert rec.excluded == (11,) and rec.theta.size == N - 1
 
 
@@ -169,7 +169,7 @@ def test_limited_angular_range_is_warned_once_with_the_consequence(tomography):
         tomo.fbp(stacks["Zn"].astype(np.float32), theta)
     assert len(record) == 1 and "133-degree missing wedge: features are elongated" in str(record[0].message)
     with pytest.warns(ReconstructionWarning) as record:
-        reconstruct_maps(theta, stacks, elements=("Zn", "Fe"), algorithm="sirt", iterations=2, align="none")
+        reconstruct_maps(stacks, theta, elements=("Zn", "Fe"), algorithm="sirt", iterations=2, align="none")
     assert [str(w.message)[:44] for w in record] == ["the reconstruction: the angles cover only 45"]  # once
     with pytest.warns(AlignmentWarning, match="the alignment: the angles cover only 45 of the 180 degrees"):
         align_projections(stacks["dpc_diag"], theta)
@@ -192,7 +192,7 @@ def test_repeated_angles_are_warned_and_one_direction_refused(tomography):
     same = np.full(24, 30.0)
     same[::2] = 210.0  # 180 degrees apart: the same lines, mirrored
     for call in (lambda: tomo.fbp(zn, same), lambda: align_projections(clean["dpc_diag"][:24], same),
-                 lambda: reconstruct_maps(same, {k: v[:24] for k, v in clean.items()}, align="none")):
+                 lambda: reconstruct_maps({k: v[:24] for k, v in clean.items()}, same, align="none")):
         with pytest.raises(ValueError, match=r"the 24 angles are all one direction \(30 deg modulo 180; "
                                              r"theta\[0\] = 210 deg\).*at least 2 distinct angles"):
             call()
@@ -218,12 +218,12 @@ def test_negative_counts_are_refused_naming_the_array_and_index(tomography):
     counts[4, 10, 12] = -2
     with pytest.raises(ValueError, match=r"map 'Zn' has negative values \(1 of them\), the lowest -2 at index "
                                          r"\(4, 10, 12\); allowed: values >= 0"):
-        reconstruct_maps(theta, {**clean, "Zn": counts}, elements=("Zn",), algorithm="mlem", align="none")
+        reconstruct_maps({**clean, "Zn": counts}, theta, elements=("Zn",), algorithm="mlem", align="none")
     # fitted (float) maps can dip below zero: MLEM clips them, and says so
     with pytest.warns(ReconstructionWarning, match=r"map 'Zn' has negative values \(1 of them\), the lowest -2 at "
                                                    r"index \(4, 10, 12\): MLEM models photon counts, so they are set "
                                                    "to 0"):
-        reconstruct_maps(theta, {**clean, "Zn": zn}, elements=("Zn",), algorithm="mlem", iterations=1, align="none",
+        reconstruct_maps({**clean, "Zn": zn}, theta, elements=("Zn",), algorithm="mlem", iterations=1, align="none",
                          phase=False)
     # DPC is signed: negative values are data
     assert align_projections(clean["dpc_diag"], theta).applied
@@ -237,8 +237,8 @@ def test_complex_input_is_refused_naming_the_argument(tomography):
                        (lambda: align_projections(z, theta), "projections"),
                        (lambda: align_projections({**clean, "dpc_x": z}, theta), "map 'dpc_x'"),
                        (lambda: difference_over_sum(z, z), "a"),
-                       (lambda: reconstruct_maps(theta, {**clean, "Zn": z}, align="none"), "map 'Zn'"),
-                       (lambda: reconstruct_maps(theta + 0j, clean, align="none"), "theta")]:
+                       (lambda: reconstruct_maps({**clean, "Zn": z}, theta, align="none"), "map 'Zn'"),
+                       (lambda: reconstruct_maps(clean, theta + 0j, align="none"), "theta")]:
         with pytest.raises(ValueError, match=rf"^{name} is complex \(complex(64|128)\); allowed: real numbers"):
             call()
 
@@ -263,12 +263,12 @@ def test_live_alignment_leaves_blank_projections_out(tomography):
     assert live.errors == []
     # the live estimate: the blank projections have no shift, the others are registered past them
     assert np.isnan(live.shifts[list(BLANK)]).all() and np.isfinite(live.shifts[good]).all()
-    assert np.all(alignment_error(live.shifts[good], truth[good], theta[good]) < 0.1)
+    assert np.all(alignment_error(live.shifts[good], theta[good], truth[good]) < 0.1)
     result = live.results[bundle.start_doc["uid"]]
     assert np.isnan(result["shifts"][list(BLANK)]).all()
     assert [e["projection"] for e in result["summary"]["excluded"]] == list(BLANK)
     assert any("left out of the alignment" in w for w in result["summary"]["warnings"])
-    assert np.all(alignment_error(result["shifts"][good], truth[good], theta[good]) < 0.08)
+    assert np.all(alignment_error(result["shifts"][good], theta[good], truth[good]) < 0.08)
 
 
 def test_live_preview_leaves_out_a_projection_without_a_live_shift():
@@ -303,6 +303,6 @@ def test_elements_must_be_a_list_of_symbols(elements, match):
 
     theta = np.linspace(0, 180, 8, endpoint=False)
     with pytest.raises((TypeError, ValueError), match=match):
-        reconstruct_maps(theta, {"Zn": np.ones((8, 4, 6))}, elements=elements, align="none")
+        reconstruct_maps({"Zn": np.ones((8, 4, 6))}, theta, elements=elements, align="none")
     with pytest.raises((TypeError, ValueError), match=match):
         LiveReconstruction(elements=elements)

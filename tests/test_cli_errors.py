@@ -62,7 +62,7 @@ BAD_OPTIONS = [
     (["dose-study", "--few", "0"], ["--few 0: ", "n_angles=0", "allowed"]),
     (["dose-study", "--many", "1"], ["--many 1: ", "allowed"]),
     (["dose-study", "--many-dwell", "-3"], ["--many-dwell -3: allowed 0.0001..10 s per pixel"]),
-    (["dose-study", "--few-dwell", "nan"], ["--few-dwell nan: allowed 0.0001..10 s"]),
+    (["dose-study", "--few-dwell", "nan"], ["--few-dwell nan is not finite; allowed: 0.0001..10 s"]),
     (["dose-study", "--algorithm", "foo"], ["--algorithm foo: ", "allowed: 'fbp', 'sirt', 'mlem', 'osem'"]),
     (["dose-study", "--iterations", "0"], ["--iterations 0: ", "allowed an integer >= 1"]),
     (["dose-study", "--rows", "999"], ["--rows 999 and --size 56", "beyond the scanning stage travel"]),
@@ -70,9 +70,10 @@ BAD_OPTIONS = [
     (["paper-table", "--region", "500", "--size", "100"], ["--region 500 with --size 100: ", "allowed 8 to 100 px"]),
     (["paper-table", "--upsample", "0"], ["--upsample 0: ", "integer >= 1"]),
     (["paper-table", "--size", "0"], ["--size 0: ", "1..8192"]),
-    (["serve", "--port", "99999"], ["--port 99999: allowed a TCP port 1..65535"]),  # was: listened elsewhere
-    (["serve", "--port", "0"], ["--port 0: allowed a TCP port 1..65535"]),
-    (["serve", "--port", "-1"], ["--port -1: allowed a TCP port 1..65535"]),
+    # --port 99999 was: listened elsewhere
+    (["serve", "--port", "99999"], ["--port 99999: allowed an integer in 1..65535", "A TCP port"]),
+    (["serve", "--port", "0"], ["--port 0: allowed an integer in 1..65535", "A TCP port"]),
+    (["serve", "--port", "-1"], ["--port -1: allowed an integer in 1..65535", "A TCP port"]),
     (["serve", "--host", "0.0.0.0"], ["--host 0.0.0.0: refusing to bind '0.0.0.0'", "--allow-remote"]),
     (["reconstruct", "0123abcd", "--iterations", "0"], ["--iterations 0: ", "allowed an integer >= 1"]),
     (["reconstruct", "0123abcd", "--align", "foo"], ["--align foo: ", "allowed: 'auto'"]),
@@ -114,8 +115,8 @@ def test_dxchange_at_a_folder_is_refused(folders, capsys, tmp_path):
 
 
 # ------------------------------------------------------------- data folder ---
-COMMANDS = [["ls"], ["show", "0123abcd"], ["replay"], ["reconstruct", "0123abcd"], ["demo"], ["serve"], ["shell"],
-            ["paper-table"], ["dose-study"], ["ioc"]]
+COMMANDS = [["ls"], ["show", "0123abcd"], ["replay"], ["fit", "0123abcd"], ["reconstruct", "0123abcd"], ["demo"],
+            ["serve"], ["shell"], ["paper-table"], ["dose-study"], ["ioc"]]
 
 
 @pytest.mark.parametrize("argv", COMMANDS, ids=[a[0] for a in COMMANDS])

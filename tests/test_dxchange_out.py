@@ -46,7 +46,7 @@ def run():
 @pytest.fixture(scope="module")
 def rec(run):
     start, theta, maps = run
-    rec = reconstruct_maps(theta, maps, elements=("Zn", "Fe"), algorithm="osem", iterations=2)
+    rec = reconstruct_maps(maps, theta, elements=("Zn", "Fe"), algorithm="osem", iterations=2)
     rec.raw_uid, rec.metadata = start["uid"], raw_metadata(start)  # what reconstruct_tomo does
     return rec
 
@@ -172,7 +172,7 @@ def test_excluded_projections_and_given_shifts_are_recorded(run, rec, tmp_path):
     shifts = rec.shifts.copy()  # all projections were kept: none excluded in rec
     shifts[3] = np.nan
     with pytest.warns(ReconstructionWarning, match="1 of the 12 projections are left out"):
-        again = reconstruct_maps(theta, maps, elements=("Zn",), algorithm="fbp", shifts=shifts, phase=False)
+        again = reconstruct_maps(maps, theta, elements=("Zn",), algorithm="fbp", shifts=shifts, phase=False)
     again.metadata = raw_metadata(start)
     dx = read_dxchange(write_dxchange(tmp_path / "excluded.h5", again))
     assert dx.data.shape[0] == N_ANGLES - 1 and dx.theta.size == N_ANGLES - 1

@@ -122,8 +122,8 @@ def test_cli_imports_a_maps_tomography_and_reconstructs_it(simulated, maps_files
     assert derived.metadata["start"]["raw_uid"] == uid
     shifts = np.stack([np.asarray(derived["shifts"][k].read()) for k in ("dy", "dx")], axis=1)
     truth_sorted = truth[order]
-    err = alignment_error(shifts, truth_sorted, tomo.theta)
-    unaligned = alignment_error(np.zeros_like(shifts), truth_sorted, tomo.theta)
+    err = alignment_error(shifts, tomo.theta, truth_sorted)
+    unaligned = alignment_error(np.zeros_like(shifts), tomo.theta, truth_sorted)
     assert np.ptp(truth[:, 1]) > 3 and np.all(unaligned > 0.5), unaligned  # the runout is several px
     assert np.all(err < 0.25), (err, unaligned)  # aligned on XRF-Maps' DPC: a fraction of a pixel
     volume = np.asarray(derived["primary"]["Zn"].read())[0]
@@ -158,7 +158,7 @@ def test_cli_imports_a_maps_tomography_and_reconstructs_it(simulated, maps_files
     assert live_rec.wait(120)
     assert live_rec.results[uid]["alignment_source"] == "live dpc alignment"
     assert alignment.errors == [] and live_rec.errors == []
-    live_err = alignment_error(alignment.results[uid]["shifts"], truth_sorted, tomo.theta)
+    live_err = alignment_error(alignment.results[uid]["shifts"], tomo.theta, truth_sorted)
     assert np.all(live_err < 0.25), live_err
     assert live_rec.results[uid]["reconstruction"].volumes["Zn"].shape == volume.shape
 
@@ -180,7 +180,7 @@ def test_cli_reconstructs_an_imported_dxchange_file(simulated, shared_tiled, cap
     rec_uid = _uid(out, r"stored as run ([0-9a-f-]{36})")
     from xfct_bluesky.reconstruction import reconstruct_maps
 
-    mine = reconstruct_maps(theta, {"projections": zn}, elements=("projections",), align="none", algorithm="fbp",
+    mine = reconstruct_maps({"projections": zn}, theta, elements=("projections",), align="none", algorithm="fbp",
                             center=(SHAPE[1] - 1) / 2).volumes["projections"]
     stored = np.asarray(shared_tiled.derived[rec_uid]["primary"]["projections"].read())[0]
     np.testing.assert_allclose(stored, mine, rtol=1e-5, atol=1e-6 * float(np.abs(mine).max()))

@@ -40,7 +40,7 @@ def test_live_alignment_tracks_the_runout(RE, docs, mp):
     result = live.results[uid]
     theta, shifts = result["theta"], result["shifts"]
     assert shifts.shape == (36, 2)
-    err = alignment_error(shifts, mp.truth.offsets, theta)
+    err = alignment_error(shifts, theta, mp.truth.offsets)
     assert np.all(err < 0.15), err  # measured ~0.05 px
     assert np.ptp(mp.truth.offsets[:, 1]) > 3  # there was real runout to correct
     # the derived run: start linked to the raw run, one event per projection, stop

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+
+from . import validate
 
 #: Hosts ``serve`` binds without ``--allow-remote``.
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -37,26 +38,21 @@ class CommandError(RuntimeError):
 
 
 # ----------------------------------------------------------------- helpers ---
-def _show(value) -> str:
-    """A value as it would be typed: 5e+06, -1, '' (quoted when empty or with spaces)."""
-    if isinstance(value, float):
-        return f"{value:g}"
-    return shlex.quote(str(value))
-
-
 @contextlib.contextmanager
-def _option(label: str) -> Iterator[None]:
-    """Turn a library ``ValueError`` raised in the block into an :class:`OptionError` led by ``label``."""
+def _option(label: str | None = None) -> Iterator[None]:
+    """Turn a library ``ValueError`` raised in the block into an :class:`OptionError` led by ``label``; None
+    when the message leads with the option itself (a :mod:`~xfct_bluesky.validate` check given its name)."""
     try:
         yield
     except OptionError:
         raise
     except ValueError as err:
-        raise OptionError(f"{label}: {err}") from None
+        raise OptionError(str(err) if label is None else f"{label}: {err}") from None
 
 
 def _opt(name: str, value) -> str:
-    return f"{name} {_show(value)}"
+    """``--option VALUE`` as typed (5e+06, -1, '' quoted when empty or with spaces)."""
+    return validate.shown(name, value)
 
 
 def data_dir(args) -> Path:
@@ -108,13 +104,9 @@ def _check_output(args, default: str) -> None:
 
 
 def check_seed(seed) -> None:
-    """Refuse a seed numpy's generators (all the simulator's random numbers) do not take."""
-    import numpy as np
-
-    try:
-        np.random.default_rng(seed)
-    except (TypeError, ValueError) as err:
-        raise OptionError(f"--seed {_show(seed)}: allowed an integer >= 0 (numpy: {err}), e.g. 0") from None
+    """Refuse a seed the simulator's generators do not take (:func:`xfct_bluesky.validate.seed`)."""
+    with _option():
+        validate.seed("--seed", seed)
 
 
 def _field(shape, seed, *, pixel_size: float = 300e-9, spectra: bool):
@@ -148,17 +140,18 @@ def check_demo(args) -> None:
 
 
 def check_serve(args) -> None:
-    if not 1 <= args.port <= 65535:
-        raise OptionError(f"--port {args.port}: allowed a TCP port 1..65535, e.g. 8000 (the default); "
-                          "0 would let the system pick one that could not be printed for the clients")
+    with _option():
+        validate.integer("--port", args.port, low=1, high=65535,
+                         fix="A TCP port, e.g. 8000 (the default); 0 would let the system pick one that could not "
+                             "be printed for the clients")
     if args.host not in LOOPBACK and not args.allow_remote:
         raise OptionError(f"--host {args.host}: refusing to bind {args.host!r}: the server binds loopback only "
                           "(127.0.0.1); pass --allow-remote to expose it, behind a firewall")
 
 
 def check_ls(args) -> None:
-    if args.n < 1:
-        raise OptionError(f"-n {args.n}: allowed an integer >= 1 (how many of the newest runs to list), e.g. 20")
+    with _option():
+        validate.integer("-n", args.n, low=1, fix="How many of the newest runs to list, e.g. 20")
 
 
 def check_import(args) -> None:
@@ -169,9 +162,9 @@ def check_import(args) -> None:
         raise OptionError(f"PATH {shown}: no such file{'s' if len(missing) > 1 else ''}; give the files to import "
                           "(nothing was imported)")
     if args.flyxrf and args.no_flyxrf:
-        raise OptionError(f"--flyxrf {_show(args.flyxrf)} with --no-flyxrf: give one of them")
+        raise OptionError(f"{_opt('--flyxrf', args.flyxrf)} with --no-flyxrf: give one of them")
     if args.flyxrf and not Path(args.flyxrf).expanduser().is_file():
-        raise OptionError(f"--flyxrf {_show(args.flyxrf)}: no such file; give the flyXRF HDF5 file of the MDA scan")
+        raise OptionError(f"{_opt('--flyxrf', args.flyxrf)}: no such file; give the flyXRF HDF5 file of the MDA scan")
     if args.asset_dir:
         check_folder("--asset-dir", Path(args.asset_dir), writable=True)
 
@@ -198,6 +191,30 @@ def check_reconstruct(args) -> None:
         check_folder("--dxchange", path.parent, writable=True)
 
 
+def check_fit(args) -> None:
+    """``fit``: the per-pixel method, the line families (xraylib's names), the calibration file (read now)."""
+    from .analysis.fitting import METHODS, read_maps_override
+    from .analysis.fitting.lines import parse_family
+
+    with _option():
+        validate.one_of("--method", args.method, METHODS,
+                        fix="poisson (default: non-negative Poisson maximum likelihood), linear or nnls")
+    if args.elements is not None:
+        names = [e.strip() for e in args.elements.split(",") if e.strip()]
+        if not names:
+            raise OptionError(f"{_opt('--elements', args.elements)}: give at least one line family, e.g. Ca,Fe,Zn")
+        with _option(_opt("--elements", args.elements)):
+            for name in names:
+                parse_family(name)
+    if args.calibration != "auto":
+        path = Path(args.calibration).expanduser()
+        if not path.is_file():
+            raise OptionError(f"{_opt('--calibration', args.calibration)}: no such file; allowed: auto (fitted on "
+                              "the summed spectra) or an XRF-Maps maps_fit_parameters_override.txt")
+        with _option(_opt("--calibration", args.calibration)):
+            read_maps_override(path)
+
+
 def check_dose_study(args) -> None:
     """``dose-study``: ``dose_study``'s own checks and, per schedule, the checks ``xfct_tomo`` meets."""
     import inspect
@@ -212,8 +229,8 @@ def check_dose_study(args) -> None:
     with _option(_opt("--iterations", args.iterations)):
         check_options(args.algorithm, args.iterations, 1, "dpc")
     check_seed(args.seed)
-    if args.rows < 1:
-        raise OptionError(f"--rows {args.rows}: allowed an integer >= 1 (the central rows compared), e.g. 16")
+    with _option():
+        validate.integer("--rows", args.rows, low=1, fix="The central rows compared, e.g. 16")
     margin = inspect.signature(dose_study).parameters["margin"].default  # the CLI leaves it at its default
     field = (args.rows + 2 * margin, args.size)
     with _option(f"{_opt('--rows', args.rows)} and {_opt('--size', args.size)} (a field of {field[0]}x{field[1]} px)"):
@@ -222,16 +239,16 @@ def check_dose_study(args) -> None:
                                         ("--many", args.many, "--many-dwell", args.many_dwell)):
         with _option(_opt(count, n)):
             tomo_angles(n, order="golden")
-        if not MIN_DWELL <= dwell <= MAX_DWELL:  # NaN too
-            raise OptionError(f"{_opt(dwell_name, dwell)}: allowed {MIN_DWELL:g}..{MAX_DWELL:g} s per pixel (the "
-                              "scanner's dwell range), e.g. 0.003 for 3 ms")
+        with _option():
+            validate.between(dwell_name, dwell, MIN_DWELL, MAX_DWELL, unit=" s per pixel",
+                             fix="The scanner's dwell range; e.g. 0.003 for 3 ms")
         with _option(f"{_opt(count, n)} at {_opt(dwell_name, dwell)}"):
             estimate_tomo(mp, shape=field, pixel_size=PIXEL, n_angles=n, dwell=dwell, order="golden")
 
 
 def check_paper_table(args) -> None:
     """``paper-table``: ``paper_table``'s own checks, the field check of its microprobe, the CC upsampling."""
-    from .analysis._regprep import _check_upsample
+    from .analysis._regprep import check_upsample
     from .paper import paper_table
 
     _check_output(args, "paper")
@@ -242,7 +259,7 @@ def check_paper_table(args) -> None:
     with _option(f"{_opt('--region', args.region)} with {_opt('--size', args.size)}"):
         paper_table(shape=shape, region=args.region, upsample=args.upsample, spots=())  # no spot: checks only
     with _option(_opt("--upsample", args.upsample)):
-        _check_upsample(args.upsample)  # what cross_correlation and cc_fwhm check, after the simulation
+        check_upsample(args.upsample)  # what cross_correlation and cc_fwhm check, after the simulation
 
 
 # ------------------------------------------------------------------ --uri ---
@@ -283,14 +300,6 @@ def connect(uri: str, api_key: str | None):
                            "at this address?") from None
 
 
-def _folder_key(folder: Path) -> str | None:
-    """The API key ``xfct-bluesky serve`` keeps in the data folder, if there is one."""
-    try:
-        return (folder / "api_key").read_text().strip() or None
-    except OSError:
-        return None
-
-
 def open_session(args, *, read_only: bool = False, journal: bool = True):
     """A :class:`~xfct_bluesky.session.Session` on ``--uri`` (:func:`connect`, which tells an unreachable server
     in one line), else on the ``xfct-bluesky serve`` process serving the data folder
@@ -299,12 +308,13 @@ def open_session(args, *, read_only: bool = False, journal: bool = True):
     Use it as a context manager; ``.catalog`` is the runs container, ``.writer`` the writer with backup."""
     from .session import Session
     from .storage.folder import running_server
+    from .storage.server import stored_api_key
 
     client = connect(args.uri, args.api_key) if args.uri else None
     served = None if args.uri else running_server(data_dir(args))
     if served:  # `xfct-bluesky serve` is serving this folder: use it rather than start a second server
         try:
-            client = connect(served, _folder_key(data_dir(args)))
+            client = connect(served, stored_api_key(data_dir(args)))
         except CommandError as err:
             print(f"note: the server that serves {data_dir(args)} ({served}) cannot be used ({err}); "
                   "starting one of this command's own", file=sys.stderr)

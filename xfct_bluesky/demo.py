@@ -65,7 +65,7 @@ def overview_figure(tomo, path: Path, *, title: str = "", shifts=None, truth=Non
             from .analysis.align import remove_sinusoid
 
             diff = np.asarray(shifts, float) + np.asarray(truth, float)
-            frame_x = diff[:, 1] - remove_sinusoid(tomo.theta, diff[:, 1])
+            frame_x = diff[:, 1] - remove_sinusoid(diff[:, 1], tomo.theta)
             ax.plot(tomo.theta, -truth[:, 1] + frame_x, "k.", ms=2, label="-(true runout), same frame")
             ax.plot(tomo.theta, -truth[:, 0] + diff[:, 0].mean(), "k.", ms=2)
         ax.set_xlabel("theta (deg)")
@@ -137,7 +137,7 @@ def run_demo(
         aligned = session.live_alignment.results[uid]
         rebuilt = session.live_reconstruction.results.get(uid, {})
         truth = mp.truth.offsets
-        err = alignment_error(aligned["shifts"], truth, aligned["theta"])
+        err = alignment_error(aligned["shifts"], aligned["theta"], truth)
         figure = overview_figure(tomo, Path(output or data_dir / "demo") / f"overview-{uid[:8]}.png",
                                  title=f"xfct-bluesky demo, run {uid[:8]}: {n_angles} projections, "
                                        f"{total_dose:.2g} Gy in total",

@@ -7,6 +7,9 @@ gradients) with :mod:`xfct_bluesky.analysis.tomo`. :func:`publish` sends the
 volumes as a derived run (``plan_name`` "xfct_reconstruction", ``raw_uid``
 linking the raw run) to any document consumer, e.g. a TiledWriter, and
 :func:`write_dxchange` saves a DXchange-style HDF5 file tomopy users can open.
+:func:`use_fitted_maps` puts a spectrum fit's element maps (the run's
+``live_spectrum_fit`` derived run) in place of its ROI-window maps, as
+``xfct-bluesky reconstruct`` does, which says which it used.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import validate
 from .analysis.channels import find_map
-from .analysis.tomo import ReconstructionWarning
+from .analysis.exceptions import ReconstructionWarning
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +75,6 @@ class Reconstruction:
     excluded: tuple = ()
 
 
-def _check_choice(name: str, value, allowed: Sequence[str]) -> str:
-    v = str(value).lower()
-    if v not in allowed:
-        raise ValueError(f"{name}={value!r} is not known; allowed: {', '.join(map(repr, allowed))}")
-    return v
-
-
 def check_elements(elements) -> tuple[str, ...]:
     """The element symbols to reconstruct, as a tuple; a single string is refused (it is not a list)."""
     if isinstance(elements, str):
@@ -91,17 +88,16 @@ def check_elements(elements) -> tuple[str, ...]:
 
 def check_options(algorithm: str, iterations: int | None, subsets: int, align: str) -> tuple[str, int, int, str]:
     """Validate the reconstruction options (before any data is read); return them normalised."""
-    algorithm = _check_choice("algorithm", algorithm, ALGORITHMS)
-    align = _check_choice("align", align, ALIGNMENTS)
+    algorithm = validate.one_of("algorithm", algorithm, ALGORITHMS, ignore_case=True)
+    align = validate.one_of("align", align, ALIGNMENTS, ignore_case=True)
     if iterations is None:
         iterations = DEFAULT_ITERATIONS[algorithm]
-    if isinstance(iterations, bool) or not float(iterations).is_integer() or (algorithm != "fbp" and iterations < 1):
-        raise ValueError(f"iterations={iterations!r}: allowed an integer >= 1 for {algorithm}; e.g. 30")
-    if isinstance(subsets, bool) or not float(subsets).is_integer() or subsets < 1:
-        raise ValueError(f"subsets={subsets!r}: allowed an integer >= 1 (OSEM ordered subsets); e.g. 8")
+    iterations = validate.integer("iterations", iterations, low=0 if algorithm == "fbp" else 1,
+                                  fix=f"For {algorithm}: e.g. {DEFAULT_ITERATIONS[algorithm] or 30}")
+    subsets = validate.integer("subsets", subsets, low=1, fix="OSEM ordered subsets, e.g. 8")
     if algorithm == "osem" and subsets == 1:
         subsets = 8
-    return algorithm, int(iterations), int(subsets), align
+    return algorithm, iterations, subsets, align
 
 
 def phase_projections(dpc_x, dpc_y) -> np.ndarray:
@@ -119,7 +115,7 @@ def phase_projections(dpc_x, dpc_y) -> np.ndarray:
     return (phase - edge).astype(np.float32)
 
 
-def align_maps(theta, maps: Mapping[str, np.ndarray], align: str = "auto", *, true_offsets=None,
+def align_maps(maps: Mapping[str, np.ndarray], theta, align: str = "auto", *, true_offsets=None,
                method: str = "auto", channel: str | None = None):
     """(shifts (n, 2), centre column or NaN, Alignment or None) for one alignment choice.
 
@@ -161,8 +157,8 @@ def align_maps(theta, maps: Mapping[str, np.ndarray], align: str = "auto", *, tr
 
 
 def reconstruct_maps(
-    theta,
     maps: Mapping[str, np.ndarray],
+    theta,
     *,
     elements: Sequence[str] = ("Zn",),
     algorithm: str = "mlem",
@@ -180,16 +176,12 @@ def reconstruct_maps(
 ) -> Reconstruction:
     """Align and reconstruct projections given as arrays (see :func:`reconstruct_tomo`)."""
     from .analysis import tomo
-    from .analysis._checks import negatives, non_negative, real
-    from .analysis._checks import shifts as check_shifts
-    from .analysis.align import apply_shifts
-    from .analysis.consistency import angle_problems, angles_checked, check_angles
+    from .analysis.angles import angle_problems, angles_checked, check_angles
+    from .analysis.shifts import apply_shifts
 
     algorithm, iterations, subsets, align = check_options(algorithm, iterations, subsets, align)
     elements = check_elements(elements)
-    theta = real("theta", theta).astype(float).ravel()
-    if theta.size < 2:
-        raise ValueError(f"{theta.size} projection(s): a reconstruction needs at least 2 angles")
+    theta = validate.angles("theta", np.ravel(validate.real("theta", theta)))
     angle_problems(theta)  # angles from one direction only: refused before any work
     keys = {}
     for el in elements:
@@ -198,13 +190,13 @@ def reconstruct_maps(
             raise ValueError(f"element {el!r} has no map in this run; maps: {sorted(maps)}")
         keys[el] = key
     for key, value in maps.items():
-        real(f"map {key!r}", value)
+        validate.real(f"map {key!r}", value)
     if algorithm in ("mlem", "osem"):  # photon counts: integer counts below 0 are impossible
         for key in keys.values():
             if np.asarray(maps[key]).dtype.kind == "i":
-                non_negative(f"map {key!r}", maps[key],
-                             fix="Integer counts below zero are a reading error (an overflow?): check the data")
-            elif found := negatives(f"map {key!r}", maps[key]):  # fitted maps dip below zero in noise
+                validate.counts(f"map {key!r}", maps[key],
+                                fix="Integer counts below zero are a reading error (an overflow?): check the data")
+            elif found := validate.negatives(f"map {key!r}", maps[key]):  # fitted maps dip below zero in noise
                 warnings.warn(f"{found}: {algorithm.upper()} models photon counts, so they are set to 0 for it; "
                               "for maps whose negative values are real use algorithm='sirt' or 'fbp'",
                               ReconstructionWarning, stacklevel=2)
@@ -213,7 +205,7 @@ def reconstruct_maps(
     with angles_checked():  # warned about once below, for the projections reconstructed
         if shifts is None:
             say(f"aligning {theta.size} projections ({align})")
-            shifts, found_center, alignment = align_maps(theta, maps, align, true_offsets=true_offsets,
+            shifts, found_center, alignment = align_maps(maps, theta, align, true_offsets=true_offsets,
                                                          method=align_method, channel=channel)
             if alignment is not None:
                 c = alignment.consistency
@@ -221,7 +213,7 @@ def reconstruct_maps(
                     f"{c.get('after')} aligned{'' if alignment.applied else ' (NOT applied)'}")
         else:
             found_center = float("nan")
-    shifts = check_shifts(shifts, theta.size, excluded_ok=True)
+    shifts = validate.shifts(shifts, theta.size, excluded_ok=True)
     given = theta
     left_out = np.flatnonzero(np.isnan(shifts[:, 0]))
     if left_out.size:
@@ -269,7 +261,23 @@ def reconstruct_maps(
                           iterations, subsets, align, alignment, excluded=tuple(int(k) for k in left_out))
 
 
-def reconstruct_tomo(tomo_data, **kwargs) -> Reconstruction:
+def reconstruct_tomo(
+    tomo_data,
+    *,
+    elements: Sequence[str] = ("Zn",),
+    algorithm: str = "mlem",
+    iterations: int | None = None,
+    subsets: int = 1,
+    align: str = "auto",
+    shifts=None,
+    center: float | None = None,
+    phase: bool = True,
+    refine: bool = False,
+    true_offsets=None,
+    progress: Callable[[str], None] | None = None,
+    align_method: str = "auto",
+    channel: str | None = None,
+) -> Reconstruction:
     """Align and reconstruct a stored tomography (:class:`~xfct_bluesky.storage.TomoData`).
 
     Parameters
@@ -283,6 +291,8 @@ def reconstruct_tomo(tomo_data, **kwargs) -> Reconstruction:
         MLEM/OSEM suit fluorescence counts (Poisson); the phase always uses FBP.
     iterations : int, optional
         Default 50 (SIRT), 10 (MLEM), 2 (OSEM, 8 subsets).
+    subsets : int
+        OSEM ordered subsets (8 when ``algorithm="osem"`` and 1 is given).
     align : {"auto", "dpc", "zn", "none", "truth"}
         How to find the shifts: "auto" (default) gives every map to
         :func:`~xfct_bluesky.analysis.align.align_projections`, which picks
@@ -306,19 +316,28 @@ def reconstruct_tomo(tomo_data, **kwargs) -> Reconstruction:
         (0.06 to 0.12 px on a 72 px field, 60 angles), hence off by default.
     center : float, optional
         Rotation-axis column; default from the alignment, else searched.
+    phase : bool
+        Also reconstruct the phase integrated from the DPC x and y maps (FBP).
+    true_offsets : (n, 2) array, optional
+        The simulator's true offsets, for ``align="truth"``.
+    progress : callable(str), optional
+        Called with a line of text at each step (aligning, reconstructing ...).
 
     Notes
     -----
     Nothing is lost and nothing is silent: a projection the alignment left
     out (no signal: a closed shutter, a beam dump) is left out of the volume
-    with a :class:`~xfct_bluesky.analysis.tomo.ReconstructionWarning` naming
+    with a :class:`~xfct_bluesky.analysis.exceptions.ReconstructionWarning` naming
     it (``Reconstruction.excluded``), never shifted by NaN; angles covering
     well under 180 degrees (a missing wedge) or repeating each other are
     warned about once with the consequence; angles all in one direction,
     complex maps and, for MLEM/OSEM, negative counts are refused naming the
     map, the value and its index.
     """
-    rec = reconstruct_maps(tomo_data.theta, tomo_data.maps, **kwargs)
+    rec = reconstruct_maps(tomo_data.maps, tomo_data.theta, elements=elements, algorithm=algorithm,
+                           iterations=iterations, subsets=subsets, align=align, shifts=shifts, center=center,
+                           phase=phase, refine=refine, true_offsets=true_offsets, progress=progress,
+                           align_method=align_method, channel=channel)
     rec.raw_uid = tomo_data.uid
     rec.metadata = raw_metadata(tomo_data.metadata)
     return rec
@@ -351,6 +370,50 @@ def raw_metadata(start: Mapping) -> dict:
     if isinstance(instrument, str) and instrument.strip() and instrument != "unknown":
         md["instrument"] = instrument
     return md
+
+
+def use_fitted_maps(tomo_data, derived, elements: Sequence[str] | None = None):
+    """``tomo_data`` with its element maps from fitted spectra where a fit of the run covers it, and their sources.
+
+    The fit is the newest ``live_spectrum_fit`` run derived from the run (the
+    live fit's or ``xfct-bluesky fit``'s) in ``derived`` (the derived-runs
+    container; None: none looked for). Its fitted counts replace the run's
+    maps of ``elements`` (default: every element either has), or join them,
+    where it covers every projection in the same order
+    (:func:`~xfct_bluesky.analysis.fitting.maps.prefer_fitted`).
+
+    Returns
+    -------
+    tomo : TomoData
+        A copy whose ``maps`` hold the fitted stacks (float32) under the element names.
+    sources : dict of str to str
+        Per element: "fitted spectra (run <uid>)", or what the run's own map is ("ROI window" for
+        this package's runs, "the imported map" for an imported file's), with why when a fit exists
+        but does not cover the run.
+    """
+    from dataclasses import replace
+
+    from .analysis.fitting.maps import FITTED, ROI, prefer_fitted
+    from .callbacks.fit import FIT_PLAN
+    from .storage import derived_runs, load_theta
+    from .storage.reading import Maps
+
+    names = list(tomo_data.maps)
+    fitted, fitted_theta, fit_uid = None, None, None
+    found = derived_runs(derived, tomo_data.uid, FIT_PLAN) if derived is not None else []
+    if found:  # its counts: (events, elements, ny, nx), the elements in the start document's order
+        fit = found[-1]
+        counts = np.asarray(fit["primary"]["counts"].read())
+        fitted = {e: counts[:, k] for k, e in enumerate(fit.metadata["start"]["elements"])}
+        fitted_theta, fit_uid = load_theta(fit), fit.metadata["start"]["uid"]
+    raw = ROI if tomo_data.metadata.get("plan_name") != "import" else "the imported map"
+    maps, sources = prefer_fitted({n: tomo_data.maps[n] for n in names}, tomo_data.theta, fitted, fitted_theta,
+                                  elements, raw=raw)
+    sources = {e: f"{FITTED} (run {fit_uid[:8]})" if src == FITTED else src for e, src in sources.items()}
+    keys = {n: tomo_data.maps.data_key(n) if n in names else n for n in maps}
+    quantities = {**tomo_data.quantities, **{n: n for n in maps if n not in names}}
+    new = Maps({keys[n]: maps[n] for n in maps}, {n: k for n, k in quantities.items() if n != "theta"})
+    return replace(tomo_data, maps=new, quantities=quantities), sources
 
 
 # ------------------------------------------------------------------ publishing ---
@@ -458,8 +521,8 @@ def write_dxchange(path: str | Path, rec: Reconstruction, *, units: str | Mappin
 
     from . import __version__
     from .analysis.tomo import center_to_tomopy
-    from .importers.dxchange import _JOULE_PER_KEV
     from .importers.dxchange import write_dxchange as write_dx
+    from .physics.constants import KEV_J
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -516,7 +579,7 @@ def write_dxchange(path: str | Path, rec: Reconstruction, *, units: str | Mappin
         measurement["instrument/name"] = md["instrument"]
     if "energy" in md:
         measurement["instrument/monochromator/energy"] = {
-            "value": float(md["energy"]) * _JOULE_PER_KEV, "units": "J",
+            "value": float(md["energy"]) * KEV_J, "units": "J",
             "description": f"incident photon energy, {float(md['energy']):g} keV"}
     if md.get("dwell") is not None:
         measurement["instrument/detector/exposure_time"] = {

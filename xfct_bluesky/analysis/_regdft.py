@@ -3,7 +3,7 @@
 Given a product spectrum ``P`` (half spectra, ``rfft2`` layout), the
 cross-correlation is evaluated on a small grid ``step`` px fine around a
 centre by two matrix products with cached kernels, and refined in stages
-(:func:`_stages`) instead of one large upsampled region.
+(:func:`stages`) instead of one large upsampled region.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 
 @functools.lru_cache(maxsize=128)
-def _freqs(n: int, half: bool):
+def freqs(n: int, half: bool):
     """(frequencies in cycles/px, weights) of a full or half (rfft) axis of length n."""
     if not half:
         return np.fft.fftfreq(n), np.ones(n)
@@ -30,7 +30,7 @@ def _freqs(n: int, half: bool):
 @functools.lru_cache(maxsize=128)
 def _region_kernel(n: int, half: bool, step: float, h: int) -> np.ndarray:
     """(2h+1, len(f)) complex64 w_k exp(2 pi i f_k j step), j = -h..h; transposed if ``half``."""
-    f, w = _freqs(n, half)
+    f, w = freqs(n, half)
     j = np.arange(-h, h + 1) * step
     k = (w[None, :] * np.exp(2j * np.pi * j[:, None] * f[None, :])).astype(np.complex64)
     if half:
@@ -56,20 +56,20 @@ def _cis(t) -> np.ndarray:
 
 def _ramp(n: int, half: bool, centers) -> np.ndarray:
     """(k, len(f)) complex64: exp(2 pi i f c) for each centre c (px)."""
-    return _cis(np.multiply.outer(centers, _freqs(n, half)[0]))
+    return _cis(np.multiply.outer(centers, freqs(n, half)[0]))
 
 
 @functools.lru_cache(maxsize=64)
 def _yx_freqs(ny: int, nx: int) -> tuple[np.ndarray, np.ndarray]:
     """Signed y frequencies then non-negative x frequencies, and a mask of the y ones."""
-    f = np.concatenate([_freqs(ny, False)[0], _freqs(nx, True)[0]])
+    f = np.concatenate([freqs(ny, False)[0], freqs(nx, True)[0]])
     is_y = np.arange(f.size) < ny
     f.setflags(write=False)
     is_y.setflags(write=False)
     return f, is_y
 
 
-def _ramps(ny: int, nx: int, cy, cx) -> tuple[np.ndarray, np.ndarray]:
+def ramps(ny: int, nx: int, cy, cx) -> tuple[np.ndarray, np.ndarray]:
     """exp(2 pi i f c) along y (k, ny) and along the half x axis (k, nx//2+1), in one pass."""
     f, is_y = _yx_freqs(ny, nx)
     r = _cis(np.where(is_y, cy[:, None], cx[:, None]) * f)
@@ -84,7 +84,7 @@ _LARGE = 1 << 14
 
 
 @functools.lru_cache(maxsize=32)
-def _stages(upsample: int, pixels: int) -> tuple[tuple[float, int], ...]:
+def stages(upsample: int, pixels: int) -> tuple[tuple[float, int], ...]:
     """(grid factor, half-width in grid steps) of each refinement stage.
 
     The first stage spans +-0.75 px around the pixel-grid peak (as in
@@ -109,13 +109,13 @@ def _stages(upsample: int, pixels: int) -> tuple[tuple[float, int], ...]:
     return tuple(out)
 
 
-def _evaluate_region(P, cy, cx, step, h, ny, nx):
+def evaluate_region(P, cy, cx, step, h, ny, nx):
     """CC (k, 2h+1, 2h+1) at (cy + i step, cx + j step), from half spectra P (k, ny, nx//2+1).
 
     Also returns the rows' 1D spectra T (k, 2h+1, nx//2+1), unweighted:
     CC(cy + i step, x) = Re sum_kx w_kx T[i, kx] exp(2 pi i kx x / nx) / (ny nx).
     """
-    ry, rx = _ramps(ny, nx, cy, cx)
+    ry, rx = ramps(ny, nx, cy, cx)
     A = _region_kernel(ny, False, step, h)[None] * ry[:, None, :]  # (k, m, ny)
     B = _region_kernel(nx, True, step, h)[None] * rx[:, :, None]  # (k, nxh, m), weighted
     T = np.matmul(A, P)

@@ -6,7 +6,7 @@ import functools
 
 import numpy as np
 
-from ._regdft import _freqs, _ramps
+from ._regdft import freqs, ramps
 
 #: Half-width (px) of the box around the peak left out of the sidelobe
 #: statistics of the PSR (an 11 x 11 box, as in Bolme et al. 2010).
@@ -20,7 +20,7 @@ def _psr_box(ny: int, nx: int) -> tuple[np.ndarray, np.ndarray]:
     return oy.ravel(), ox.ravel()
 
 
-def _psr(flat, py, px, peak, ny, nx) -> np.ndarray:
+def peak_psr(flat, py, px, peak, ny, nx) -> np.ndarray:
     """(peak - mean) / std of the pixel-grid CC ``flat`` (k, ny*nx) outside the box around (py, px)."""
     k = flat.shape[0]
     oy, ox = _psr_box(ny, nx)
@@ -44,7 +44,7 @@ _DIR_AXIS = np.array([1, 1, 0, 0])  # directions +x, -x, +y, -y: their axis (0 =
 
 @functools.lru_cache(maxsize=64)
 def _line_tables(ny: int, nx: int):
-    """Constant tables of :func:`_fwhm` for (ny, nx) images."""
+    """Constant tables of :func:`peak_fwhm` for (ny, nx) images."""
     nh = max(ny, nx) // 2 + 1
     t = [0.0]
     for stop, step in _FWHM_STEPS:
@@ -53,20 +53,20 @@ def _line_tables(ny: int, nx: int):
     t = np.array(t)
     fr = np.zeros((4, nh))  # frequencies of the folded 1D spectra along each direction
     for d, axis in enumerate(_DIR_AXIS):
-        f, _ = _freqs(ny if axis == 0 else nx, True)
+        f, _ = freqs(ny if axis == 0 else nx, True)
         fr[d, : f.size] = f
     kern = np.exp(2j * np.pi * t[None, :, None] * fr[:, None, :]).astype(np.complex64)  # (4, L, nh)
     valid = t[None, :] <= np.where(_DIR_AXIS == 1, nx // 2, ny // 2)[:, None]  # (4, L)
     fold = (-np.arange(ny // 2 + 1)) % ny
-    wx = _freqs(nx, True)[1].astype(np.float32)
-    wy = _freqs(ny, True)[1].astype(np.float32)
+    wx = freqs(nx, True)[1].astype(np.float32)
+    wy = freqs(ny, True)[1].astype(np.float32)
     tables = (t, fr, kern, valid, fold, wx, wy)
     for a in tables:
         a.setflags(write=False)
     return tables
 
 
-def _fwhm(P, sy, sx, peak, ny, nx, row=None) -> np.ndarray:
+def peak_fwhm(P, sy, sx, peak, ny, nx, row=None) -> np.ndarray:
     """FWHM (k, 2) (y, x) in px of the CC peaks at (sy, sx).
 
     The band-limited CC is evaluated along the lines through the sub-pixel
@@ -83,7 +83,7 @@ def _fwhm(P, sy, sx, peak, ny, nx, row=None) -> np.ndarray:
     t, fr, kern, valid, fold, wx, wy = _line_tables(ny, nx)
     nyh, nxh, nh = ny // 2 + 1, nx // 2 + 1, fr.shape[1]
     # 1D spectra of CC(sy, x) and CC(y, sx): CC = Re sum_{f >= 0} line e^{2 pi i f t} / N
-    ry, rx = _ramps(ny, nx, sy, sx)
+    ry, rx = ramps(ny, nx, sy, sx)
     if row is None:
         row = np.matmul(ry[:, None, :], P)[:, 0, :]
     col = np.matmul(P, (rx * wx)[:, :, None])[:, :, 0]  # (k, ny), signed ky

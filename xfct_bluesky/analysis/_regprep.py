@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
-import numbers
+import os
 
 import numpy as np
 from scipy import fft as _fft
+
+from ..validate import integer, number, one_of, real
 
 NORMALIZATIONS = (None, "phase")
 WINDOWS = (None, "hann", "tukey")
@@ -22,7 +23,7 @@ _TUKEY_ALPHA = 0.25
 #: An image whose values in the registered region vary by at most this fraction of its largest
 #: magnitude (float32 rounding, not structure) holds no signal: zeros, a closed shutter, a beam dump.
 FLAT_RTOL = 1e-6
-#: The cheap first test of :func:`_spectra`: only images whose energy (mean-free) is below this
+#: The cheap first test of :func:`spectra`: only images whose energy (mean-free) is below this
 #: fraction of their mean squared are tested exactly (the float32 mean of a constant is not exact).
 _FLAT_SUSPECT = 1e-6
 
@@ -38,7 +39,7 @@ def _blas_controller():
         return None
 
 
-def _one_blas_thread():
+def one_blas_thread():
     """Context limiting the BLAS to one thread, if threadpoolctl is installed.
 
     Our matrix products are small (at most ~17 x 230 x 116): a second BLAS
@@ -52,47 +53,46 @@ def _one_blas_thread():
 
 
 # --------------------------------------------------------------- checks ---
-def _check_upsample(upsample, *, integer: bool = True):
-    bad = isinstance(upsample, bool) or not isinstance(upsample, numbers.Real)
-    if not bad:
-        bad = not math.isfinite(upsample) or upsample < 1 or (integer and upsample != int(upsample))
-    if bad:
-        kind = "an integer" if integer else "a number"
-        raise ValueError(
-            f"upsample={upsample!r} is not allowed; give {kind} >= 1 "
-            "(1/upsample px precision, e.g. 20 or 100; 1 for whole pixels)"
-        )
-    return int(upsample) if integer else float(upsample)
+def check_upsample(upsample, *, whole: bool = True):
+    """``upsample`` as an int >= 1 (``whole``) or a float >= 1, else ValueError naming it."""
+    fix = "1/upsample px precision, e.g. 20 or 100; 1 for whole pixels"
+    if whole:
+        return integer("upsample", upsample, low=1, fix=fix)
+    v = number("upsample", upsample, allowed="a number >= 1", fix=fix)
+    if v < 1:
+        raise ValueError(f"upsample={upsample!r}: allowed a number >= 1. {fix}")
+    return v
 
 
-def _check_option(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not allowed; allowed: {', '.join(map(repr, allowed))}")
-    return value
-
-
-def _check_workers(workers):
+def check_workers(workers):
+    """``workers`` (scipy.fft threads) as a non-zero int, or None, else ValueError naming it."""
     if workers is None:
         return None
-    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers == 0:
-        raise ValueError(f"workers={workers!r}: give a non-zero integer (-1 = all CPUs) or None")
-    return int(workers)
+    fix = "Give the scipy.fft threads: 1, 2, ... (-1 for all CPUs), or None (automatic)"
+    w = integer("workers", workers, low=-(os.cpu_count() or 1), fix=fix)
+    if w == 0:
+        raise ValueError(f"workers=0: allowed a non-zero integer. {fix}")
+    return w
 
 
-def _workers(workers, k):
+def check_options(upsample, normalization, window, workers) -> tuple[int, int | None]:
+    """The options :func:`~.registration.register` and :func:`~.ccimage.cross_correlation` share, checked:
+    (upsample, workers)."""
+    one_of("normalization", normalization, NORMALIZATIONS)
+    one_of("window", window, WINDOWS)
+    return check_upsample(upsample), check_workers(workers)
+
+
+def fft_workers(workers, k):
     """scipy.fft threads: as given, else all CPUs for a batch and one for a single image."""
     if workers is not None:
         return workers
     return -1 if k > 1 else 1
 
 
-def _as_images(name, value):
+def as_images(name, value):
     """``value`` as an array of 2D images (no copy: views and broadcasts are kept)."""
-    a = np.asarray(value)
-    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
-        raise ValueError(f"{name} has dtype {a.dtype}; give a real-valued numeric image")
-    if np.iscomplexobj(a):
-        raise ValueError(f"{name} is complex ({a.dtype}); give real-valued images")
+    a = real(name, value)
     if a.ndim not in (2, 3):
         raise ValueError(f"{name} has shape {a.shape}; give one image (ny, nx) or a stack (n, ny, nx)")
     n = a.shape[0] if a.ndim == 3 else None
@@ -102,7 +102,7 @@ def _as_images(name, value):
     return a, n
 
 
-def _roi_slices(roi, shape) -> tuple[slice, slice]:
+def roi_slices(roi, shape) -> tuple[slice, slice]:
     """(slice_y, slice_x) of ``roi`` for images of ``shape`` (ny, nx)."""
     ny, nx = shape
     if roi is None:
@@ -140,9 +140,9 @@ def _roi_slices(roi, shape) -> tuple[slice, slice]:
     return sy, sx
 
 
-def _check_pair(reference, moving, roi):
-    ref, n_ref = _as_images("reference", reference)
-    mov, n_mov = _as_images("moving", moving)
+def check_pair(reference, moving, roi):
+    ref, n_ref = as_images("reference", reference)
+    mov, n_mov = as_images("moving", moving)
     if ref.shape[-2:] != mov.shape[-2:]:
         raise ValueError(
             f"reference images are {ref.shape[-2:]} but moving images are {mov.shape[-2:]}; "
@@ -155,7 +155,7 @@ def _check_pair(reference, moving, roi):
         )
     if min(ref.shape[-2:]) < 2:
         raise ValueError(f"images are {ref.shape[-2:]} px; registration needs at least 2 x 2 px")
-    sl = _roi_slices(roi, ref.shape[-2:])
+    sl = roi_slices(roi, ref.shape[-2:])
     return ref, mov, sl, n_ref, n_mov
 
 
@@ -201,7 +201,7 @@ def _prepare(parts, sl, window) -> np.ndarray:
     return out, mean
 
 
-def _flat(images: np.ndarray, sl) -> np.ndarray:
+def flat_images(images: np.ndarray, sl) -> np.ndarray:
     """(k,) bool: the images (2D or a stack) are constant in the region ``sl`` to within FLAT_RTOL."""
     a = np.asarray(images)
     region = a[..., sl[0], sl[1]].reshape(-1, (sl[0].stop - sl[0].start) * (sl[1].stop - sl[1].start))
@@ -211,20 +211,20 @@ def _flat(images: np.ndarray, sl) -> np.ndarray:
     return (hi - lo) <= FLAT_RTOL * np.maximum(np.abs(lo), np.abs(hi))
 
 
-def _spectra(parts, sl, window, workers):
+def spectra(parts, sl, window, workers):
     """rfft2 (k, ny, nx//2+1) of the prepared images of ``parts`` ((name, images) pairs,
     stacked in order), their energies (k,) without the mean, and which are flat (k,) bool.
 
     The energies come from the spectra (Parseval, DC left out), which also
     catches NaN and infinity without another pass over the images. Flat
-    images (no signal, :func:`_flat`) have no registration: only those whose
+    images (no signal, :func:`flat_images`) have no registration: only those whose
     energy is tiny against their mean are tested, so the test costs nothing
     for images with structure.
     """
     with np.errstate(invalid="ignore", over="ignore"):  # NaN and inf are reported below
         a, mean = _prepare([images for _, images in parts], sl, window)
         k, ny, nx = a.shape
-        F = _fft.rfft2(a, workers=_workers(workers, k))
+        F = _fft.rfft2(a, workers=fft_workers(workers, k))
         v = F.reshape(k, -1).view(np.float32)
         total = np.matmul(v[:, None, :], v[:, :, None])[:, 0, 0].astype(np.float64)  # sum |F|^2, half spectrum
         edge = np.abs(F[:, :, 0]) ** 2
@@ -251,5 +251,5 @@ def _spectra(parts, sl, window, workers):
         starts = np.cumsum([0] + [im.shape[0] for im in images])
         for g in suspect:
             p = int(np.searchsorted(starts, g, side="right")) - 1
-            flat[g] = _flat(images[p][g - starts[p]], sl)[0]
+            flat[g] = flat_images(images[p][g - starts[p]], sl)[0]
     return F, energy, flat

@@ -27,7 +27,7 @@ place is left out, its shift NaN, listed in ``Alignment.excluded`` and
 named in a warning (:func:`~xfct_bluesky.reconstruction.reconstruct_maps`
 then leaves it out of the volume); its angular neighbours are registered
 with each other instead. A limited angular range and repeated angles are
-warned about (:func:`~.consistency.angle_problems`).
+warned about (:func:`~.angles.angle_problems`).
 
 Sign convention
 ---------------
@@ -55,10 +55,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
 
-from ._checks import real
-from ._checks import shifts as check_shifts
+from ..validate import one_of, real
+from ..validate import shifts as check_shifts
+from . import channels as ch
+from . import consistency as cs
+from .angles import angle_problems, angles_checked, check_angles, check_theta
+from .center import check_parity, mirror_center
+from .exceptions import AlignmentWarning
+from .pairwise import NO_SIGNAL, pairwise_alignment
+from .refine import default_levels, refine_alignment
+from .registration import is_blank
+from .shifts import apply_shifts, fit_sinusoid, remove_sinusoid
+
+__all__ = [
+    "METHODS", "Alignment", "AlignmentWarning", "align_projections", "alignment_consistency", "alignment_error",
+    "apply_shifts", "fit_sinusoid", "remove_sinusoid",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +81,6 @@ METHODS = ("auto", "pairwise", "matching")
 PARALLAX_MAX = 10.0
 #: Median neighbour correlation below which neighbours are too unlike to register.
 SIMILARITY_MIN = 0.5
-
-
-class AlignmentWarning(UserWarning):
-    """An alignment that could not do its job on these data, or was not applied; the message has the figures."""
 
 
 @dataclass(frozen=True)
@@ -164,20 +173,13 @@ class Alignment:
 
 
 def _check_stack(stack, theta, name="projections"):
+    """(real (n, ny, nx) stack, float64 (n,) theta), else ValueError naming what is wrong."""
     stack = real(name, stack)
-    theta = real("theta", theta).astype(float).ravel()
     if stack.ndim != 3:
-        raise ValueError(f"projections must be a 3D (n_angles, ny, nx) stack; got shape {stack.shape}")
-    if stack.shape[0] != theta.size:
-        raise ValueError(
-            f"{stack.shape[0]} projections but {theta.size} angles; give one angle (deg) per projection"
-        )
-    if theta.size < 2:
-        raise ValueError(f"{theta.size} projection(s): alignment needs at least 2")
-    if not np.all(np.isfinite(theta)):
-        raise ValueError("theta contains NaN or infinity; give finite angles in degrees")
+        raise ValueError(f"{name} must be a 3D (n_angles, ny, nx) stack; got shape {stack.shape}")
+    theta = check_theta(theta, stack.shape[0])
     if not np.all(np.isfinite(stack)):
-        raise ValueError("projections contain NaN or infinity; replace them (e.g. by 0) before aligning")
+        raise ValueError(f"{name} contain NaN or infinity; replace them (e.g. by 0) before aligning")
     return stack, theta
 
 
@@ -271,13 +273,7 @@ def align_projections(
     the number of angles). The figures compare alignments of one dataset,
     not datasets with each other.
     """
-    from . import channels as ch
-    from . import consistency as cs
-    from .pairwise import NO_SIGNAL, center_from_mirror, pairwise_alignment
-    from .registration import is_blank
-
-    if method not in METHODS:
-        raise ValueError(f"method={method!r}: allowed {', '.join(map(repr, METHODS))}")
+    one_of("method", method, METHODS)
     maps, bare = _as_maps(projections, channel)
     shapes = {k: v.shape for k, v in maps.items()}
     first = next(iter(maps.values()))
@@ -286,9 +282,8 @@ def align_projections(
         if arr.shape[:1] != first.shape[:1] or (arr.ndim == 3 and arr.shape[1:] != first.shape[1:]):
             raise ValueError(f"the maps differ in shape ({shapes}); give one (n, ny, nx) stack per map")
     stack0, theta = _check_stack(first, theta)
-    cs.angle_problems(theta)  # angles from one direction only: refused before any work
-    if center_parity not in (1, -1):
-        raise ValueError(f"center_parity={center_parity!r}: allowed 1 (mirroring maps) or -1 (d/dx maps)")
+    angle_problems(theta)  # angles from one direction only: refused before any work
+    check_parity("center_parity", center_parity)
     if center_maps is not None and np.asarray(center_maps).shape != stack0.shape:
         raise ValueError(f"center_maps has shape {np.asarray(center_maps).shape}; expected the projections' "
                          f"{stack0.shape}")
@@ -313,7 +308,7 @@ def align_projections(
         maps, theta = {k: v[keep] for k, v in maps.items()}, theta[keep]
         cons, reg = _subset(cons, keep), (cons if reg is cons else _subset(reg, keep))
         center_maps = None if center_maps is None else np.asarray(center_maps)[keep]
-    notes.extend(cs.check_angles(theta, AlignmentWarning, "the alignment", stacklevel=3))
+    notes.extend(check_angles(theta, AlignmentWarning, "the alignment", stacklevel=3))
     whole = cons.consistent
     com, sv = _survey(cons, theta)
     if sv.truncated:
@@ -355,10 +350,10 @@ def align_projections(
             if cmaps is None and used_name.endswith("dpc_diag") and dpc_x is not None:
                 cmaps, parity = maps[dpc_x], -1
             cmaps = reg.stack if cmaps is None else np.asarray(cmaps)
-            center = center_from_mirror(cmaps, theta, proposed, upsample, window, parity)
+            center = _aligned_mirror_center(cmaps, theta, proposed, parity)
     else:
         used_name = cons.name
-        with cs.angles_checked():  # warned above
+        with angles_checked():  # warned above
             ref, sigma = _matching(cons, theta, com, sv, iterations=iterations, tolerance=tolerance,
                                    upsample=upsample)
         proposed, steps, center = ref.shifts, ref.steps, ref.center
@@ -387,13 +382,22 @@ def align_projections(
              "re-measure those angles, or drop them")
     full, proposed_full = np.full((theta_all.size, 2), np.nan), np.full((theta_all.size, 2), np.nan)
     full[keep], proposed_full[keep] = shifts, proposed
-    return Alignment(full, theta_all, float(center), fit_sinusoid(theta_all, full[:, 1]), keep[pairs], measured,
+    return Alignment(full, theta_all, float(center), fit_sinusoid(full[:, 1], theta_all), keep[pairs], measured,
                      residuals, psr, used,
                      params={"upsample": upsample, "max_separation": max_separation, "max_angle": max_angle,
                              "normalization": normalization, "window": window, **matching},
                      method=method, channel=used_name, reason=reason, consistency=consistency, applied=applied,
                      proposed=proposed_full, warnings=tuple(notes), survey=sv.as_dict(), steps=steps,
                      excluded=excluded)
+
+
+def _aligned_mirror_center(stack, theta, shifts, parity) -> float:
+    """The axis column of ``stack`` shifted by ``shifts`` (:func:`~.center.mirror_center`), from the pairs
+    within 1.5 angular steps (at least 0.5 deg) of 180 apart; NaN when there is none."""
+    ok = np.isfinite(shifts).all(axis=1)  # projections the alignment left out (NaN) have no place
+    theta = theta[ok]
+    tolerance = max(1.5 * 180.0 / theta.size, 0.5)
+    return mirror_center(apply_shifts(stack[ok], shifts[ok]), theta, tolerance=tolerance, parity=parity)
 
 
 def _subset(channel, index):
@@ -408,9 +412,6 @@ def alignment_consistency(projections, theta, shifts, *, channel: str | None = N
     ``channel``); ``before`` is the unaligned stack, ``after`` the stack
     shifted by ``shifts``.
     """
-    from . import channels
-    from . import consistency as cs
-
     maps, bare = _as_maps(projections, channel)
     first = next(iter(maps.values()))
     _, theta = _check_stack(first, theta)
@@ -418,15 +419,13 @@ def alignment_consistency(projections, theta, shifts, *, channel: str | None = N
     placed = np.isfinite(shifts[:, 0])  # NaN: a projection the alignment left out, measured without it
     if not placed.all():
         maps, theta, shifts = {k: np.asarray(v)[placed] for k, v in maps.items()}, theta[placed], shifts[placed]
-    _, cons = channels.choose(maps, channel if bare is None else bare)
+    _, cons = ch.choose(maps, channel if bare is None else bare)
     com, sv = _survey(cons, theta)
     return cs.consistency_figures(cons, theta, shifts, float("nan"), sv, None if sv.truncated else com)
 
 
 def _survey(cons, theta):
     """(centre of mass or None, survey) of a channel: the centre of mass only for a line integral with signal."""
-    from . import consistency as cs
-
     whole = cons.consistent
     com = cs.com_alignment(cons.stack, theta) if whole and np.all(cons.stack.sum(axis=(1, 2)) > 0) else None
     return com, cs.survey(cons.stack, theta, com.center if com else None, signed=not whole)
@@ -451,13 +450,10 @@ def _choose_method(method, sv, cons) -> tuple[str, str]:
 
 def _matching(cons, theta, com, sv, *, iterations, tolerance, upsample):
     """Start from the centre of mass (x) and the rows' mass (y), then guarded projection matching."""
-    from . import consistency as cs
-    from .refine import default_levels, default_sigma, refine_alignment
-
     nx = cons.stack.shape[2]
     dy = cs.vertical_from_profiles(cons.stack)
     start = np.stack([dy, com.dx if com else np.zeros(theta.size)], axis=1)
-    sigma = default_sigma(nx, 2 * sv.radius, sv.n_distinct)
+    sigma = cs.default_sigma(nx, 2 * sv.radius, sv.n_distinct)
     ref = refine_alignment(cons.stack, theta, start, center=com.center if com else None, iterations=iterations,
                            sigma=sigma, tolerance=tolerance, upsample=upsample,
                            levels=default_levels(nx, start_known=com is not None), support=cs.support_radius(sv),
@@ -488,77 +484,13 @@ def _verdict(consistency, sv, n, proposed, method, name, force, warn) -> bool:
     return False
 
 
-def fit_sinusoid(theta, values) -> np.ndarray:
-    """Least-squares (a, b, c) of values ~ a + b cos(theta) + c sin(theta), theta in degrees.
-
-    NaN values (projections an alignment left out) are left out of the fit.
-    """
-    t = np.radians(np.asarray(theta, float))
-    values = np.asarray(values, float)
-    ok = np.isfinite(values)
-    A = np.stack([np.ones_like(t), np.cos(t), np.sin(t)], axis=1)
-    coef, *_ = np.linalg.lstsq(A[ok], values[ok], rcond=None)
-    return coef
-
-
-def remove_sinusoid(theta, values) -> np.ndarray:
-    t = np.radians(np.asarray(theta, float))
-    a, b, c = fit_sinusoid(theta, values)
-    return np.asarray(values, float) - (a + b * np.cos(t) + c * np.sin(t))
-
-
-def alignment_error(shifts, true_offsets, theta) -> np.ndarray:
-    """RMS error (dy, dx) in px of ``shifts`` against ``-true_offsets``.
+def alignment_error(shifts, theta, true_offsets) -> np.ndarray:
+    """RMS error (dy, dx) in px of ``shifts`` (at angles ``theta``, degrees) against ``-true_offsets``.
 
     Horizontally the best-fit sinusoid a + b cos + c sin of the difference is
     removed, vertically its mean: these only move the reconstructed object.
     """
     diff = np.asarray(shifts, float) + np.asarray(true_offsets, float)
     dy = diff[:, 0] - diff[:, 0].mean()
-    dx = remove_sinusoid(theta, diff[:, 1])
+    dx = remove_sinusoid(diff[:, 1], theta)
     return np.sqrt([np.mean(dy**2), np.mean(dx**2)])
-
-
-def apply_shifts(stack, shifts, *, method: str = "linear", cval: float = 0.0, mode: str = "constant") -> np.ndarray:
-    """Shift every projection by ``shifts[k]`` (dy, dx) px, once.
-
-    Parameters
-    ----------
-    stack : (n, ny, nx) array
-        Real values (complex input is refused).
-    shifts : (n, 2) array
-        Finite: NaN (a projection an alignment left out) or infinity is
-        refused naming the projections, since a NaN shift would turn the
-        projection into zeros; leave such projections out instead.
-    method : {"linear", "fourier"}
-        ``linear`` interpolation keeps counts non-negative (fluorescence);
-        ``fourier`` is exact for band-limited images (DPC) but rings.
-    cval : float
-        Fill value for pixels shifted in from outside (linear, ``mode="constant"``).
-    mode : {"constant", "nearest"}
-        How pixels shifted in from outside are filled (linear): ``cval``, or
-        the nearest edge pixel, which suits a specimen longer than the field
-        (a rod cut by the field's top and bottom).
-
-    Returns
-    -------
-    (n, ny, nx) array of the input's floating dtype (float32 for integer input).
-    """
-    stack = real("stack", stack)
-    if stack.ndim != 3 or np.shape(shifts) != (stack.shape[0], 2):
-        raise ValueError(f"need a (n, ny, nx) stack and (n, 2) shifts; got {stack.shape} and {np.shape(shifts)}")
-    shifts = check_shifts(shifts, stack.shape[0])
-    if method not in ("linear", "fourier"):
-        raise ValueError(f"method={method!r}: allowed 'linear' or 'fourier'")
-    if mode not in ("constant", "nearest"):
-        raise ValueError(f"mode={mode!r}: allowed 'constant' or 'nearest'")
-    dtype = stack.dtype if np.issubdtype(stack.dtype, np.floating) else np.float32
-    out = np.empty(stack.shape, dtype=dtype)
-    for k in range(stack.shape[0]):
-        img = stack[k].astype(dtype, copy=False)
-        if method == "linear":
-            out[k] = ndimage.shift(img, shifts[k], order=1, mode=mode, cval=cval)
-        else:
-            f = ndimage.fourier_shift(np.fft.fft2(img), shifts[k])
-            out[k] = np.fft.ifft2(f).real
-    return out

@@ -15,15 +15,12 @@ import numpy as np
 from scipy import fft as _fft
 
 from ._regprep import (
-    NORMALIZATIONS,
-    WINDOWS,
-    _check_option,
-    _check_pair,
-    _check_upsample,
-    _check_workers,
-    _one_blas_thread,
-    _spectra,
-    _workers,
+    check_options,
+    check_pair,
+    check_upsample,
+    fft_workers,
+    one_blas_thread,
+    spectra,
 )
 
 __all__ = ["CCWidth", "cc_fwhm", "cross_correlation"]
@@ -87,18 +84,15 @@ def cross_correlation(
     .. [1] M. Guizar-Sicairos, S. T. Thurman and J. R. Fienup, Opt. Lett. 33,
            156-158 (2008). :DOI:`10.1364/OL.33.000156`
     """
-    upsample = _check_upsample(upsample)
-    _check_option("normalization", normalization, NORMALIZATIONS)
-    _check_option("window", window, WINDOWS)
-    workers = _check_workers(workers)
-    ref, mov, sl, n_ref, n_mov = _check_pair(reference, moving, roi)
+    upsample, workers = check_options(upsample, normalization, window, workers)
+    ref, mov, sl, n_ref, n_mov = check_pair(reference, moving, roi)
     if n_ref is not None or n_mov is not None:
         raise ValueError(
             f"cross_correlation takes two 2D images; got shapes {np.shape(reference)} and {np.shape(moving)}"
         )
     ny, nx = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
-    with _one_blas_thread():
-        F, E, _ = _spectra([("reference", ref), ("moving", mov)], sl, window, workers)
+    with one_blas_thread():
+        F, E, _ = spectra([("reference", ref), ("moving", mov)], sl, window, workers)
     P = F[0] * np.conj(F[1])
     Er, Em = E[:1], E[1:]
     P[0, 0] = 0
@@ -125,7 +119,7 @@ def cross_correlation(
             big[:, nx // 2] *= 0.5
         P = big
         scale *= upsample * upsample
-    cc = _fft.irfft2(P, s=(Ny, Nx), workers=_workers(workers, 1))
+    cc = _fft.irfft2(P, s=(Ny, Nx), workers=fft_workers(workers, 1))
     cc *= np.float32(scale)
     return _fft.fftshift(cc).astype(np.float32, copy=False)
 
@@ -183,7 +177,7 @@ def cc_fwhm(cc, upsample: float = 1) -> CCWidth:
     >>> round(w.x, 2), round(w.y, 2), round(w.diagonal, 2)
     (3.0, 3.0, 3.0)
     """
-    upsample = _check_upsample(upsample, integer=False)
+    upsample = check_upsample(upsample, whole=False)
     c = np.asarray(cc, dtype=np.float64)
     if c.ndim != 2 or min(c.shape) < 3:
         raise ValueError(f"cc has shape {np.shape(cc)}; give a 2D CC image at least 3 x 3")

@@ -1,49 +1,95 @@
-"""Centre-of-rotation search for :mod:`xfct_bluesky.analysis.tomo`: mirror pairs or image entropy."""
+"""The rotation axis of a tomography: from projections 180 degrees apart, or by image entropy.
+
+:func:`mirror_center` is the one mirror-pair finder (the alignment's axis
+too); :func:`find_center` chooses between it and the entropy search.
+``center`` is always the detector column of the rotation axis (px, pixel
+centres at integers, see :mod:`.projector`).
+"""
 
 from __future__ import annotations
 
 import logging
 import math
-import numbers
 
 import numpy as np
 from scipy import fft as _fft
 
+from ..validate import between, integer, one_of
 from .filtering import filter_rays
-from .projector import (
-    _check_center,
-    _check_count,
-    _check_stack,
-    _geometry,
-    _system,
-    _to_volume,
-)
+from .projector import check_center, check_stack, geometry, system_matrix, to_volume
+
+__all__ = ["CENTER_METHODS", "MIRROR_TOLERANCE", "check_parity", "find_center", "mirror_center", "mirror_pairs"]
 
 logger = logging.getLogger(__name__)
 
 #: Two angles are a 180-degree mirror pair if they differ by 180 (mod 360) to this (degrees).
-_MIRROR_TOLERANCE = 1e-3
-# -------------------------------------------------------- centre search ---
+MIRROR_TOLERANCE = 1e-3
 CENTER_METHODS = ("auto", "mirror", "entropy")
 
 
-def _mirror_pairs(theta: np.ndarray) -> list[tuple[int, int]]:
-    """Index pairs (i, j), i < j, with theta[j] = theta[i] + 180 (mod 360); each angle in one pair at most."""
+def mirror_pairs(theta, tolerance: float = MIRROR_TOLERANCE) -> list[tuple[int, int]]:
+    """Index pairs (i, j), i < j, with theta[j] = theta[i] + 180 (mod 360) to ``tolerance`` degrees; each
+    angle in one pair at most, the closest pairs first."""
+    theta = np.asarray(theta, float)
     off = np.abs(np.mod(np.subtract.outer(theta, theta), 360.0) - 180.0)  # 0 where 180 degrees apart
+    i, j = np.nonzero(np.triu(off <= tolerance, k=1))
     pairs, used = [], set()
-    for i, j in zip(*np.nonzero(np.triu(off <= _MIRROR_TOLERANCE, k=1))):
-        if i not in used and j not in used:
-            pairs.append((int(i), int(j)))
-            used.update((i, j))
-    return pairs
+    for k in np.argsort(off[i, j], kind="stable"):
+        if i[k] not in used and j[k] not in used:
+            pairs.append((int(i[k]), int(j[k])))
+            used.update((i[k], j[k]))
+    return sorted(pairs)
 
 
-def _center_mirror(stack: np.ndarray, pairs, rows) -> float:
-    """Axis from the correlation of p(theta) with the mirrored p(theta + 180)."""
+def check_parity(name: str, parity) -> int:
+    """``parity`` if it is 1 (maps that mirror) or -1 (d/dx maps, DPC x), else ValueError naming ``name``."""
+    if isinstance(parity, bool) or parity not in (1, -1):
+        raise ValueError(f"{name}={parity!r}: allowed 1 (maps that mirror: fluorescence, transmission, phase) or "
+                         "-1 (d/dx maps, which change sign too: DPC x)")
+    return int(parity)
+
+
+def mirror_center(projections, theta, *, tolerance: float = MIRROR_TOLERANCE, parity: int = 1,
+                  rows=None) -> float:
+    """The rotation-axis column from projections 180 degrees apart, to 0.01 px; NaN without such a pair.
+
+    Parameters
+    ----------
+    projections : (n_angles, n_rows, n_cols) array_like
+        Aligned projections (or a 2D ``(n_angles, n_cols)`` sinogram).
+    theta : (n_angles,) array_like
+        Angles in degrees.
+    tolerance : float
+        Two angles are a pair if 180 degrees apart to this (degrees): 0.001
+        for a scan that measured both (a 360-degree scan), about 1.5
+        angular steps for any set (the parallax of an imperfect pair then
+        averages out over the pairs).
+    parity : {1, -1}
+        1 for maps that mirror (fluorescence, transmission, phase); -1 for
+        d/dx maps (DPC x), which also change sign.
+    rows : sequence of int, optional
+        Detector rows to use; default all.
+
+    Notes
+    -----
+    ``p(theta + 180, col) = parity * p(theta, 2 c - col)``: the correlation of
+    ``p(theta)`` with the column-reversed ``parity * p(theta + 180)``, summed
+    over the pairs and rows, peaks at ``2 c - (n_cols - 1)``; the peak is
+    located on a 0.01 px grid by band-limited (DFT) interpolation. Exact for
+    noise-free data, and no reconstruction is needed.
+    """
+    stack, theta, _ = check_stack(projections, theta)
+    tolerance = between("tolerance", tolerance, 0, 90, open_low=True, unit=" degrees",
+                        fix="Give how far from 180 degrees apart two angles may be, e.g. 0.001.")
+    check_parity("parity", parity)
+    pairs = mirror_pairs(theta, tolerance)
+    if not pairs:
+        return float("nan")
+    rows = list(range(stack.shape[1])) if rows is None else rows
     n_cols = stack.shape[2]
     n_fft = 1 << (2 * n_cols - 1).bit_length()
     first = stack[[i for i, _ in pairs]][:, rows].astype(np.float64)
-    second = stack[[j for _, j in pairs]][:, rows, ::-1].astype(np.float64)
+    second = parity * stack[[j for _, j in pairs]][:, rows, ::-1].astype(np.float64)
     cross = (_fft.rfft(first, n_fft, axis=-1) * np.conj(_fft.rfft(second, n_fft, axis=-1))).sum(axis=(0, 1))
     cc = _fft.irfft(cross, n_fft)
     lags = np.arange(n_fft)
@@ -80,9 +126,9 @@ def _center_entropy(stack, theta, rows, candidates, bins) -> np.ndarray:
     padded = np.zeros((n_angles, len(rows) * len(candidates), n_ext), np.float32)
     padded[:, :, extra:extra + n_cols] = np.tile(sel, (1, len(candidates), 1))
 
-    system = _system(*_geometry(n_ext, theta, (n_ext - 1) / 2))
+    system = system_matrix(*geometry(n_ext, theta, (n_ext - 1) / 2))
     rays = filter_rays(padded, "hann", np.pi / n_angles, shifts=np.repeat(shifts, len(rows)))
-    vol = _to_volume(system.bt @ rays, n_ext).reshape(len(candidates), len(rows), n_ext, n_ext)
+    vol = to_volume(system.bt @ rays, n_ext).reshape(len(candidates), len(rows), n_ext, n_ext)
     yy, xx = np.mgrid[:n_ext, :n_ext]
     disc = (yy - (n_ext - 1) / 2) ** 2 + (xx - (n_ext - 1) / 2) ** 2 <= (n_ext / 2) ** 2
     values = vol[:, :, disc]  # (candidates, rows, pixels)
@@ -132,11 +178,8 @@ def find_center(projections, theta, *, method="auto", rows=None, search=None, gu
 
     Notes
     -----
-    "mirror" uses ``p(theta + 180, col) = p(theta, 2 c - col)``: the
-    correlation of ``p(theta)`` with the column-reversed ``p(theta + 180)``
-    peaks at ``2 c - (n_cols - 1)``, located on a 0.01 px grid by
-    band-limited interpolation; it is exact for noise-free data and needs
-    no reconstruction. "entropy" (Donath et al. 2006) reconstructs the
+    "mirror" is :func:`mirror_center` on the pairs 180 degrees apart to
+    0.001 degree. "entropy" (Donath et al. 2006) reconstructs the
     slices for candidate centres 1 px apart, then 0.1 px apart around the
     best, all in one sparse product per stage, moving the axis by a Fourier
     shift of the filtered rows on a detector widened by the search range, so
@@ -156,29 +199,28 @@ def find_center(projections, theta, *, method="auto", rows=None, search=None, gu
        of the center of rotation in tomography data", J. Opt. Soc. Am. A 23,
        1048-1057 (2006), doi:10.1364/JOSAA.23.001048.
     """
-    stack, theta, _ = _check_stack(projections, theta)
-    if method not in CENTER_METHODS:
-        raise ValueError(f"method {method!r} is not known; use one of {CENTER_METHODS}")
+    stack, theta, _ = check_stack(projections, theta)
+    one_of("method", method, CENTER_METHODS)
     n_angles, n_rows, n_cols = stack.shape
     if rows is not None:
         rows = [int(r) for r in np.atleast_1d(rows)]
         if not rows or min(rows) < -n_rows or max(rows) >= n_rows:
             raise ValueError(f"rows {rows} must be indices in [0, {n_rows - 1}] of the stack's rows")
-    pairs = _mirror_pairs(theta)
+    pairs = mirror_pairs(theta)
     if method == "auto":
         method = "mirror" if pairs else "entropy"
     if method == "mirror":
         if not pairs:
             raise ValueError("method 'mirror' needs projections 180 degrees apart (to 0.001 degree), and theta "
                              f"({theta.min():g} to {theta.max():g} degrees) has none: use method='entropy'")
-        return _center_mirror(stack, pairs, list(range(n_rows)) if rows is None else rows)
-    max_angles = _check_count(max_angles, "max_angles", 2)
-    bins = _check_count(bins, "bins", 8)
-    guess = _check_center(guess, n_cols)
+        return mirror_center(stack, theta, rows=rows)
+    max_angles = integer("max_angles", max_angles, low=2, fix="Give how many angles the search uses, e.g. 180.")
+    bins = integer("bins", bins, low=8, fix="Give the histogram's bins, e.g. 64.")
+    guess = check_center(guess, n_cols, name="guess")
     if search is None:
         search = max(4.0, n_cols / 8)
-    if isinstance(search, bool) or not isinstance(search, numbers.Real) or not 0 < search <= n_cols / 2:
-        raise ValueError(f"search must be a half-width in px in (0, {n_cols / 2}], got {search!r}")
+    search = between("search", search, 0, n_cols / 2, open_low=True, unit=" px",
+                     fix="Give the half-width of the range of candidate centres, e.g. 8.")
     if rows is None:
         signal = np.abs(stack).sum(axis=(0, 2))
         rich = np.flatnonzero(signal >= np.median(signal))

@@ -15,7 +15,9 @@ or a phase) and angles in degrees, and never modifies it.
   alike neighbouring projections are, and signal at the field's edges.
 * :func:`reprojection_error` is the consistency figure: reconstruct the
   aligned stack (filtered back-projection), reproject it at the measured
-  angles, and compare, low-passed to the frequencies the angles sample.
+  angles, and compare, low-passed to the frequencies the angles sample;
+  :func:`reproject` and :func:`default_sigma` are the two halves of it that
+  projection matching (:mod:`.refine`) uses too.
 
 References
 ----------
@@ -26,15 +28,17 @@ Rep. 7, 11818, doi:10.1038/s41598-017-12141-9 (reprojection consistency).
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import logging
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+
+from . import tomo
+from .angles import angles_checked, angular_steps
+from .registration import register
+from .shifts import apply_shifts, fit_sinusoid
 
 logger = logging.getLogger(__name__)
 
@@ -43,111 +47,12 @@ logger = logging.getLogger(__name__)
 EDGE_FRACTION = 0.1
 #: Columns at each edge that count as "the field's edge" (at least 2).
 EDGE_WIDTH = 0.015
-#: A gap between successive angles folded into [0, 180) wider than WEDGE_STEPS median steps and
-#: WEDGE_MIN_DEG degrees is a missing wedge (a limited angular range), not sparse sampling: golden-angle
-#: and interlaced sets stay within 1.6 median steps (a random set of 24 angles can leave a real 28-degree
-#: hole, and is warned about).
-WEDGE_STEPS = 4.0
-WEDGE_MIN_DEG = 20.0
-#: Angles closer than this (deg, modulo 360) are the same angle.
-SAME_ANGLE_DEG = 1e-6
-_ANGLES_CHECKED = contextvars.ContextVar("xfct_angles_checked", default=False)
 
 
 def background(stack: np.ndarray) -> float:
     """A robust background level: the median over angles of the 3rd-percentile column mean."""
     prof = stack.mean(axis=1)
     return float(np.median(np.percentile(prof, 3, axis=1)))
-
-
-def fold_angles(theta) -> np.ndarray:
-    """Angles folded into [0, 180): parallel projections 180 degrees apart see the same lines."""
-    return np.mod(np.asarray(theta, float), 180.0)
-
-
-def angular_steps(theta) -> tuple[float, float, int]:
-    """(median step, largest gap, distinct angles) of the angles folded into [0, 180), degrees."""
-    t = np.unique(np.round(fold_angles(theta), 6))
-    if t.size < 2:
-        return 180.0, 180.0, int(t.size)
-    gaps = np.diff(np.concatenate([t, [t[0] + 180.0]]))
-    return float(np.median(gaps)), float(gaps.max()), int(t.size)
-
-
-def angle_problems(theta) -> list[str]:
-    """What is wrong with a set of parallel-beam angles (degrees), one sentence each: [] when nothing.
-
-    Repeated angles (the same modulo 360: each counts twice) and a limited
-    angular range (a gap of more than ``WEDGE_STEPS`` median steps and
-    ``WEDGE_MIN_DEG`` degrees between successive angles folded into
-    [0, 180): a missing wedge) are reported with their consequence.
-
-    Raises
-    ------
-    ValueError
-        When the angles see the specimen from fewer than two directions
-        (all identical modulo 180): there is nothing to reconstruct or align.
-    """
-    theta = np.asarray(theta, float).ravel()
-    folded = np.unique(np.mod(np.round(theta / SAME_ANGLE_DEG) * SAME_ANGLE_DEG, 180.0))
-    if folded.size < 2:
-        raise ValueError(f"the {theta.size} angles are all one direction ({folded[0]:g} deg modulo 180; "
-                         f"theta[0] = {theta[0]:g} deg): a tomography needs projections from different directions; "
-                         "allowed: at least 2 distinct angles modulo 180, spread over 180 degrees. Check the "
-                         "recorded rotation angles")
-    out = []
-    same = np.round(np.mod(theta, 360.0) / SAME_ANGLE_DEG).astype(np.int64)
-    _, inverse, counts = np.unique(same, return_inverse=True, return_counts=True)
-    if np.any(counts > 1):
-        groups = [np.flatnonzero(inverse == g) for g in np.flatnonzero(counts > 1)]
-        listed = "; ".join(f"{theta[g[0]]:g} deg at projections {', '.join(map(str, g[:6]))}"
-                           f"{' ...' if g.size > 6 else ''}" for g in groups[:4])
-        more = f"; and {len(groups) - 4} more" if len(groups) > 4 else ""
-        out.append(f"{int(np.sum(counts[counts > 1] - 1))} of the {theta.size} angles repeat another ({listed}"
-                   f"{more}): a repeated direction counts twice (filtered back-projection weights every "
-                   "projection alike) and tells nothing new. If they are re-measurements, average or drop them; "
-                   "if not, the recorded angles are wrong (a stage that did not move, a resumed scan)")
-    gaps = np.diff(np.concatenate([folded, [folded[0] + 180.0]]))
-    step, widest = float(np.median(gaps)), int(np.argmax(gaps))
-    gap = float(gaps[widest])
-    if gap > max(WEDGE_STEPS * step, WEDGE_MIN_DEG):
-        start = float(folded[widest])
-        mid = (start + gap / 2) % 180.0
-        out.append(f"the angles cover only {180 - gap:.0f} of the 180 degrees a parallel-beam tomography needs: "
-                   f"nothing between {start:.1f} and {(start + gap) % 180:.1f} deg (modulo 180), a gap of "
-                   f"{gap:.0f} deg against a median step of {step:.2f} deg. Consequence: a {gap - step:.0f}-degree "
-                   f"missing wedge: features are elongated and streaked along the directions those angles "
-                   f"would have measured (around {mid:.0f} deg), and edges facing them are lost. Acquire angles "
-                   "over the full 180 (or 360) degrees"
-                   + (f" (theta spans {np.ptp(theta):.3g}: if it is in radians, np.rad2deg converts it)"
-                      if np.ptp(theta) <= 2 * np.pi + 1e-6 else ""))
-    return out
-
-
-def check_angles(theta, category: type[Warning], what: str, *, stacklevel: int = 3) -> list[str]:
-    """Warn (``category``) about :func:`angle_problems` of ``theta``, once per entry point.
-
-    Nothing is warned inside :func:`angles_checked` (the caller has warned
-    already). ``what`` names the entry point ("FBP", "the alignment").
-    Returns the messages warned.
-    """
-    problems = angle_problems(theta)
-    if _ANGLES_CHECKED.get():
-        return []
-    for text in problems:
-        warnings.warn(f"{what}: {text}", category, stacklevel=stacklevel)
-    return [f"{what}: {text}" for text in problems]
-
-
-@contextlib.contextmanager
-def angles_checked():
-    """Within this context :func:`check_angles` warns nothing: an entry point that warned once about its
-    angles runs the functions it calls (which check them too) inside it."""
-    token = _ANGLES_CHECKED.set(True)
-    try:
-        yield
-    finally:
-        _ANGLES_CHECKED.reset(token)
 
 
 def bin_columns(stack: np.ndarray, factor: int) -> np.ndarray:
@@ -220,8 +125,6 @@ def _register_1d(reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
     The profiles are registered as images one column wide, repeated over 4
     columns (:func:`~xfct_bluesky.analysis.registration.register`, upsampled DFT).
     """
-    from .registration import register
-
     ref = np.repeat(reference.astype(np.float32)[:, None], 4, axis=1)
     mov = np.repeat(moving.astype(np.float32)[:, :, None], 4, axis=2)
     shift = np.atleast_2d(register(ref, mov, upsample=100, window="tukey").shift)[:, 0].astype(float)
@@ -369,6 +272,22 @@ def informativeness(stack: np.ndarray, sigma: float = 2.0) -> float:
 
 
 # ------------------------------------------------------------ consistency ---
+def default_sigma(nx: int, diameter: float | None = None, n_angles: int | None = None) -> float:
+    """The low-pass (px) under which a reprojection is made of the other angles, not the projection itself.
+
+    A filtered back-projection reprojected at one of its own angles contains
+    that projection, weighted ``pi L |f| / n`` at frequency ``f`` (``L`` the
+    specimen's diameter, ``n`` the angles over 180 degrees): above
+    ``f ~ n / (pi L)`` the match would only find the projection where it
+    already is. ``max(1.5, nx / 35, 0.9 L / n)``: 8 px for the whole egg in
+    280 px at 90 angles, 46 px for a 1600 px field at 36 angles.
+    """
+    sigma = max(1.5, nx / 35)
+    if diameter and n_angles:
+        sigma = max(sigma, 0.9 * diameter / n_angles)
+    return float(sigma)
+
+
 def reprojection_error(stack: np.ndarray, theta, shifts, *, center: float, sigma: float,
                        support: float | None = None, margin: int = 0, row_margin: int = 0) -> float:
     """Relative low-passed misfit of the aligned stack against its own reprojection.
@@ -376,7 +295,7 @@ def reprojection_error(stack: np.ndarray, theta, shifts, *, center: float, sigma
     The stack shifted by ``shifts`` is reconstructed by filtered
     back-projection (Shepp-Logan), masked to ``support`` px about the axis
     (default: the circle the field sees at every angle), reprojected at
-    ``theta`` (:func:`~xfct_bluesky.analysis.refine.reproject`), and both
+    ``theta`` (:func:`reproject`), and both
     are low-passed (Gaussian, ``sigma`` px horizontally, 1 px vertically).
     Returns ``||d - s r|| / ||d||`` over the columns at least ``margin`` px
     and the rows at least ``row_margin`` px from the edges (what the shifts
@@ -384,9 +303,6 @@ def reprojection_error(stack: np.ndarray, theta, shifts, *, center: float, sigma
     gives a smaller figure than the same stack misaligned; noise and the
     angular sampling set its floor.
     """
-    from .align import apply_shifts
-    from .refine import reproject
-
     aligned = apply_shifts(stack, shifts, mode="nearest")
     ny, nx = aligned.shape[1:]
     if support is None:
@@ -396,6 +312,21 @@ def reprojection_error(stack: np.ndarray, theta, shifts, *, center: float, sigma
     d = ndimage.gaussian_filter(aligned, g)
     p = ndimage.gaussian_filter(rep, g)
     return relative_misfit(interior(d, row_margin, margin), interior(p, row_margin, margin))
+
+
+def reproject(aligned: np.ndarray, theta, center: float, *, support: float | None = None,
+              nonneg: bool = False) -> np.ndarray:
+    """Filtered back-projection (Shepp-Logan) of ``aligned``, masked to ``support`` px about the axis, reprojected."""
+    with angles_checked():  # its callers warn about the angles once
+        rec = tomo.fbp(aligned, theta, center=center, filter="shepp-logan")
+    if support is not None:
+        nx = aligned.shape[2]
+        c = (nx - 1) / 2
+        yy, xx = np.ogrid[:nx, :nx]
+        rec *= ((yy - c) ** 2 + (xx - c) ** 2 <= support**2)[None]
+    if nonneg:
+        np.clip(rec, 0, None, out=rec)
+    return tomo.project(rec, theta, center=center)
 
 
 def interior(stack: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -427,10 +358,6 @@ def consistency_figures(cons, theta, shifts, center: float, sv: Survey, com: Cen
     axis: the constant of the centre-of-mass sinusoid of the shifted stack
     when the specimen is seen whole, else a centre search.
     """
-    from . import tomo
-    from .align import apply_shifts, fit_sinusoid
-    from .refine import default_sigma
-
     nx = cons.stack.shape[2]
     if not cons.consistent:
         return {"channel": cons.name, "note": f"{cons.name} is {cons.kind}: not a line integral, no reprojection"}
@@ -444,7 +371,7 @@ def consistency_figures(cons, theta, shifts, center: float, sv: Survey, com: Cen
     out = {"channel": cons.name, "sigma_px": round(sigma, 2), "binning": b}
     for label, s in (("before", np.zeros_like(shifts)), ("after", shifts)):
         if com is not None:
-            c = float(fit_sinusoid(theta, com.measured + s[:, 1])[0])
+            c = float(fit_sinusoid(com.measured + s[:, 1], theta)[0])
         elif label == "after" and np.isfinite(center):
             c = center
         else:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import fft as _fft
 
-from ._checks import non_negative, real
+from ..validate import between, counts, one_of, positive, real
 
 __all__ = [
     "QUADRANTS",
@@ -103,7 +103,7 @@ def difference_over_sum(a, b) -> np.ndarray:
 def _segments(q1, q2, q3, q4):
     qs = []
     for name, q in zip(QUADRANTS, (q1, q2, q3, q4)):
-        a = non_negative(name, q, fix="Segment counts are photon counts: give the raw counts of each segment "
+        a = counts(name, q, fix="Segment counts are photon counts: give the raw counts of each segment "
                                       "(not dark- or background-subtracted maps, which can dip below zero)")
         if not np.isfinite(a).all():
             bad = np.argwhere(~np.isfinite(a))
@@ -127,41 +127,11 @@ def gain(direction: str = "x", central_stop_ratio: float = 0.4) -> float:
     ``(4/pi) / (1 + r)`` along x or y, ``(4 sqrt2/pi) / (1 + r)`` along the
     diagonal (per unit shift along the bisector).
     """
-    _check_direction(direction)
-    r = _check_stop(central_stop_ratio)
+    one_of("direction", direction, DIRECTIONS)
+    r = between("central_stop_ratio", central_stop_ratio, 0, 0.95, open_high=True,
+                fix="Give the inner over outer radius of the bright-field annulus; 0 without a central stop.")
     g = 4 / math.pi / (1 + r)
     return g * math.sqrt(2) if direction == "diagonal" else g
-
-
-def _check_direction(direction):
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction={direction!r} is not allowed; allowed: 'x', 'y', 'diagonal'")
-
-
-def _check_stop(r):
-    try:
-        v = float(r)
-    except (TypeError, ValueError):
-        raise ValueError(f"central_stop_ratio={r!r} is not a number; allowed: 0 <= r < 0.95") from None
-    if not 0 <= v < 0.95:
-        raise ValueError(
-            f"central_stop_ratio={r!r} is out of range; allowed: 0 <= r < 0.95 "
-            "(inner over outer radius of the bright-field annulus; 0 without a central stop)"
-        )
-    return v
-
-
-def _check_na(na):
-    try:
-        v = float(na)
-    except (TypeError, ValueError):
-        raise ValueError(f"numerical_aperture={na!r} is not a number; give the probe's NA in rad") from None
-    if not (math.isfinite(v) and 0 < v < 1):
-        raise ValueError(
-            f"numerical_aperture={na!r} is out of range; allowed: 0 < NA < 1 rad "
-            "(lambda / (2 drN) of the zone plate, 0.76e-3 for the paper's)"
-        )
-    return v
 
 
 def deflection(dpc, *, numerical_aperture: float, central_stop_ratio: float = 0.4, direction: str = "x"):
@@ -187,7 +157,8 @@ def deflection(dpc, *, numerical_aperture: float, central_stop_ratio: float = 0.
     -------
     float32 array
     """
-    na = _check_na(numerical_aperture)
+    na = between("numerical_aperture", numerical_aperture, 0, 1, open_low=True, open_high=True, unit=" rad",
+                 fix="Give the probe's NA: lambda / (2 drN) of the zone plate, 0.76e-3 for the paper's.")
     g = gain(direction, central_stop_ratio)
     d = np.asarray(dpc)
     return (d.astype(np.float64) * (na / g)).astype(np.float32)
@@ -290,16 +261,10 @@ def integrate_gradients(gx, gy, *, pixel_size: float = 1.0, workers: int | None 
     if min(gx.shape[-2:]) < 2:
         raise ValueError(f"maps are {gx.shape[-2:]} px; integration needs at least 2 x 2")
     for name, g in (("gx", gx), ("gy", gy)):
-        if np.iscomplexobj(g) or not np.issubdtype(g.dtype, np.number):
-            raise ValueError(f"{name} has dtype {g.dtype}; give real-valued gradients")
+        real(name, g)
         if not np.isfinite(g).all():
             raise ValueError(f"{name} contains NaN or infinity; replace them (e.g. by 0) first")
-    try:
-        h = float(pixel_size)
-    except (TypeError, ValueError):
-        raise ValueError(f"pixel_size={pixel_size!r} is not a number; give the pixel pitch (> 0)") from None
-    if not (math.isfinite(h) and h > 0):
-        raise ValueError(f"pixel_size={pixel_size!r} is out of range; give the pixel pitch (> 0)")
+    h = positive("pixel_size", pixel_size, fix="Give the pixel pitch in the gradients' unit of length (1: per pixel).")
     ny, nx = gx.shape[-2:]
     ex = _mirror(gx.astype(np.float64), sign_x=-1, sign_y=1)
     ey = _mirror(gy.astype(np.float64), sign_x=1, sign_y=-1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import fft as _fft
 
-from .projector import _BLOCK
+from .projector import BLOCK
 
 __all__ = ["FILTERS", "filter_rays", "filter_response"]
 
@@ -64,6 +64,6 @@ def filter_rays(stack: np.ndarray, name: str, scale: float, shifts=None) -> np.n
         spec = _fft.rfft(stack[a0:a0 + _FILTER_BATCH], n=n_fft, axis=-1, workers=_WORKERS)
         spec *= response
         filtered = _fft.irfft(spec, n=n_fft, axis=-1, workers=_WORKERS)
-        for i in range(0, k, _BLOCK):
-            rays[a0:a0 + _FILTER_BATCH, :, i:i + _BLOCK] = filtered[:, i:i + _BLOCK, :nc].transpose(0, 2, 1)
+        for i in range(0, k, BLOCK):
+            rays[a0:a0 + _FILTER_BATCH, :, i:i + BLOCK] = filtered[:, i:i + BLOCK, :nc].transpose(0, 2, 1)
     return rays.reshape(na * nc, k)

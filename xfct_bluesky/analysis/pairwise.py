@@ -88,7 +88,7 @@ def pairwise_alignment(stack, theta, *, upsample: int = 20, max_separation: int 
             break
         excluded.update(new)
     for _ in range(3):
-        shifts = _solve(n, pairs[used], measured[used], weight[used])
+        shifts = solve_shifts(n, pairs[used], measured[used], weight[used])
         residuals = measured - (shifts[pairs[:, 1]] - shifts[pairs[:, 0]])
         r = np.linalg.norm(residuals, axis=1)
         if not used.any():
@@ -202,8 +202,9 @@ def _placed(n, pairs) -> np.ndarray:
     return linked & (label == np.argmax(sizes))
 
 
-def _solve(n, pairs, measured, weight):
-    """Weighted least squares for s with s[j] - s[i] = measured, gauge sum(s) = 0.
+def solve_shifts(n, pairs, measured, weight) -> np.ndarray:
+    """(n, 2) shifts ``s`` by weighted least squares of ``s[j] - s[i] = measured`` over ``pairs`` (i, j), with
+    ``weight`` per pair and the gauge sum(s) = 0; the live alignment solves its graph with it too.
 
     Only the projections tied together by ``pairs`` into the largest group
     are solved for (a group apart has an unknown offset from it): the others
@@ -230,34 +231,3 @@ def _solve(n, pairs, measured, weight):
     sol, *_ = np.linalg.lstsq(A * w[:, None], b * w[:, None], rcond=None)
     out[keep] = sol
     return out
-
-
-def center_from_mirror(stack, theta, shifts, upsample, window=None, parity=1) -> float:
-    """Rotation-axis column from projections about 180 degrees apart.
-
-    The projection at theta + 180 is the mirror image (u -> -u) about the
-    axis of the one at theta; registering one against the other's mirror
-    gives twice the axis offset from the image centre. Every pair within 1.5
-    angular steps (at least 0.5 deg) of 180 apart is used and the median
-    taken, so that the parallax of an imperfect pair averages out.
-    """
-    ok = np.isfinite(shifts).all(axis=1)  # projections the alignment left out (NaN) have no place
-    stack, theta, shifts = stack[ok], theta[ok], shifts[ok]
-    n, _, nx = stack.shape
-    diff = np.abs(((theta[:, None] - theta[None, :]) % 360.0) - 180.0)
-    np.fill_diagonal(diff, np.inf)
-    step = 180.0 / n
-    i, j = np.nonzero(np.triu(diff <= max(1.5 * step, 0.5)))
-    if len(i) == 0:
-        return float("nan")
-    from .align import apply_shifts
-
-    aligned = apply_shifts(stack, shifts)
-    res = register(aligned[i], parity * aligned[j][:, :, ::-1], upsample=upsample, window=window)
-    dx = np.atleast_2d(res.shift)[:, 1]
-    dx = dx[np.isfinite(dx)]  # a pair without a correlation peak says nothing of the axis
-    if dx.size == 0:
-        return float("nan")
-    # the partner is A(2c - u); flipped it is A shifted right by (nx - 1 - 2c), so register
-    # returns 2c - (nx - 1)
-    return float((nx - 1) / 2 + np.median(dx) / 2)

@@ -4,7 +4,12 @@ The projector is a sparse system matrix built once per geometry (number of
 detector columns, angles, rotation-axis column), cached, and applied to
 every slice of the volume in one sparse-dense product: the slices are the
 columns of the dense operand, so a 230-slice volume costs one pass over the
-matrix. Also the input checks and array layouts the algorithms share.
+matrix. Also what :mod:`.tomo`, :mod:`.center` and :mod:`.filtering` share:
+the input checks (:func:`check_stack`, :func:`check_center`,
+:func:`check_volume_like`), the cached matrix (:func:`geometry`,
+:func:`system_matrix`, :class:`SystemMatrix`) and the array layouts of its
+products (:func:`to_pixels`, :func:`to_volume`, :func:`to_rays`,
+:func:`to_stack`, :func:`mask_pixels`, :data:`BLOCK`).
 
 Geometry
 --------
@@ -81,6 +86,8 @@ the last 8 geometries are cached (:func:`clear_cache` frees them).
 References
 ----------
 .. [1] B. De Man and S. Basu, "Distance-driven projection and
+   backprojection in three dimensions", Phys. Med. Biol. 49, 2463-2475
+   (2004), doi:10.1088/0031-9155/49/11/024.
 """
 
 from __future__ import annotations
@@ -88,12 +95,14 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import numbers
 import time
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse as _sparse
+
+from ..validate import between, finite, one_of, real
+from .angles import check_theta
 
 logger = logging.getLogger(__name__)
 
@@ -104,43 +113,13 @@ _MIN_WEIGHT = 1e-6
 
 
 # ------------------------------------------------------------- checks ---
-def _check_theta(theta, n_angles: int | None = None) -> np.ndarray:
-    arr = np.asarray(theta)
-    if arr.ndim != 1:
-        raise ValueError(f"theta must be a 1D array of angles in degrees, got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise ValueError(f"theta must hold real angles in degrees, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
-    if arr.size < 2:
-        raise ValueError(f"theta has {arr.size} angle(s); a reconstruction needs at least 2 "
-                         "(typically hundreds over 180 degrees)")
-    if not np.isfinite(arr).all():
-        bad = np.flatnonzero(~np.isfinite(arr))
-        raise ValueError(f"theta holds {bad.size} NaN/inf value(s) (first at index {bad[0]}); "
-                         "all angles must be finite degrees: drop those projections")
-    if _looks_like_radians(arr):
-        logger.warning("theta spans only %.3g degrees: theta is in degrees, not radians "
-                       "(np.rad2deg converts)", float(np.ptp(arr)))
-    if n_angles is not None and arr.size != n_angles:
-        raise ValueError(f"theta has {arr.size} angles but the stack's first axis has {n_angles} "
-                         "projections; they must be equal: pass one angle (degrees) per projection")
-    return arr
-
-
-def _looks_like_radians(theta: np.ndarray) -> bool:
-    """More than 8 angles spanning at most 2 pi "degrees": the likelier reading is radians."""
-    span = float(np.ptp(theta)) if theta.size else 0.0
-    return theta.size > 8 and 0 < span <= 2 * np.pi + 1e-6
-
-
-def _check_stack(projections, theta, *, name: str = "projections"):
-    """(float32 stack (n_angles, n_rows, n_cols), theta float64, was_2d)."""
+def check_stack(projections, theta, *, name: str = "projections"):
+    """(float32 stack (n_angles, n_rows, n_cols), theta float64, was_2d): a 2D sinogram is one row."""
     arr = np.asarray(projections)
     if arr.ndim not in (2, 3):
         raise ValueError(f"{name} must be a (n_angles, n_rows, n_cols) stack or a (n_angles, n_cols) "
                          f"sinogram, got ndim {arr.ndim} with shape {arr.shape}")
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
-        raise ValueError(f"{name} must be real numbers, got dtype {arr.dtype}")
+    arr = real(name, arr)
     was_2d = arr.ndim == 2
     if was_2d:
         arr = arr[:, None, :]
@@ -149,7 +128,7 @@ def _check_stack(projections, theta, *, name: str = "projections"):
         raise ValueError(f"{name} has {n_angles} angle(s) on its first axis; at least 2 are needed")
     if n_rows < 1 or n_cols < 2:
         raise ValueError(f"{name} has shape {arr.shape}; need at least 1 row and 2 columns")
-    theta = _check_theta(theta, n_angles)
+    theta = check_theta(theta, n_angles)
     arr = arr.astype(np.float32, copy=False)
     if not np.isfinite(arr).all():
         bad = int(np.count_nonzero(~np.isfinite(arr)))
@@ -158,48 +137,33 @@ def _check_stack(projections, theta, *, name: str = "projections"):
     return arr, theta, was_2d
 
 
-def _check_center(center, n_cols: int) -> float:
+def check_center(center, n_cols: int, *, name: str = "center") -> float:
+    """The rotation-axis column ``center`` as a float in ``[0, n_cols - 1]``; ``(n_cols - 1) / 2`` for None."""
     if center is None:
         return (n_cols - 1) / 2
-    if isinstance(center, bool) or not isinstance(center, numbers.Real) or not math.isfinite(center):
-        raise ValueError(f"center must be a finite column position in pixels, got {center!r}")
-    if not 0 <= center <= n_cols - 1:
-        raise ValueError(f"center {center} is outside the detector: it must lie in [0, {n_cols - 1}] "
-                         f"(the column of the rotation axis; default (n_cols - 1)/2 = {(n_cols - 1) / 2})")
-    return float(center)
+    return between(name, center, 0, n_cols - 1, unit=" px",
+                   fix=f"Give the detector column of the rotation axis (pixel centres at integers); default "
+                       f"(n_cols - 1) / 2 = {(n_cols - 1) / 2}")
 
 
 def center_from_tomopy(center: float) -> float:
     """The rotation-axis column of this package from tomopy's ``center`` (counted from the detector's left
     edge, see the module docstring): ``center - 0.5``."""
-    if isinstance(center, bool) or not isinstance(center, numbers.Real) or not math.isfinite(center):
-        raise ValueError(f"tomopy center must be a finite column position in pixels, got {center!r}")
-    return float(center) - 0.5
+    return finite("center", center, unit=" px", fix="Give tomopy's center= (counted from the detector's edge)") - 0.5
 
 
 def center_to_tomopy(center: float) -> float:
     """tomopy's ``center`` for this package's rotation-axis column: ``center + 0.5``."""
-    if isinstance(center, bool) or not isinstance(center, numbers.Real) or not math.isfinite(center):
-        raise ValueError(f"center must be a finite column position in pixels, got {center!r}")
-    return float(center) + 0.5
+    return finite("center", center, unit=" px", fix="Give the rotation-axis column, e.g. Reconstruction.center") + 0.5
 
 
-def _check_count(value, name: str, low: int, high: float = math.inf, hint: str = "") -> int:
-    integer = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if not integer or not low <= value <= high:
-        what = f"{name} is {value}" if integer else f"{name} must be an integer, got {value!r}"
-        raise ValueError(f"{what}; it must lie in [{low}, {high}]{hint}")
-    return int(value)
-
-
-def _check_volume_like(value, shape: tuple, name: str, *, nonneg: bool = False) -> np.ndarray:
+def check_volume_like(value, shape: tuple, name: str, *, nonneg: bool = False) -> np.ndarray:
+    """``value`` as a finite float32 array of the reconstruction's ``shape`` (a start ``x0``)."""
     arr = np.asarray(value)
     if arr.shape != shape:
         raise ValueError(f"{name} has shape {arr.shape}; it must be {shape} (n_rows, n_cols, n_cols), "
                          "the shape of the reconstruction")
-    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise ValueError(f"{name} must be real numbers, got dtype {arr.dtype}")
-    arr = arr.astype(np.float32, copy=False)
+    arr = real(name, arr).astype(np.float32, copy=False)
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} holds NaN/inf values; all must be finite")
     if nonneg and (arr < 0).any():
@@ -210,8 +174,8 @@ def _check_volume_like(value, shape: tuple, name: str, *, nonneg: bool = False) 
 
 # ---------------------------------------------------------- the matrix ---
 @dataclass(frozen=True, eq=False)
-class _System:
-    """A cached system matrix and its sums (see :func:`_system`)."""
+class SystemMatrix:
+    """A cached system matrix and its sums (see :func:`system_matrix`)."""
 
     n_cols: int
     n_angles: int
@@ -226,13 +190,13 @@ class _System:
         return self.bt.T
 
 
-def _geometry(n_cols: int, theta: np.ndarray, center: float) -> tuple:
+def geometry(n_cols: int, theta: np.ndarray, center: float) -> tuple:
     """Hashable cache key of a geometry."""
     return int(n_cols), tuple(float(t) for t in theta), float(center)
 
 
 @functools.lru_cache(maxsize=8)
-def _system(n_cols: int, theta: tuple, center: float) -> _System:
+def system_matrix(n_cols: int, theta: tuple, center: float) -> SystemMatrix:
     """Distance-driven ``A^T`` for ``n_cols`` columns, angles ``theta`` (deg), axis at ``center``.
 
     Rows are the pixels of an ``n_pad x n_pad`` grid (``n_cols`` rounded up
@@ -286,23 +250,23 @@ def _system(n_cols: int, theta: tuple, center: float) -> _System:
     pixel_sums = bt @ np.ones(n_angles * n, np.float32)
     logger.debug("system matrix %d cols x %d angles: %d non-zeros, %.2f s",
                  n, n_angles, bt.nnz, time.perf_counter() - t0)
-    return _System(n, n_angles, n_pad, bt, ray_sums.astype(np.float32), pixel_sums.astype(np.float32))
+    return SystemMatrix(n, n_angles, n_pad, bt, ray_sums.astype(np.float32), pixel_sums.astype(np.float32))
 
 
 def clear_cache() -> None:
     """Free the cached system matrices (about 8 bytes per pixel, angle and 1.9 bins each)."""
-    _system.cache_clear()
+    system_matrix.cache_clear()
 
 
 # ------------------------------------------------------------- layouts ---
 # The sparse products want one row per pixel or ray and one column per slice;
 # the arrays the caller sees have the slices first. numpy's transposing copies
-# are several times faster in blocks of _BLOCK slices (the strided side stays
+# are several times faster in blocks of BLOCK slices (the strided side stays
 # in the caches).
-_BLOCK = 32
+BLOCK = 32
 
 
-def _to_pixels(volume: np.ndarray, n_pad: int) -> np.ndarray:
+def to_pixels(volume: np.ndarray, n_pad: int) -> np.ndarray:
     """(k, n, n) volume -> (n_pad**2, k) tile-ordered pixel rows (a new array)."""
     k, n, _ = volume.shape
     t, m = _TILE, n_pad // _TILE
@@ -312,51 +276,50 @@ def _to_pixels(volume: np.ndarray, n_pad: int) -> np.ndarray:
         volume = padded
     src = volume.reshape(k, m, t, m, t)
     out = np.empty((m, m, t, t, k), np.float32)
-    for i in range(0, k, _BLOCK):
-        out[..., i:i + _BLOCK] = src[i:i + _BLOCK].transpose(1, 3, 2, 4, 0)
+    for i in range(0, k, BLOCK):
+        out[..., i:i + BLOCK] = src[i:i + BLOCK].transpose(1, 3, 2, 4, 0)
     return out.reshape(n_pad * n_pad, k)
 
 
-def _to_volume(pixels: np.ndarray, n: int) -> np.ndarray:
+def to_volume(pixels: np.ndarray, n: int) -> np.ndarray:
     """(n_pad**2, k) tile-ordered pixel rows -> (k, n, n) volume (a new array)."""
     k = pixels.shape[1]
     t = _TILE
     m = math.isqrt(pixels.shape[0]) // t
     src = pixels.reshape(m, m, t, t, k)
     out = np.empty((k, m, t, m, t), np.float32)
-    for i in range(0, k, _BLOCK):
-        out[i:i + _BLOCK] = src[..., i:i + _BLOCK].transpose(4, 0, 2, 1, 3)
+    for i in range(0, k, BLOCK):
+        out[i:i + BLOCK] = src[..., i:i + BLOCK].transpose(4, 0, 2, 1, 3)
     out = out.reshape(k, m * t, m * t)
     return out if m * t == n else np.ascontiguousarray(out[:, :n, :n])
 
 
-def _to_rays(stack: np.ndarray) -> np.ndarray:
+def to_rays(stack: np.ndarray) -> np.ndarray:
     """(n_angles, k, n_cols) stack -> (n_angles * n_cols, k) ray rows (a new array)."""
     na, k, nc = stack.shape
     out = np.empty((na, nc, k), np.float32)
-    for i in range(0, k, _BLOCK):
-        out[:, :, i:i + _BLOCK] = stack[:, i:i + _BLOCK].transpose(0, 2, 1)
+    for i in range(0, k, BLOCK):
+        out[:, :, i:i + BLOCK] = stack[:, i:i + BLOCK].transpose(0, 2, 1)
     return out.reshape(na * nc, k)
 
 
-def _to_stack(rays: np.ndarray, n_angles: int) -> np.ndarray:
+def to_stack(rays: np.ndarray, n_angles: int) -> np.ndarray:
     """(n_angles * n_cols, k) ray rows -> (n_angles, k, n_cols) stack (a new array)."""
     k = rays.shape[1]
     src = rays.reshape(n_angles, -1, k)
     out = np.empty((n_angles, k, src.shape[1]), np.float32)
-    for i in range(0, k, _BLOCK):
-        out[:, i:i + _BLOCK] = src[:, :, i:i + _BLOCK].transpose(0, 2, 1)
+    for i in range(0, k, BLOCK):
+        out[:, i:i + BLOCK] = src[:, :, i:i + BLOCK].transpose(0, 2, 1)
     return out
 
 
-def _mask_pixels(mask, n_rows: int, n_cols: int, n_pad: int) -> np.ndarray | None:
+def mask_pixels(mask, n_rows: int, n_cols: int, n_pad: int) -> np.ndarray | None:
     """A mask option as float32 tile-ordered pixel weights, (n_pad**2, 1) or (n_pad**2, n_rows)."""
     if mask is None:
         return None
     if isinstance(mask, str):
-        if mask != "circle":
-            raise ValueError(f"mask {mask!r} is not known: use None, 'circle' or a boolean array "
-                             f"of shape ({n_cols}, {n_cols}) or ({n_rows}, {n_cols}, {n_cols})")
+        one_of("mask", mask, ("circle",), fix=f"Or give None, or a boolean array of shape ({n_cols}, {n_cols}) "
+                                              f"or ({n_rows}, {n_cols}, {n_cols})")
         c = (n_cols - 1) / 2
         yy, xx = np.mgrid[:n_cols, :n_cols]
         mask = (yy - c) ** 2 + (xx - c) ** 2 <= (n_cols / 2) ** 2
@@ -367,7 +330,7 @@ def _mask_pixels(mask, n_rows: int, n_cols: int, n_pad: int) -> np.ndarray | Non
     if arr.dtype != bool:
         raise ValueError(f"mask must be boolean (True = reconstruct this voxel), got dtype {arr.dtype}")
     vol = arr[None] if arr.ndim == 2 else arr
-    return _to_pixels(vol.astype(np.float32), n_pad)
+    return to_pixels(vol.astype(np.float32), n_pad)
 
 
 # ---------------------------------------------------- projector pair ---
@@ -405,8 +368,7 @@ def project(volume, theta, *, center=None) -> np.ndarray:
     arr = np.asarray(volume)
     if arr.ndim not in (2, 3) or arr.shape[-1] != arr.shape[-2]:
         raise ValueError(f"volume must be (n_rows, n_cols, n_cols) or a square 2D slice, got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise ValueError(f"volume must be real numbers, got dtype {arr.dtype}")
+    arr = real("volume", arr)
     was_2d = arr.ndim == 2
     vol = (arr[None] if was_2d else arr).astype(np.float32, copy=False)
     if not np.isfinite(vol).all():
@@ -414,9 +376,9 @@ def project(volume, theta, *, center=None) -> np.ndarray:
     n_cols = vol.shape[-1]
     if n_cols < 2:
         raise ValueError(f"volume slices are {n_cols} x {n_cols}; at least 2 x 2 are needed")
-    theta = _check_theta(theta)
-    system = _system(*_geometry(n_cols, theta, _check_center(center, n_cols)))
-    out = _to_stack(system.a @ _to_pixels(vol, system.n_pad), theta.size)
+    theta = check_theta(theta)
+    system = system_matrix(*geometry(n_cols, theta, check_center(center, n_cols)))
+    out = to_stack(system.a @ to_pixels(vol, system.n_pad), theta.size)
     return out[:, 0] if was_2d else out
 
 
@@ -438,8 +400,8 @@ def backproject(projections, theta, *, center=None) -> np.ndarray:
         ``A^T p`` for every slice (a 2D slice for a 2D sinogram). Up to
         float32 rounding, ``<project(x), p> == <x, backproject(p)>``.
     """
-    stack, theta, was_2d = _check_stack(projections, theta)
+    stack, theta, was_2d = check_stack(projections, theta)
     n_cols = stack.shape[2]
-    system = _system(*_geometry(n_cols, theta, _check_center(center, n_cols)))
-    vol = _to_volume(system.bt @ _to_rays(stack), n_cols)
+    system = system_matrix(*geometry(n_cols, theta, check_center(center, n_cols)))
+    vol = to_volume(system.bt @ to_rays(stack), n_cols)
     return vol[0] if was_2d else vol

@@ -56,20 +56,22 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from . import tomo
-from ._checks import real
-from ._checks import shifts as check_shifts
-from .align import AlignmentWarning, apply_shifts, remove_sinusoid
+from ..validate import integer, real
+from ..validate import shifts as check_shifts
+from .angles import check_angles, check_theta
+from .center import find_center
 from .consistency import (
-    angles_checked,
     bin_columns,
     binned_center,
-    check_angles,
+    default_sigma,
     interior,
     relative_misfit,
+    reproject,
     shift_margins,
 )
+from .exceptions import AlignmentWarning
 from .registration import is_blank, register
+from .shifts import apply_shifts, remove_sinusoid
 
 logger = logging.getLogger(__name__)
 
@@ -109,22 +111,6 @@ class Refinement:
 #: the reprojection (0.06 to 0.9 px on 24 rows), while pairwise registration
 #: needs no volume.
 MIN_ROWS_VERTICAL = 64
-
-
-def default_sigma(nx: int, diameter: float | None = None, n_angles: int | None = None) -> float:
-    """The low-pass (px) under which a reprojection is made of the other angles, not the projection itself.
-
-    A filtered back-projection reprojected at one of its own angles contains
-    that projection, weighted ``pi L |f| / n`` at frequency ``f`` (``L`` the
-    specimen's diameter, ``n`` the angles over 180 degrees): above
-    ``f ~ n / (pi L)`` the match would only find the projection where it
-    already is. ``max(1.5, nx / 35, 0.9 L / n)``: 8 px for the whole egg in
-    280 px at 90 angles, 46 px for a 1600 px field at 36 angles.
-    """
-    sigma = max(1.5, nx / 35)
-    if diameter and n_angles:
-        sigma = max(sigma, 0.9 * diameter / n_angles)
-    return float(sigma)
 
 
 def default_levels(nx: int, *, start_known: bool = True) -> tuple[int, ...]:
@@ -207,10 +193,9 @@ def refine_alignment(projections, theta, shifts, *, center: float | None = None,
     Refinement
     """
     stack = real("projections", projections).astype(np.float32, copy=False)
-    theta = real("theta", theta).astype(float).ravel()
-    if stack.ndim != 3 or stack.shape[0] != theta.size or np.shape(shifts) != (theta.size, 2):
-        raise ValueError(f"need (n, ny, nx) projections, n angles and (n, 2) shifts; got {stack.shape}, "
-                         f"{theta.shape} and {np.shape(shifts)}")
+    if stack.ndim != 3:
+        raise ValueError(f"projections must be a 3D (n, ny, nx) stack; got shape {stack.shape}")
+    theta = check_theta(theta, stack.shape[0])
     shifts = check_shifts(shifts, theta.size, name="start shifts")
     blank = np.flatnonzero(is_blank(stack))
     if blank.size:
@@ -218,8 +203,7 @@ def refine_alignment(projections, theta, shifts, *, center: float | None = None,
                          "allowed: projections with signal, which a reprojection can be matched to. Leave them out "
                          "(align_projections does, and gives them NaN shifts)")
     check_angles(theta, AlignmentWarning, "projection matching")
-    if isinstance(iterations, bool) or not float(iterations).is_integer() or iterations < 1:
-        raise ValueError(f"iterations={iterations!r}: allowed an integer >= 1, e.g. 6")
+    iterations = integer("iterations", iterations, low=1, fix="Give the rounds per level, e.g. 6.")
     levels = tuple(int(b) for b in levels)
     if not levels or any(b < 1 or stack.shape[2] // b < 8 for b in levels):
         raise ValueError(f"levels={levels!r}: allowed column binnings >= 1 that leave at least 8 columns "
@@ -229,7 +213,7 @@ def refine_alignment(projections, theta, shifts, *, center: float | None = None,
     vertical = ny >= MIN_ROWS_VERTICAL if vertical is None else bool(vertical)
     max_step = 4 * sigma if max_step is None else float(max_step)
     if center is None or not np.isfinite(center):
-        center = float(tomo.find_center(apply_shifts(stack, shifts), theta))
+        center = float(find_center(apply_shifts(stack, shifts), theta))
     fill = _fill_mode(stack)
     steps, done, converged = [], [], False
     for b in levels:
@@ -241,7 +225,7 @@ def refine_alignment(projections, theta, shifts, *, center: float | None = None,
         scale = np.array([1.0, float(b)])
         converged = False
         best, last = (np.inf, shifts.copy()), None
-        for _ in range(int(iterations)):
+        for _ in range(iterations):
             aligned = apply_shifts(binned, shifts / scale, mode=fill)
             reprojected = reproject(aligned, theta, c_b, support=None if support is None else support / b,
                                     nonneg=nonneg)
@@ -267,7 +251,7 @@ def refine_alignment(projections, theta, shifts, *, center: float | None = None,
                                           window="tukey").shift)
             step = np.nan_to_num(step, nan=0.0)  # no correlation peak (NaN): no correction this round
             step = _robust(step.astype(float) * scale, limit=max_step)
-            step[:, 1] = remove_sinusoid(theta, step[:, 1])  # object motion: not the alignment's business
+            step[:, 1] = remove_sinusoid(step[:, 1], theta)  # object motion: not the alignment's business
             step[:, 0] = step[:, 0] - step[:, 0].mean() if vertical else 0.0
             rms = np.sqrt(np.mean(step**2, axis=0))
             if rms.max() < tolerance:
@@ -282,21 +266,6 @@ def refine_alignment(projections, theta, shifts, *, center: float | None = None,
             if guard and np.isfinite(best[0]):
                 shifts = best[1].copy()  # out of iterations: the most consistent point seen
     return Refinement(shifts, np.array(steps).reshape(-1, 2), np.array(done, int), converged, float(center))
-
-
-def reproject(aligned: np.ndarray, theta, center: float, *, support: float | None = None,
-              nonneg: bool = False) -> np.ndarray:
-    """Filtered back-projection (Shepp-Logan) of ``aligned``, masked to ``support`` px about the axis, reprojected."""
-    with angles_checked():  # its callers warn about the angles once
-        rec = tomo.fbp(aligned, theta, center=center, filter="shepp-logan")
-    if support is not None:
-        nx = aligned.shape[2]
-        c = (nx - 1) / 2
-        yy, xx = np.ogrid[:nx, :nx]
-        rec *= ((yy - c) ** 2 + (xx - c) ** 2 <= support**2)[None]
-    if nonneg:
-        np.clip(rec, 0, None, out=rec)
-    return tomo.project(rec, theta, center=center)
 
 
 def _robust(step: np.ndarray, limit: float) -> np.ndarray:

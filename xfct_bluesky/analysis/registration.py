@@ -29,22 +29,18 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import fft as _fft
 
-from ._regdft import _evaluate_region, _stages
-from ._regpeak import PSR_EXCLUDE, _fwhm, _psr  # noqa: F401 (PSR_EXCLUDE: part of this module's API)
+from ._regdft import evaluate_region, stages
+from ._regpeak import PSR_EXCLUDE, peak_fwhm, peak_psr
 from ._regprep import (
     FLAT_RTOL,
-    NORMALIZATIONS,
-    WINDOWS,
-    _as_images,
-    _check_option,
-    _check_pair,
-    _check_upsample,
-    _check_workers,
-    _flat,
-    _one_blas_thread,
-    _roi_slices,
-    _spectra,
-    _workers,
+    as_images,
+    check_options,
+    check_pair,
+    fft_workers,
+    flat_images,
+    one_blas_thread,
+    roi_slices,
+    spectra,
 )
 from .ccimage import CCWidth, cc_fwhm, cross_correlation
 
@@ -127,7 +123,7 @@ def _batch_register(Rf, Mf, ny, nx, upsample, normalization, energy, workers, re
         parts = P.view(np.float32)
         parts.shape = (*P.shape, 2)  # (re, im) pairs in place: raises rather than copies
         parts *= mag[..., None]  # real products, cheaper than complex division
-    cc = _fft.irfft2(P, s=(ny, nx), workers=_workers(workers, k))
+    cc = _fft.irfft2(P, s=(ny, nx), workers=fft_workers(workers, k))
     flat = cc.reshape(k, -1)
     idx = flat.argmax(axis=1)
     py, px = np.divmod(idx, nx)
@@ -135,9 +131,9 @@ def _batch_register(Rf, Mf, ny, nx, upsample, normalization, energy, workers, re
     sy = (py - ny * (py > ny // 2)).astype(float)
     sx = (px - nx * (px > nx // 2)).astype(float)
     row = None
-    for u, h in _stages(upsample, ny * nx):
+    for u, h in stages(upsample, ny * nx):
         step = 1.0 / u
-        region, T = _evaluate_region(P, np.rint(sy * u) * step, np.rint(sx * u) * step, step, h, ny, nx)
+        region, T = evaluate_region(P, np.rint(sy * u) * step, np.rint(sx * u) * step, step, h, ny, nx)
         region = region.reshape(k, -1)
         j = region.argmax(axis=1)
         jy, jx = np.divmod(j, 2 * h + 1)
@@ -145,8 +141,8 @@ def _batch_register(Rf, Mf, ny, nx, upsample, normalization, energy, workers, re
         sx = np.rint(sx * u) * step + (jx - h) * step
         peak = region[rows, j] / (ny * nx)
         row = T[rows, jy]  # the 1D spectrum of CC(sy, x)
-    fwhm = _fwhm(P, sy, sx, peak, ny, nx, row)
-    psr = _psr(flat, py, px, peak, ny, nx)
+    fwhm = peak_fwhm(P, sy, sx, peak, ny, nx, row)
+    psr = peak_psr(flat, py, px, peak, ny, nx)
     if normalization is None:
         norm = peak / np.where(energy > 0, energy, np.inf)
     else:
@@ -189,8 +185,8 @@ def is_blank(images, *, roi=None):
     -------
     bool, or (n,) bool array for a stack.
     """
-    a, n = _as_images("images", images)
-    flat = _flat(a, _roi_slices(roi, a.shape[-2:]))
+    a, n = as_images("images", images)
+    flat = flat_images(a, roi_slices(roi, a.shape[-2:]))
     return bool(flat[0]) if n is None else np.broadcast_to(flat, (n,)).copy()
 
 
@@ -340,12 +336,9 @@ def register(
     >>> register(ref, mov, upsample=20).shift
     array([-1.5 ,  2.25])
     """
-    upsample = _check_upsample(upsample)
-    _check_option("normalization", normalization, NORMALIZATIONS)
-    _check_option("window", window, WINDOWS)
-    workers = _check_workers(workers)
-    ref, mov, sl, n_ref, n_mov = _check_pair(reference, moving, roi)
-    with _one_blas_thread():
+    upsample, workers = check_options(upsample, normalization, window, workers)
+    ref, mov, sl, n_ref, n_mov = check_pair(reference, moving, roi)
+    with one_blas_thread():
         return _register(ref, mov, sl, n_ref, n_mov, upsample, normalization, window, workers)
 
 
@@ -358,18 +351,18 @@ def _register(ref, mov, sl, n_ref, n_mov, upsample, normalization, window, worke
     single_mov = mov.ndim == 2 or mov.shape[0] == 1
 
     if single_ref and single_mov:  # one FFT call for both
-        F, E, Z = _spectra([("reference", ref), ("moving", mov)], sl, window, workers)
+        F, E, Z = spectra([("reference", ref), ("moving", mov)], sl, window, workers)
         (Rf0, Mf0), (Er0, Em0), (Zr0, Zm0) = (F[:1], F[1:]), (E[:1], E[1:]), (Z[:1], Z[1:])
     elif single_ref:
-        Rf0, Er0, Zr0 = _spectra([("reference", ref)], sl, window, workers)
+        Rf0, Er0, Zr0 = spectra([("reference", ref)], sl, window, workers)
     elif single_mov:
-        Mf0, Em0, Zm0 = _spectra([("moving", mov)], sl, window, workers)
+        Mf0, Em0, Zm0 = spectra([("moving", mov)], sl, window, workers)
     batch = max(_BATCH_MIN, _BATCH_PIXELS // (ny * nx))
     out = []
     for b0 in range(0, 1 if single_ref and single_mov else n, batch):
         b1 = min(n, b0 + batch)
-        Rf, Er, Zr = (Rf0, Er0, Zr0) if single_ref else _spectra([("reference", ref[b0:b1])], sl, window, workers)
-        Mf, Em, Zm = (Mf0, Em0, Zm0) if single_mov else _spectra([("moving", mov[b0:b1])], sl, window, workers)
+        Rf, Er, Zr = (Rf0, Er0, Zr0) if single_ref else spectra([("reference", ref[b0:b1])], sl, window, workers)
+        Mf, Em, Zm = (Mf0, Em0, Zm0) if single_mov else spectra([("moving", mov[b0:b1])], sl, window, workers)
         energy = np.sqrt(Er * Em)
         reuse = single_mov and not single_ref
         res = _batch_register(Rf, Mf, ny, nx, upsample, normalization, energy, workers, reuse)

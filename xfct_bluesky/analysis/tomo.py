@@ -11,7 +11,7 @@ centre-of-rotation search is in :mod:`.center`, the quality metrics in
 :func:`fbp`, :func:`sirt` and :func:`mlem` refuse angles that see the
 specimen from one direction only, and warn (:class:`ReconstructionWarning`)
 about a limited angular range (a missing wedge) and repeated angles, with
-the consequence (:func:`~.consistency.angle_problems`); MLEM refuses
+the consequence (:func:`~.angles.angle_problems`); MLEM refuses
 negative counts naming the index of the lowest.
 
 Public functions: :func:`project`, :func:`backproject`, :func:`fbp`,
@@ -27,31 +27,30 @@ import logging
 
 import numpy as np
 
-from ._checks import non_negative
-from .center import CENTER_METHODS, find_center  # noqa: F401 (re-exported)
+from ..validate import counts, integer, one_of
+from .angles import angle_problems, check_angles, looks_like_radians
+from .center import CENTER_METHODS, find_center
+from .exceptions import ReconstructionWarning
 from .filtering import (  # the FBP filter, shared with the centre search
     FILTERS,
     filter_rays,
 )
-from .metrics import nrmse, poisson_log_likelihood, ssim  # noqa: F401 (re-exported)
-from .projector import (  # noqa: F401 (backproject, clear_cache, project: re-exported)
-    _BLOCK,
-    _check_center,
-    _check_count,
-    _check_stack,
-    _check_volume_like,
-    _geometry,
-    _looks_like_radians,
-    _mask_pixels,
-    _system,
-    _to_pixels,
-    _to_rays,
-    _to_volume,
+from .metrics import nrmse, poisson_log_likelihood, ssim
+from .projector import (
     backproject,
     center_from_tomopy,
     center_to_tomopy,
+    check_center,
+    check_stack,
+    check_volume_like,
     clear_cache,
+    geometry,
+    mask_pixels,
     project,
+    system_matrix,
+    to_pixels,
+    to_rays,
+    to_volume,
 )
 
 __all__ = [
@@ -63,22 +62,14 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class ReconstructionWarning(UserWarning):
-    """Data a reconstruction accepts but that limit what it can show (a limited angular range, repeated
-    angles, projections left out); the message has the figures and the consequence."""
-
-
 def _check_angles(theta, what: str) -> None:
     """Refuse angles from a single direction; warn about a missing wedge or repeated angles (once per
-    entry point: not inside :func:`~.consistency.angles_checked`). Angles that look like radians have
+    entry point: not inside :func:`~.angles.angles_checked`). Angles that look like radians have
     been logged as such by the stack check, the likelier mistake than a 6-degree scan."""
-    from .consistency import angle_problems, check_angles
-
-    if _looks_like_radians(theta):
+    if looks_like_radians(theta):
         angle_problems(theta)  # still refuse a single direction
         return
     check_angles(theta, ReconstructionWarning, what, stacklevel=4)
-
 
 
 def fbp(projections, theta, *, center=None, filter="ramp") -> np.ndarray:
@@ -126,14 +117,13 @@ def fbp(projections, theta, *, center=None, filter="ramp") -> np.ndarray:
        Imaging*, IEEE Press (1988), ch. 3; SIAM Classics (2001),
        doi:10.1137/1.9780898719277.
     """
-    stack, theta, was_2d = _check_stack(projections, theta)
-    if not isinstance(filter, str) or filter not in FILTERS:
-        raise ValueError(f"filter {filter!r} is not known; use one of {FILTERS}")
+    stack, theta, was_2d = check_stack(projections, theta)
+    one_of("filter", filter, FILTERS)
     _check_angles(theta, "FBP")
     n_cols = stack.shape[2]
-    system = _system(*_geometry(n_cols, theta, _check_center(center, n_cols)))
+    system = system_matrix(*geometry(n_cols, theta, check_center(center, n_cols)))
     rays = filter_rays(stack, filter, np.pi / theta.size)
-    vol = _to_volume(system.bt @ rays, n_cols)
+    vol = to_volume(system.bt @ rays, n_cols)
     return vol[0] if was_2d else vol
 
 
@@ -141,8 +131,8 @@ def fbp(projections, theta, *, center=None, filter="ramp") -> np.ndarray:
 def _start(x0, shape, n_pad, *, nonneg=False) -> np.ndarray | None:
     if x0 is None:
         return None
-    arr = _check_volume_like(x0, shape, "x0", nonneg=nonneg)
-    return _to_pixels(arr.reshape((-1,) + shape[-2:]), n_pad)
+    arr = check_volume_like(x0, shape, "x0", nonneg=nonneg)
+    return to_pixels(arr.reshape((-1,) + shape[-2:]), n_pad)
 
 
 def _safe_inverse(values: np.ndarray) -> np.ndarray:
@@ -196,19 +186,19 @@ def sirt(projections, theta, *, iterations=100, center=None, nonneg=True, mask=N
        reconstruction of an object from projections", J. Theor. Biol. 36,
        105-117 (1972), doi:10.1016/0022-5193(72)90180-4.
     """
-    stack, theta, was_2d = _check_stack(projections, theta)
-    iterations = _check_count(iterations, "iterations", 1)
+    stack, theta, was_2d = check_stack(projections, theta)
+    iterations = integer("iterations", iterations, low=1, fix="SIRT converges slowly: give tens to hundreds, e.g. 100.")
     _check_angles(theta, "SIRT")
     _, n_rows, n_cols = stack.shape
-    system = _system(*_geometry(n_cols, theta, _check_center(center, n_cols)))
-    weights = _mask_pixels(mask, n_rows, n_cols, system.n_pad)
+    system = system_matrix(*geometry(n_cols, theta, check_center(center, n_cols)))
+    weights = mask_pixels(mask, n_rows, n_cols, system.n_pad)
     shape = (n_rows, n_cols, n_cols) if not was_2d else (n_cols, n_cols)
     x = _start(x0, shape, system.n_pad)
     if x is None:
         x = np.zeros((system.n_pad ** 2, n_rows), np.float32)
     if weights is not None:
         x *= weights
-    b = _to_rays(stack)
+    b = to_rays(stack)
     r_inv = _safe_inverse(system.ray_sums)[:, None]
     c_inv = _safe_inverse(system.pixel_sums)[:, None]
     a, bt = system.a, system.bt
@@ -223,7 +213,7 @@ def sirt(projections, theta, *, iterations=100, center=None, nonneg=True, mask=N
             np.maximum(x, 0, out=x)
         if weights is not None:
             x *= weights
-    vol = _to_volume(x, n_cols)
+    vol = to_volume(x, n_cols)
     return vol[0] if was_2d else vol
 
 
@@ -288,24 +278,26 @@ def mlem(projections, theta, *, iterations=50, subsets=1, center=None, mask=None
        using ordered subsets of projection data", IEEE Trans. Med. Imaging
        13, 601-609 (1994), doi:10.1109/42.363108.
     """
-    stack, theta, was_2d = _check_stack(projections, theta)
-    iterations = _check_count(iterations, "iterations", 1)
+    stack, theta, was_2d = check_stack(projections, theta)
+    iterations = integer("iterations", iterations, low=1, fix="Give the passes over the data, e.g. 20 (stop early: "
+                                                                 "they are the regulariser).")
     n_angles, n_rows, n_cols = stack.shape
-    subsets = _check_count(subsets, "subsets", 1, n_angles, " (1 = MLEM; at most one subset per angle)")
-    non_negative("projections", stack[:, 0] if was_2d else stack,
+    subsets = integer("subsets", subsets, low=1, high=n_angles, fix="1 is MLEM; OSEM has at most one subset per "
+                                                                      "angle, keep n_angles / subsets >= ~8.")
+    counts("projections", stack[:, 0] if was_2d else stack,
                  fix="MLEM models photon counts: clip fitted maps with np.clip(projections, 0, None), or use sirt")
     _check_angles(theta, "OSEM" if subsets > 1 else "MLEM")
-    center = _check_center(center, n_cols)
+    center = check_center(center, n_cols)
     shape = (n_rows, n_cols, n_cols) if not was_2d else (n_cols, n_cols)
     if subsets == 1:
         parts = [np.arange(n_angles)]
     else:
         order = np.argsort(np.mod(theta, 180.0), kind="stable")
         parts = [np.sort(order[s::subsets]) for s in _subset_order(subsets)]
-    systems = [_system(*_geometry(n_cols, theta[idx], center)) for idx in parts]
+    systems = [system_matrix(*geometry(n_cols, theta[idx], center)) for idx in parts]
     n_pad = systems[0].n_pad
-    weights = _mask_pixels(mask, n_rows, n_cols, n_pad)
-    data = [_to_rays(stack if subsets == 1 else stack[idx]) for idx in parts]
+    weights = mask_pixels(mask, n_rows, n_cols, n_pad)
+    data = [to_rays(stack if subsets == 1 else stack[idx]) for idx in parts]
     sens_inv = [_safe_inverse(sy.pixel_sums)[:, None] for sy in systems]
     seen = sum(sy.pixel_sums for sy in systems) > 0  # voxels no ray sees stay at zero
     x = _start(x0, shape, n_pad, nonneg=True)
@@ -331,6 +323,6 @@ def mlem(projections, theta, *, iterations=50, subsets=1, center=None, mask=None
             update = sy.bt @ ratio
             update *= s_inv
             x *= update
-    vol = _to_volume(x, n_cols)
+    vol = to_volume(x, n_cols)
     return vol[0] if was_2d else vol
 

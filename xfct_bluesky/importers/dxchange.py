@@ -83,13 +83,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..physics.constants import KEV_J
+
 __all__ = ["DXTOMO_UNITS", "DXValue", "DXchangeFile", "DXchangeFormatError", "read_dxchange", "write_dxchange"]
 
 logger = logging.getLogger(__name__)
 
 _DEGREES = {"deg", "degree", "degrees", "\u00b0"}
 _RADIANS = {"rad", "radian", "radians"}
-_JOULE_PER_KEV = 1.602176634e-16
 DXTOMO_UNITS: dict[str, str] = {
     "sample/name": "text", "sample/description": "text", "sample/preparation_date": "text",
     "sample/chemical_formula": "text", "sample/mass": "kg", "sample/concentration": "kgm^-3",
@@ -203,7 +204,7 @@ class DXchangeFile:
             return None
         value = float(np.asarray(entry.value).reshape(-1)[0])
         units = (entry.units or "J").strip()
-        scale = {"J": 1 / _JOULE_PER_KEV, "keV": 1.0, "eV": 1e-3}.get(units)
+        scale = {"J": 1 / KEV_J, "keV": 1.0, "eV": 1e-3}.get(units)
         if scale is None:
             raise DXchangeFormatError(
                 f"{self.path}: /measurement/instrument/monochromator/energy has units {units!r}; "

@@ -80,6 +80,7 @@ import event_model
 import h5py
 
 from ..storage.hdf5 import StreamHDF5Writer
+from ..validate import one_of
 from ._mapping import (
     ImportFormatError,
     InPlace,
@@ -176,9 +177,8 @@ def detect_format(path: str | Path) -> str:
 
 
 def _map(path: Path, fmt: str | None, *, theta_pv: str | None, flyxrf) -> Mapped:
-    fmt = detect_format(path) if fmt is None else fmt
-    if fmt not in FORMATS:
-        raise ValueError(f"fmt={fmt!r}; allowed: {sorted(FORMATS)} or None (detect from the content)")
+    fmt = detect_format(path) if fmt is None else one_of("fmt", fmt, sorted(FORMATS),
+                                                          fix="Or None: detect the format from the content.")
     try:
         return _read_and_map(path, fmt, theta_pv=theta_pv, flyxrf=flyxrf)
     except FileNotFoundError:

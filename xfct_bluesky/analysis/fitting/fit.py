@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._checks import real
+from ...validate import real
 from .calibrate import DEFAULT_FREE, CalibrationFit, _Profile, calibrate
 from .lines import line_family, parse_family
 from .model import Calibration, SpectrumBasis, build_basis, parse_pileup
