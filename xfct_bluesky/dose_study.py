@@ -10,6 +10,13 @@ The founding paper predicts that many DPC-aligned angles at least match few
 angles at the same dose (dose fractionation, Hegerl & Hoppe 1976), and that
 Zn-only alignment fails at 3 ms.
 
+The Zn maps are the counts in Zn's energy window (ROI), or with ``fit=True``
+Zn's fitted counts: every tomography is taken with full spectra, fitted live
+(:class:`~xfct_bluesky.callbacks.LiveSpectrumFit`, Poisson maximum likelihood
+on a basis calibrated on the summed spectra), and the fitted maps replace the
+ROI maps (:func:`~xfct_bluesky.analysis.fitting.maps.prefer_fitted`); the
+table says which ("Zn from fitted spectra", "Zn from ROI window").
+
 Scaled to this machine: a 10 um cell (not the 75 um egg) in a 16.8 um field
 (56 x 56 px of 300 nm), 16 rows through its centre, with the stage's runout.
 Its Zn content is raised so that the projected Zn through its centre, hence
@@ -118,8 +125,13 @@ def compare(recon: np.ndarray, truth: np.ndarray, mask: np.ndarray, *, register:
     return nrmse, ssim
 
 
-def _acquire(n_angles, dwell, *, size, rows, seed, cell_diameter):
-    """Run xfct_tomo on the simulated cell; (theta, maps, true offsets, total dose)."""
+def _acquire(n_angles, dwell, *, size, rows, seed, cell_diameter, fit=False):
+    """Run xfct_tomo on the simulated cell; (theta, maps by quantity name, true offsets, total dose, specimen,
+    what the Zn maps are)."""
+    import tempfile
+
+    from .analysis.fitting.maps import ROI, prefer_fitted
+    from .callbacks import LiveSpectrumFit, LiveWorker
     from .devices.sim import make_sim_microprobe
     from .physics import RunoutModel, small_cell
     from .physics.cells import EGG_DIAMETER, EGG_ZN_ATOMS
@@ -129,8 +141,10 @@ def _acquire(n_angles, dwell, *, size, rows, seed, cell_diameter):
     # the egg's projected Zn (counts per pixel) through the centre of a smaller cell
     zn_atoms = EGG_ZN_ATOMS * (cell_diameter / EGG_DIAMETER) ** 2
     specimen = small_cell(cell_diameter, seed=seed, zn_atoms=zn_atoms)
+    spectra = tempfile.TemporaryDirectory(prefix="xfct-dose-study-") if fit else None  # only while fitting
     mp = make_sim_microprobe(shape=(rows, size), pixel_size=PIXEL, seed=seed, specimen=specimen,
-                             runout=RunoutModel(eccentricity=2e-6, seed=seed), save_spectra=False)
+                             runout=RunoutModel(eccentricity=2e-6, seed=seed), save_spectra=fit,
+                             hdf5_directory=spectra.name if fit else None)
     events, starts = [], []
 
     def keep(name, doc):
@@ -141,11 +155,23 @@ def _acquire(n_angles, dwell, *, size, rows, seed, cell_diameter):
 
     with Session(store=False, live=False, persistent_md=False) as session:  # in memory: nothing stored
         session.subscribe("keep", keep)
-        session.RE(xfct_tomo(mp, shape=(rows, size), pixel_size=PIXEL, n_angles=n_angles, dwell=dwell,
-                             order="golden", md={"purpose": "dose-fractionation study"}))
+        if fit:  # its own worker: fitted while the next projections are taken
+            fitter = session.subscribe("live_spectrum_fit", LiveSpectrumFit(worker=LiveWorker("dose-study-fit")))
+        (uid,) = session.RE(xfct_tomo(mp, shape=(rows, size), pixel_size=PIXEL, n_angles=n_angles, dwell=dwell,
+                                      order="golden", md={"purpose": "dose-fractionation study"}))
     theta = np.array([e[mp.rotation.name] for e in events])
-    maps = {k: np.stack([e[k] for e in events]) for k in events[0] if np.ndim(events[0][k]) == 2}
-    return theta, maps, mp.truth.offsets, starts[0]["total_dose"], mp.truth.specimen
+    names = {key: name for name, key in reversed(starts[0]["quantities"].items())}
+    maps = {names.get(k, k): np.stack([e[k] for e in events]) for k in events[0] if np.ndim(events[0][k]) == 2}
+    sources = {"Zn": ROI}
+    if fit:
+        fitter.wait()
+        spectra.cleanup()
+        result = fitter.results.get(uid)
+        if result is None:
+            raise RuntimeError(f"the live spectrum fit of the {n_angles} x {dwell * 1e3:g} ms tomography failed: "
+                               f"{fitter.errors[0] if fitter.errors else 'no spectra'}")
+        maps, sources = prefer_fitted(maps, theta, result["counts"], result["theta"], ("Zn",))
+    return theta, maps, mp.truth.offsets, starts[0]["total_dose"], mp.truth.specimen, sources["Zn"]
 
 
 def dose_study(
@@ -159,6 +185,7 @@ def dose_study(
     algorithm: str = "mlem",
     iterations: int | None = 10,
     seed: int = 0,
+    fit: bool = False,
     progress=None,
 ) -> StudyResult:
     """Run the study; every schedule gives the same total dose when n_angles x dwell is the same.
@@ -168,6 +195,8 @@ def dose_study(
     edge rows in and out of the field, which no alignment can restore.
     MLEM stops at 10 iterations by default: further iterations fit the
     Poisson noise of low-count maps (NRMSE grows from 20 on, for both schedules).
+    ``fit=True`` takes full spectra and reconstructs Zn from the live spectrum
+    fit's maps instead of the ROI window's (see the module notes); slower.
 
     Returns the NRMSE and SSIM of each (schedule, alignment) and the central
     slices for a figure.
@@ -183,22 +212,23 @@ def dose_study(
         logger.warning("schedules %s do not give the same total dose (n_angles x dwell differ)", schedules)
     say = progress or (lambda text: None)
     t0 = time.perf_counter()
-    cases, slices, phantom, mask = [], {}, None, None
+    cases, slices, phantom, mask, zn_sources = [], {}, None, None, []
     for n_angles, dwell in schedules:
         label = f"{n_angles} x {dwell * 1e3:g} ms"
         say(f"acquiring {label}")
-        theta, maps, truth, total_dose, specimen = _acquire(n_angles, dwell, size=size, rows=rows + 2 * margin,
-                                                            seed=seed, cell_diameter=cell_diameter)
+        theta, maps, truth, total_dose, specimen, zn_maps = _acquire(
+            n_angles, dwell, size=size, rows=rows + 2 * margin, seed=seed, cell_diameter=cell_diameter, fit=fit)
         if phantom is None:
             full = phantom_zn(specimen, rows + 2 * margin, size)
             phantom = full[margin:margin + rows]
             mask = phantom > 0.02 * phantom.max()
+        zn_sources.append(zn_maps)
         for al in alignments:
             say(f"{label}: {al} alignment, {algorithm}")
-            rec = reconstruct_maps(theta, maps, elements=("Zn",), algorithm=algorithm, iterations=iterations,
+            rec = reconstruct_maps(maps, theta, elements=("Zn",), algorithm=algorithm, iterations=iterations,
                                    align=al, phase=False, true_offsets=truth)
-            err = None if al in ("none", "truth") else tuple(float(e) for e in alignment_error(rec.shifts, truth,
-                                                                                               theta))
+            err = None if al in ("none", "truth") else tuple(float(e) for e in alignment_error(rec.shifts, theta,
+                                                                                               truth))
             # the rigid shift is found on the whole volume, then the central rows are compared
             volume = _register_to(rec.volumes["Zn"], full)[margin:margin + rows]
             nrmse, ssim = compare(volume, phantom, mask, register=False)
@@ -206,19 +236,21 @@ def dose_study(
             slices[(label, al)] = volume[rows // 2]
     return StudyResult(cases, phantom, slices, time.perf_counter() - t0,
                        {"size": size, "rows": rows, "cell_diameter": cell_diameter, "algorithm": algorithm,
-                        "iterations": iterations, "seed": seed, "pixel_size": PIXEL, "margin": margin})
+                        "iterations": iterations, "seed": seed, "pixel_size": PIXEL, "margin": margin,
+                        "zn_maps": ", ".join(dict.fromkeys(zn_sources))})
 
 
 def format_study(result: StudyResult) -> str:
     """The study's table as text."""
-    lines = [f"{'schedule':14s} {'total dose':>11s} {'alignment':10s} {'NRMSE':>6s} {'SSIM':>6s} "
-             f"{'align err y/x (px)':>18s}"]
+    lines = [(f"{'schedule':14s} {'total dose':>11s} {'alignment':10s} {'NRMSE':>6s} {'SSIM':>6s} "
+              f"{'align err y/x (px)':>18s}")]
     for c in result.cases:
         err = f"{c.alignment_error[0]:.3f}/{c.alignment_error[1]:.3f}" if c.alignment_error else ""
         lines.append(f"{c.schedule:14s} {c.total_dose:9.3g}Gy {c.align:10s} {c.nrmse:6.3f} {c.ssim:6.3f} {err:>18s}")
     s = result.settings
     its = f" ({s['iterations']} iterations)" if s["algorithm"] != "fbp" else ""
-    lines.append(f"Zn {s['algorithm'].upper()}{its} of a {s['cell_diameter'] * 1e6:g} um cell: the central "
+    lines.append(f"Zn from {s.get('zn_maps', 'ROI window')}; {s['algorithm'].upper()}{its} of a "
+                 f"{s['cell_diameter'] * 1e6:g} um cell: the central "
                  f"{s['rows']} of {s['rows'] + 2 * s['margin']} rows, {s['size']} x {s['size']} voxels of "
                  f"{s['pixel_size'] * 1e9:.0f} nm, against the phantom blurred by the probe (best scale, rigid "
                  "shift removed).")

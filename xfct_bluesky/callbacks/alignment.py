@@ -17,7 +17,15 @@ maps), and at the stop document aligns them once more with
 picks pairwise or projection matching from the data); those are the final
 shifts, and the result's :meth:`~xfct_bluesky.analysis.align.Alignment.summary`
 (method, channel, reason, consistency before and after, warnings) is stored
-in the derived run's start document under ``"alignment"``. The derived run
+in the derived run's start document under ``"alignment"``. Where a
+:class:`~.fit.LiveSpectrumFit` run of the same raw run arrives (it lists this
+callback in its ``emit``), its fitted element maps (``"Zn"``...) replace the
+run's ROI-window maps in that final alignment (the live estimate uses the
+raw run's maps), and the summary's ``element_maps`` says which each was
+(:func:`~xfct_bluesky.analysis.fitting.maps.prefer_fitted`); the final
+alignment waits (on the worker, :meth:`~._worker.LiveWorker.after_run`) until
+every callback in the run has processed its stop, so the fit is in whatever
+the order of subscription. The derived run
 (``plan_name`` "dpc_alignment", ``raw_uid`` linking the raw run, one event per
 projection: theta, dy, dx) goes whole to each of ``emit``: the session's
 :class:`~._emit.SerialEmitter` into Tiled and, to have the reconstruction use
@@ -45,13 +53,15 @@ from ..analysis.align import (
     fit_sinusoid,
 )
 from ..analysis.channels import is_element_key
-from ..analysis.pairwise import _solve
+from ..analysis.fitting.maps import prefer_fitted
+from ..analysis.pairwise import solve_shifts
 from ..analysis.registration import is_blank, register
 from ..quantities import CHEMICAL_SYMBOLS, quantities_of
 from ._base import LiveCallback, RunState, caught_warnings, is_tomography, theta_key_of
 from ._emit import send_run, sinks_of
 from ._plotting import FigureQueue, live_figures
 from ._worker import LiveWorker
+from .fit import FIT_PLAN, FitInbox, FittedMapsReader
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +136,7 @@ class _Estimator:
         self.images.append(np.asarray(image, dtype=np.float32))
         self.blank.append(blank)
         if self.pairs:
-            self.shifts = _solve(len(self.theta), np.asarray(self.pairs), np.asarray(self.measured),
+            self.shifts = solve_shifts(len(self.theta), np.asarray(self.pairs), np.asarray(self.measured),
                                  np.asarray(self.weights))
         else:  # nothing registered yet: the first projection with signal sits at zero
             self.shifts = np.where(np.asarray(self.blank)[:, None], np.nan, 0.0)
@@ -173,7 +183,8 @@ class LiveDPCAlignment(LiveCallback):
     theta : (n,) array
     results : dict
         Per raw-run uid: the final shifts, theta, the derived run's uid, the
-        sinusoid of dx and ``summary`` (the final alignment's summary, or,
+        sinusoid of dx and ``summary`` (the final alignment's summary, with
+        ``element_maps``: {element: "fitted spectra" or "ROI window"}, or,
         when it failed, the live estimate's with the ``error``).
     errors : list
         Exceptions caught (logged, never raised into the RunEngine).
@@ -197,6 +208,7 @@ class LiveDPCAlignment(LiveCallback):
             logger.info("LiveDPCAlignment: plot=True, but matplotlib's backend is not interactive: no plot")
         self._drawer = _ShiftsPlot()
         self.last_run: _AlignmentRun | None = None
+        self.fits = FitInbox()  # raw uid -> the maps of its live_spectrum_fit run (worker thread only)
 
     # -- properties for users ----------------------------------------------------
     @property
@@ -210,6 +222,8 @@ class LiveDPCAlignment(LiveCallback):
         return np.array(run.est.theta) if run is not None else np.zeros(0)
 
     def _factory(self, name, start):
+        if start.get("plan_name") == FIT_PLAN and start.get("raw_uid"):  # fitted maps for a run's final alignment
+            return [FittedMapsReader(self, start)], []
         if start.get("raw_uid"):  # a derived run (ours, a reconstruction's): nothing to align
             return [], []
         if not is_tomography(start):
@@ -279,12 +293,22 @@ class _AlignmentRun(RunState):
     def stop(self, doc):
         if len(self.est.theta) < 2:
             return  # a single map (or none) has nothing to align
+        # after every callback in this run has processed its stop: a live spectrum fit's maps are in by then
+        self.owner.worker.after_run(self.uid, self._finish_safely)
+
+    def _finish_safely(self):
+        try:
+            self._finish()
+        except Exception as exc:
+            self.owner._failed(exc, f"could not align run {self.uid[:8]}")
+
+    def _finish(self):
         owner = self.owner
         theta = np.array(self.est.theta)
         shifts, summary = self._final(theta)
         docs = self._derived(theta, shifts, summary) if owner.sinks else []
         owner.results[self.uid] = {"theta": theta, "shifts": shifts, "derived_uid": docs[0][1]["uid"] if docs else None,
-                                   "sinusoid": fit_sinusoid(theta, shifts[:, 1]) if len(theta) > 2 else None,
+                                   "sinusoid": fit_sinusoid(shifts[:, 1], theta) if len(theta) > 2 else None,
                                    "summary": summary}
         if docs:
             send_run(owner.sinks, docs, owner._failed)
@@ -298,6 +322,8 @@ class _AlignmentRun(RunState):
             if len(self.maps) != len(theta) or image_key not in names:
                 raise RuntimeError(f"{len(self.maps)} projections' maps kept for {len(theta)} angles")
             maps = {k: np.stack([m[k] for m in self.maps]) for k in names}
+            fit = self.owner.fits.pop(self.uid)  # the element maps from fitted spectra, where a fit covers them
+            maps, sources = prefer_fitted(maps, theta, fit and fit.counts, fit and fit.theta)
             with caught_warnings() as caught:  # logged below, as the alignment's warnings
                 al = align_projections(maps, theta, method=self.owner.method)
                 shifts, summary = np.array(al.shifts, float), al.summary()
@@ -310,6 +336,9 @@ class _AlignmentRun(RunState):
                         shifts = live_shifts
                         summary["consistency"] = live
                         summary["reason"] += "; the live incremental estimate kept (more consistent)"
+            summary["element_maps"] = sources
+            if fit is not None:
+                summary["fit_uid"] = fit.uid
             summary = _plain(summary)
             c = summary["consistency"]
             logger.info("LiveDPCAlignment: run %s aligned by %s on %s (%s), reprojection error %s -> %s",

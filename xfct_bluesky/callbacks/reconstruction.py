@@ -19,7 +19,14 @@ through :meth:`~._worker.LiveWorker.after_run`) until every callback that saw
 the run's start has processed its stop, so the alignment's shifts are there
 whatever the order of subscription; when no alignment run arrives for it (no
 alignment subscribed, or it could not align), the run is aligned here with
-DPC, as :func:`~xfct_bluesky.reconstruction.reconstruct_maps` does. Runs that
+DPC, as :func:`~xfct_bluesky.reconstruction.reconstruct_maps` does.
+
+The element maps: where a :class:`~.fit.LiveSpectrumFit` run of the raw run
+arrives (it lists this callback in its ``emit``), each element's fitted
+counts are reconstructed instead of its ROI-window map, if the fit covers
+every projection (:func:`~xfct_bluesky.analysis.fitting.maps.prefer_fitted`;
+the preview uses the raw maps); ``element_maps`` in the results and in the
+derived run's start document says which. Runs that
 are not tomographies (:func:`~._base.is_tomography`: a single map, a dwell
 pair series) are skipped, with a log line.
 
@@ -37,11 +44,13 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from event_model import unpack_event_page
 
+from ..analysis.fitting.maps import prefer_fitted
 from ..quantities import quantities_of
 from ._base import LiveCallback, RunState, is_tomography, theta_key_of
 from ._emit import send_run, sinks_of
 from ._plotting import FigureQueue, live_figures
 from ._worker import LiveWorker
+from .fit import FIT_PLAN, FitInbox, FittedMapsReader
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +84,7 @@ def preview_slice(stack: np.ndarray, theta: np.ndarray, *, row: int | None = Non
     """
     from ..analysis import tomo
     from ..analysis.align import apply_shifts
-    from ..analysis.consistency import angles_checked
+    from ..analysis.angles import angles_checked
 
     stack = np.asarray(stack, np.float32)
     theta = np.asarray(theta, float)
@@ -133,8 +142,8 @@ class LiveReconstruction(LiveCallback):
         The latest live slice.
     results : dict
         Per raw-run uid: the :class:`~xfct_bluesky.reconstruction.Reconstruction`,
-        the derived run's uid and ``alignment_source`` ("live dpc alignment"
-        or "dpc").
+        the derived run's uid, ``alignment_source`` ("live dpc alignment"
+        or "dpc") and ``element_maps`` ({element: "fitted spectra" or "ROI window"}).
     errors : list
         Exceptions caught (logged, never raised into the RunEngine).
     """
@@ -162,11 +171,14 @@ class LiveReconstruction(LiveCallback):
         # raw uid -> the shifts of its dpc_alignment run (worker thread only)
         self._alignments: OrderedDict[str, dict] = OrderedDict()
         self._finished: OrderedDict[str, None] = OrderedDict()  # raw runs reconstructed (or given up)
+        self.fits = FitInbox()  # raw uid -> the maps of its live_spectrum_fit run (worker thread only)
 
     def _factory(self, name, start):
         plan = start.get("plan_name")
         if plan == ALIGNMENT_PLAN and start.get("raw_uid"):
             return [_AlignmentReader(self, start)], []
+        if plan == FIT_PLAN and start.get("raw_uid"):
+            return [FittedMapsReader(self, start)], []
         if start.get("raw_uid"):  # another derived run (ours, a fit): nothing to reconstruct
             return [], []
         if not is_tomography(start):
@@ -287,13 +299,14 @@ class _ReconstructionRun(RunState):
                         len(self.theta))
             self.owner._done(self.uid)
             return
-        # after every callback in this run (the live alignment) has processed its stop: its shifts are in
-        self.owner.worker.after_run(self.uid, self._finish_safely)
+        # after every callback in this run has processed its stop (a live fit's maps are in), and queued behind
+        # the work they deferred to that moment (the live alignment's final alignment, which sends its shifts)
+        self.owner.worker.after_run(self.uid, lambda: self.owner.worker.submit(self._finish_safely))
 
     def _finish_safely(self):
         try:
             self._finish()
-        except Exception as exc:  # noqa: BLE001 - logged and kept in the owner's errors
+        except Exception as exc:
             self.owner._failed(exc, f"could not reconstruct run {self.uid[:8]}")
         finally:
             self.owner._done(self.uid)
@@ -304,6 +317,8 @@ class _ReconstructionRun(RunState):
         owner = self.owner
         theta = np.asarray(self.theta)
         maps = {k: np.asarray(v) for k, v in self.stacks.items()}
+        fit = owner.fits.pop(self.uid)  # the element maps from fitted spectra, where a fit covers them
+        maps, element_maps = prefer_fitted(maps, theta, fit and fit.counts, fit and fit.theta, owner.elements)
         shifts, source, alignment = None, "dpc", owner._alignments.pop(self.uid, None)
         if alignment is not None:
             if alignment["theta"].shape == theta.shape and np.allclose(alignment["theta"], theta):
@@ -312,21 +327,23 @@ class _ReconstructionRun(RunState):
                 logger.warning("LiveReconstruction: the dpc_alignment run %s has %d angles, run %s %d (or others): "
                                "aligned with DPC instead", alignment["uid"][:8], alignment["theta"].size,
                                self.uid[:8], theta.size)
-        logger.info("LiveReconstruction: reconstructing run %s (%d projections; shifts: %s)", self.uid[:8],
-                    theta.size, source)
-        rec = reconstruct_maps(theta, maps, elements=[e for e in owner.elements if e in maps],
+        logger.info("LiveReconstruction: reconstructing run %s (%d projections; shifts: %s; %s)", self.uid[:8],
+                    theta.size, source, ", ".join(f"{e} from {m}" for e, m in element_maps.items()))
+        rec = reconstruct_maps(maps, theta, elements=[e for e in owner.elements if e in maps],
                                algorithm=owner.algorithm, iterations=owner.iterations, subsets=owner.subsets,
                                align="dpc", shifts=shifts, phase=owner.phase)
         rec.raw_uid = self.uid
         rec.metadata = raw_metadata(self.start_doc)
         docs: list[tuple[str, dict]] = []
         if owner.sinks:
-            extra = {"alignment_source": source}
+            extra = {"alignment_source": source, "element_maps": element_maps}
+            if fit is not None:
+                extra["fit_uid"] = fit.uid
             if shifts is not None:
                 extra["alignment_uid"] = alignment["uid"]
             publish(rec, lambda name, doc: docs.append((name, doc)), extra_md=extra)
         owner.results[self.uid] = {"reconstruction": rec, "derived_uid": docs[0][1]["uid"] if docs else None,
-                                   "alignment_source": source}
+                                   "alignment_source": source, "element_maps": element_maps}
         if docs:
             send_run(owner.sinks, docs, owner._failed)
         vol = rec.volumes.get(owner.elements[0])

@@ -42,18 +42,24 @@ import numpy as np
 
 from .model import Calibration, SpectrumBasis, build_basis
 
-__all__ = ["DEFAULT_FREE", "CalibrationError", "CalibrationFit", "calibrate"]
+__all__ = ["BASIC_FREE", "DEFAULT_FREE", "CalibrationError", "CalibrationFit", "calibrate"]
 
 logger = logging.getLogger(__name__)
 
 #: Parameters the calibration fits unless told otherwise.
 DEFAULT_FREE = ("offset", "gain", "fwhm_offset", "fanoprime", "incident_energy", "compton_angle",
                 "compton_fwhm_corr", "compton_f_tail", "f_tail", "f_step")
+#: What a summed spectrum of few counts (~1e4) determines: the energy axis, the resolution, the beam energy and
+#: the Compton peak. The tails and the step, a fraction of a percent of each line, stay at the start's values
+#: (fitted too, they wander along flat directions and the fit runs 3x longer, or does not converge).
+BASIC_FREE = ("offset", "gain", "fwhm_offset", "fanoprime", "incident_energy", "compton_angle", "compton_fwhm_corr")
 #: Step of each parameter in the optimiser's scaled units.
 _SCALE = {"offset": 0.01, "gain": 1e-5, "quadratic": 1e-9, "fwhm_offset": 0.01, "fanoprime": 2e-5,
           "incident_energy": 0.01, "compton_angle": 1.0, "compton_fwhm_corr": 0.05, "compton_f_tail": 0.01,
           "compton_gamma": 0.1, "compton_hi_f_tail": 0.01, "compton_hi_gamma": 0.1, "f_tail": 0.01,
           "gamma": 0.1, "f_step": 0.001, "escape": 0.1}
+#: Every parameter the calibration can fit (``free``).
+FITTABLE = tuple(_SCALE)
 #: Fractions may rightly end at zero: their lower limit is no failure.
 _FRACTIONS = ("compton_f_tail", "compton_hi_f_tail", "f_tail", "f_step", "escape")
 
@@ -257,9 +263,9 @@ def calibrate(spectrum, start: Calibration, elements: Sequence[str], *, channels
     y = np.asarray(spectrum, dtype=np.float64)
     n_channels = y.size
     y_fit = y[channels]
-    unknown = [n for n in free if n not in _SCALE]
+    unknown = [n for n in free if n not in FITTABLE]
     if unknown:
-        raise ValueError(f"free={tuple(free)!r}: unknown parameters {unknown}; allowed: {', '.join(_SCALE)}")
+        raise ValueError(f"free={tuple(free)!r}: unknown parameters {unknown}; allowed: {', '.join(FITTABLE)}")
     profile = _Profile(y_fit, start, elements, n_channels, channels, pileup, n_background, free)
     values = {n: getattr(start, n) for n in free}
     if "offset" in values:
