@@ -90,8 +90,20 @@ BAD_ARGUMENTS = [
     ("tomo-timeout-True", _tomo(detector_timeout=True), "detector_timeout=True is a bool", "seconds > 0"),
     ("tomo-timeout-str", _tomo(detector_timeout="60"), "detector_timeout='60' is a string", "detector_timeout=60"),
     ("tomo-timeout-nan", _tomo(detector_timeout=NAN), "detector_timeout=nan", "None (automatic) or seconds > 0"),
-    ("tomo-resume-int", partial(xfct_tomo, resume=12345), "resume=12345 is neither a run's uid nor a run",
-     "resume=cat['<uid>']"),
+    ("tomo-resume-float", partial(xfct_tomo, resume=1.5), "resume=1.5 is neither a run's uid, a scan_id nor a run",
+     "resume=<scan_id>"),
+    ("tomo-resume-bool", partial(xfct_tomo, resume=True), "resume=True is neither", "an int > 0"),
+    ("tomo-resume-zero", partial(xfct_tomo, resume=0), "resume=0 is neither", "-1 is the last run"),
+    # a scan_id is a run's name now (the queue server passes JSON), but with no catalog and no session, none is
+    # searched: the message says where to look
+    ("tomo-resume-scan_id-nowhere", partial(xfct_tomo, resume=12345), "resume=12345 is a scan_id: give catalog=",
+     "open a Session"),
+    ("tomo-resume-catalog-str", partial(xfct_tomo, resume="abcdef", catalog="cat"), "catalog='cat'",
+     "a Tiled container of runs"),
+    ("tomo-microprobe-name", lambda mp: xfct_tomo("mp", shape=SHAPE, pixel_size=PIXEL, n_angles=4, dwell=1e-3),
+     "microprobe='mp' is a string, not a device", "give the device"),
+    ("tomo-microprobe-part", lambda mp: xfct_tomo(mp.scanner, shape=SHAPE, pixel_size=PIXEL, n_angles=4,
+                                                  dwell=1e-3), "microprobe=FlyRaster(", "not one of its parts"),
     ("pairs-dwells-str", _pairs(dwells="3e-3"), "dwells='3e-3'", "a sequence of dwells"),
     ("pairs-dwells-bool", _pairs(dwells=(True, 3e-3)), "dwells[0]=True is a bool", "0.0001..10 s per pixel"),
     ("pairs-dwells-dict", _pairs(dwells={}), "dwells={}", "a sequence of dwells"),
@@ -119,7 +131,8 @@ def test_bad_arguments_refused_when_the_plan_is_called(microprobe, tmp_path, mak
 
 # estimate_tomo is xfct_tomo's dry run: the same arguments are refused with the same message
 _ESTIMATE_ARGS = set(inspect.signature(estimate_tomo).parameters)
-ESTIMATE_CASES = [c for c in BAD_ARGUMENTS if c[1].func is xfct_tomo and set(c[1].keywords) <= _ESTIMATE_ARGS]
+ESTIMATE_CASES = [c for c in BAD_ARGUMENTS
+                  if getattr(c[1], "func", None) is xfct_tomo and set(c[1].keywords) <= _ESTIMATE_ARGS]
 
 
 @pytest.mark.parametrize("make", [c[1] for c in ESTIMATE_CASES], ids=[c[0] for c in ESTIMATE_CASES])

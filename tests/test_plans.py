@@ -129,6 +129,33 @@ def test_dwell_pair_series(RE, docs, microprobe):
     assert 5 < (zn[2] + zn[3]) / max(zn[0] + zn[1], 1) < 20
 
 
+def test_the_messages_of_the_scan_skeleton(RE, docs, microprobe):
+    """bluesky's scan_nd with our per-step hook: the shutter opens after the start's baseline, each axis moves
+    only when it changes, and the end closes the shutter, then returns the stage through messages."""
+    mp = microprobe
+    mp.rotation.set(5.0).wait()
+    msgs = []
+    RE.msg_hook = msgs.append
+    RE(dwell_pair_series(mp, dwells=(1e-3, 2e-3), shape=SHAPE, pixel_size=PIXEL, theta=20.0))
+    commands = [(m.command, getattr(m.obj, "name", None), m.args[:1]) for m in msgs]
+    sets = [c for c in commands if c[0] == "set"]
+    assert [c for c in sets if c[1] == mp.rotation.name] == [("set", mp.rotation.name, (20.0,)),
+                                                             ("set", mp.rotation.name, (5.0,))]  # there, back
+    dwell_sets = [c[2][0] for c in sets if c[1] == mp.scanner.dwell.name]
+    assert dwell_sets == [1e-3, 1e-3, 2e-3]  # configured, then the first step and the third
+    opened = commands.index(("set", mp.shutter.name, ("open",)))
+    first_save = commands.index(("save", None, ()))  # the start's baseline
+    first_trigger = commands.index(("trigger", mp.scanner.name, ()))
+    assert commands.index(("open_run", None, ())) < first_save < opened < first_trigger
+    assert sets[-2:] == [("set", mp.shutter.name, ("close",)), ("set", mp.rotation.name, (5.0,))]
+    assert commands.index(("close_run", None, ())) < commands.index(("set", mp.shutter.name, ("close",)))
+    n_maps = sum(c[0] == "trigger" and c[1] == mp.scanner.name for c in commands)
+    assert n_maps == 4 and len(docs.events("primary")) == 4
+    # a checkpoint before each map's moves and after its save: a pause never repeats a stored map
+    saves = [i for i, c in enumerate(commands) if c[0] == "save"][1:-1]  # the maps' (not the baselines')
+    assert all(commands[i + 1][0] == "checkpoint" for i in saves)
+
+
 # ---------------------------------------------------------------------------- cleanup
 def test_cleanup_after_success(RE, microprobe):
     mp = microprobe

@@ -14,8 +14,6 @@ and arrays become their plain Python equivalents (``np.float64(2)`` is
 ``2.0``, an array a list), as a reader gets them back from Tiled.
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -68,6 +66,28 @@ def check_md(md: Any, *, plan: str, written: Iterable[str]) -> dict[str, Any]:
     clean = plain(md, "md")
     _check_schema(clean)
     return clean
+
+
+#: What the plans use of a microprobe.
+MICROPROBE_PARTS = ("scanner", "rotation", "shutter", "zone_plate", "beam_parameters")
+
+
+def check_microprobe(microprobe: Any) -> Any:
+    """``microprobe`` if it is a microprobe device (it has :data:`MICROPROBE_PARTS`), else ValueError naming it.
+
+    The queue server turns the name of a device of its namespace into the device; a string that reaches a
+    plan named none.
+    """
+    if isinstance(microprobe, str):
+        raise ValueError(f"microprobe={microprobe!r} is a string, not a device; allowed: the microprobe device. "
+                         "In Python give the device (e.g. mp); through the queue server, the name of a device of "
+                         "the worker's namespace (e.g. 'mp'), which it passes as the device")
+    missing = [part for part in MICROPROBE_PARTS if not hasattr(microprobe, part)]
+    if missing:
+        raise ValueError(f"microprobe={_short(microprobe)} is {_kind(microprobe)}, without {', '.join(missing)}; "
+                         f"allowed: a microprobe device ({', '.join(MICROPROBE_PARTS)}), e.g. the session's mp. "
+                         "Give the microprobe, not one of its parts")
+    return microprobe
 
 
 def check_storable_shape(shape: tuple[int, int]) -> None:

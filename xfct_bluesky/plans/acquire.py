@@ -1,7 +1,5 @@
 """Taking one map inside a plan: trigger with a timeout, retry a hung or failed detector, then read."""
 
-from __future__ import annotations
-
 import logging
 import uuid
 
@@ -57,14 +55,15 @@ def _acquire(scanner, rotation, timeout: float, retries: int) -> MsgGenerator:
             problem = (f"no map within {timeout:.3g} s" if isinstance(exc, TimeoutError)
                        else f"the map failed ({cause or exc})")
             yield from bps.stop(scanner)
+            theta = yield from bps.rd(rotation)  # where the stage is, read by a message as the RunEngine runs
             if attempt == retries:
                 raise DetectorTimeout(
-                    f"{scanner.name}: {problem} at theta={rotation.position:.3f} deg after {retries + 1} "
+                    f"{scanner.name}: {problem} at theta={theta:.3f} deg after {retries + 1} "
                     f"tries; the plan stopped. Every map acquired before is stored in this run. Check the "
                     "detector, then resume the tomography with xfct_tomo(..., resume=<this run>)."
                 ) from exc
-            logger.warning("%s: %s at theta=%.3f deg; trying again (%d of %d)", scanner.name, problem,
-                           rotation.position, attempt + 1, retries)
+            logger.warning("%s: %s at theta=%.3f deg; trying again (%d of %d)", scanner.name, problem, theta,
+                           attempt + 1, retries)
             continue
         break
     yield from bps.create("primary")

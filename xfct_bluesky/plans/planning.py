@@ -5,18 +5,18 @@ message, so bad arguments raise a ``ValueError`` that names the value, the
 allowed range and the fix, before any motor moves or any document is emitted.
 """
 
-from __future__ import annotations
-
 import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
+from bluesky.protocols import Readable
 
-from ..validate import integer, number, one_of, positive
 from ..physics.dose import dose_per_projection, dwell_for_dose
-from ._checks import check_storable_shape
+from ..validate import integer, number, one_of, positive
+from ._checks import check_microprobe, check_storable_shape
 from .resume import ANGLE_TOLERANCE
 
 ORDERS = ("sequential", "interlaced", "golden")
@@ -195,16 +195,16 @@ def _check_angles(angles, min_angles: int) -> np.ndarray:
 
 
 def estimate_tomo(
-    microprobe,
+    microprobe: Readable,
     *,
-    shape,
+    shape: Sequence[int],
     pixel_size: float,
     n_angles: int | None = None,
     angles: Sequence[float] | None = None,
     dwell: float | None = None,
     total_dose: float | None = None,
     angular_range: float = 180.0,
-    order: str = "sequential",
+    order: Literal["sequential", "interlaced", "golden", "explicit"] = "sequential",
     max_dose: float | None = None,
     min_angles: int = 2,
 ) -> TomoEstimate:
@@ -228,6 +228,7 @@ def estimate_tomo(
     ValueError
         naming the bad value, the allowed range and the fix.
     """
+    microprobe = check_microprobe(microprobe)
     beam = microprobe.beam_parameters()
     # --- angles
     if (n_angles is None) == (angles is None):

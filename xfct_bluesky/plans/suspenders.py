@@ -9,8 +9,6 @@ checkpoint before and after every projection, so a map is never lost and
 never taken twice).
 """
 
-from __future__ import annotations
-
 import bluesky.plan_stubs as bps
 from bluesky.suspenders import SuspendFloor
 

@@ -5,30 +5,43 @@ when it is called (``ValueError`` naming the value, the allowed range and
 the fix) and only then returns the plan's generator: a bad plan fails before
 any motor moves, any file is opened or any document is emitted, even before
 it reaches a RunEngine. Running it (``RE(plan)``) returns the run's uid, as
-the generator does. Inside, each is one run: stage positions
-in a ``baseline`` stream, maps in ``primary`` (one event per map), full
-spectra external in HDF5. Whatever happens, the shutter closes and the
-rotation stage returns to where it started (``finalize_wrapper``).
+the generator does.
+
+Inside, each is one run made of bluesky's own plans: ``scan_nd`` over the
+rotation (the dwell series also over the dwell) or, for a map where the
+stage is, ``count``, with one per-step hook (a checkpoint and the move, one
+map with retries, a checkpoint); stage positions in a ``baseline`` stream,
+maps in ``primary`` (one event per map), full spectra external in HDF5.
+Whatever happens, the shutter closes (``finalize_wrapper``) and the rotation
+stage returns to where it was when the plan first moved it
+(``reset_positions_wrapper``).
+
+The plans are marked as plans (``bluesky.utils.is_plan``) and their hints are
+objects from builtins, ``typing``, ``collections.abc`` and
+``bluesky.protocols`` (no ``from __future__ import annotations``): the
+queue server's validation evaluates them, and turns a device's name into
+the device for ``microprobe``.
 """
 
-from __future__ import annotations
-
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import bluesky.plan_stubs as bps
+import bluesky.plans as bp
 import bluesky.preprocessors as bpp
 import numpy as np
+from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
+from cycler import Cycler, cycler
 
-from ..validate import number
 from ..physics.dose import dose_per_projection
 from ..quantities import is_quantity
-from ._checks import check_md, check_storable_shape, plain
+from ..validate import number
+from ._checks import check_md, check_microprobe, check_storable_shape, plain
 from .acquire import DEFAULT_RETRIES, _acquire, _check_retry_options, _map_timeout
-from .planning import TomoEstimate, _check_dwell, estimate_tomo
-from .resume import _NOT_CARRIED, _missing_angles
+from .planning import _check_dwell, estimate_tomo
+from .resume import NOT_CARRIED, missing_angles
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +59,15 @@ UNITS = {
     "estimated_duration": "s",
     "angular_range": "deg",
 }
+
+
+def _plan(func: Callable) -> Callable:
+    """Mark ``func`` a plan for ``bluesky.utils.is_plan`` (what the queue server lists), with the attribute
+    that function documents. Not bluesky's ``@plan`` decorator: its ``Plan`` calls the function in its
+    ``__init__``, and when our checks raise there, ``Plan.__del__`` fails on the half-made object (an
+    unraisable AttributeError for every refused call)."""
+    func._is_plan_ = True
+    return func
 
 
 def _quantities(microprobe) -> dict[str, str]:
@@ -87,16 +109,6 @@ def _configure(scanner, shape, pixel_size, dwell) -> MsgGenerator:
     )
 
 
-def _with_cleanup(microprobe, plan: MsgGenerator, return_to: float) -> MsgGenerator:
-    """Close the shutter and return the rotation stage, whatever happens to ``plan``."""
-
-    def cleanup():
-        yield from bps.mv(microprobe.shutter, "close")
-        yield from bps.mv(microprobe.rotation, return_to)
-
-    return (yield from bpp.finalize_wrapper(plan, cleanup()))
-
-
 def _baseline_devices(microprobe) -> list:
     return [microprobe.rotation, microprobe.zone_plate, microprobe.shutter]
 
@@ -118,25 +130,52 @@ def _start_md(microprobe, plan_name: str, plan_args: dict, plan_md: dict, md, *,
     return plain({**_md, **(carried or {})}, "start") | user  # numpy values from a device become plain Python
 
 
-def _run(microprobe, md: dict[str, Any], field: tuple, body: MsgGenerator) -> MsgGenerator[str]:
-    """The one run of each plan here: configure the scanner to ``field`` (shape, pixel size, dwell), open the
-    shutter, run ``body``; whatever happens, close the shutter and return the stage. Returns the run's uid."""
+def _per_step(microprobe, timeout_of: Callable[[Mapping], float], retries: int) -> Callable[..., MsgGenerator]:
+    """The scans' per-step hook (bluesky's ``per_step(detectors, step, pos_cache)``): a checkpoint and the
+    step's moves (``bps.move_per_step``), one map with ``retries`` (timeout ``timeout_of(step)`` s), a
+    checkpoint."""
     scanner, rotation = microprobe.scanner, microprobe.rotation
 
-    @bpp.baseline_decorator(_baseline_devices(microprobe))
-    @bpp.stage_decorator([scanner])
-    @bpp.run_decorator(md=md)
-    def inner():
-        yield from bps.mv(microprobe.shutter, "open")
-        yield from body
+    def per_step(detectors, step, pos_cache):
+        yield from bps.move_per_step(step, pos_cache)
+        yield from _acquire(scanner, rotation, timeout_of(step), retries)
+        # a pause or suspension rewinds to the last checkpoint: the map in flight is taken again,
+        # and with this one the map just saved never is
+        yield from bps.checkpoint()
 
-    start = rotation.position  # read when the plan runs, not when it is made
+    return per_step
+
+
+def _run(microprobe, md: dict[str, Any], field: tuple, steps: Cycler | None, per_step) -> MsgGenerator[str]:
+    """The one run of each plan here: configure the scanner to ``field`` (shape, pixel size, dwell), then
+    bluesky's ``scan_nd`` over ``steps`` (``count`` of one map for None) with ``per_step`` and ``md``; a
+    baseline at start and end, the shutter opened after the first baseline; whatever happens, the shutter
+    closed and the rotation stage returned to where it was when the plan first moved it. Returns the uid."""
+    scanner, rotation, shutter = microprobe.scanner, microprobe.rotation, microprobe.shutter
+    if steps is None:  # no axis to step: bluesky's count, with the same hook for its one shot
+        scan = bp.count([scanner], 1, per_shot=lambda detectors: per_step(detectors, {}, {}), md=md)
+    else:
+        scan = bp.scan_nd([scanner], steps, per_step=per_step, md=md)
+
+    # a plain generator: bps.mv's Plan, which warns when never run, is made only if this runs (the tail of
+    # an open_run the RunEngine's md_validator refuses never does)
+    def move_shutter(command):
+        yield from bps.mv(shutter, command)
+
+    def open_shutter(msg):
+        # after open_run and its baseline (read with the shutter closed): no dose before the run exists
+        return (None, move_shutter("open")) if msg.command == "open_run" else (None, None)
+
+    run = bpp.baseline_wrapper(bpp.plan_mutator(scan, open_shutter), _baseline_devices(microprobe))
+    # the rotation's start is read by bluesky's messages when the plan first moves it, not when it is made
+    run = bpp.reset_positions_wrapper(bpp.finalize_wrapper(run, move_shutter("close")), [rotation])
     yield from _configure(scanner, *field)
-    return (yield from _with_cleanup(microprobe, inner(), start))
+    return (yield from run)
 
 
+@_plan
 def xrf_fly_map(
-    microprobe,
+    microprobe: Readable,
     *,
     shape: Sequence[int],
     pixel_size: float,
@@ -150,7 +189,7 @@ def xrf_fly_map(
     ----------
     microprobe : Microprobe
         Simulated or EPICS microprobe (``rotation``, ``zone_plate``,
-        ``shutter``, ``scanner``).
+        ``shutter``, ``scanner``); through the queue server, its name.
     shape : (ny, nx)
         Pixels.
     pixel_size : float
@@ -176,6 +215,7 @@ def xrf_fly_map(
     --------
     >>> RE(xrf_fly_map(mp, shape=(64, 64), pixel_size=300e-9, dwell=3e-3, md={"sample": "egg 3"}))
     """
+    microprobe = check_microprobe(microprobe)
     shape, pixel_size = microprobe.scanner.check_field(shape, pixel_size)
     check_storable_shape(shape)
     dwell = _check_dwell(dwell, "Give seconds per pixel, e.g. 3e-3.")
@@ -193,17 +233,14 @@ def xrf_fly_map(
         md,
     )
     timeout = _map_timeout(scanner, shape, dwell, None)
-
-    def body():
-        if theta is not None:
-            yield from bps.mv(rotation, theta)
-        yield from _acquire(scanner, rotation, timeout, DEFAULT_RETRIES)
-
-    return _run(microprobe, _md, (shape, pixel_size, dwell), body())
+    steps = None if theta is None else cycler(rotation, [theta])  # a one-point scan, or a count where it is
+    return _run(microprobe, _md, (shape, pixel_size, dwell), steps,
+                _per_step(microprobe, lambda step: timeout, DEFAULT_RETRIES))
 
 
+@_plan
 def xfct_tomo(
-    microprobe,
+    microprobe: Readable,
     *,
     shape: Sequence[int] | None = None,
     pixel_size: float | None = None,
@@ -212,11 +249,11 @@ def xfct_tomo(
     dwell: float | None = None,
     total_dose: float | None = None,
     angular_range: float = 180.0,
-    order: str = "sequential",
+    order: Literal["sequential", "interlaced", "golden"] = "sequential",
     max_dose: float | None = None,
     detector_timeout: float | None = None,
     retries: int = DEFAULT_RETRIES,
-    resume: Any = None,
+    resume: str | int | None = None,
     catalog: Any = None,
     md: Mapping[str, Any] | None = None,
 ) -> MsgGenerator[str]:
@@ -225,6 +262,7 @@ def xfct_tomo(
     Parameters
     ----------
     microprobe : Microprobe
+        Through the queue server, its name.
     shape : (ny, nx)
         Pixels per projection (required unless ``resume``).
     pixel_size : float
@@ -252,13 +290,18 @@ def xfct_tomo(
     retries : int
         Tries after a map that times out or fails (default 2); then the plan
         stops with :class:`DetectorTimeout`, every projection so far stored.
-    resume : str or BlueskyRun, optional
-        An interrupted ``xfct_tomo`` run (a Tiled run, or its uid with
-        ``catalog``): acquire only the angles it lacks, with its field and
-        dwell, in a new run whose start document links it
+    resume : str or int, optional
+        An interrupted ``xfct_tomo`` run: its uid (or its first characters),
+        its scan_id, or a negative index (-1: the last run); in Python the
+        run itself (``cat[uid]``) too. Acquire only the angles it lacks, with
+        its field and dwell, in a new run whose start document links it
         (``resumed_from``). Give no field, angle or dose argument with it.
+        The stored run is read when the plan is called
+        (:func:`~xfct_bluesky.storage.resume.angles_to_resume`), never
+        while it runs.
     catalog : tiled container, optional
-        Where to find ``resume`` when it is a uid (e.g. the session's ``cat``).
+        Where to find ``resume`` (e.g. the session's ``cat``); default the
+        catalog of the active session (:meth:`~xfct_bluesky.session.Session.current`).
     md : dict, optional
         Metadata for the start document (e.g. ``sample``), checked at the
         call: string keys, values JSON and Tiled store (numpy values are
@@ -290,6 +333,7 @@ def xfct_tomo(
     >>> RE(xfct_tomo(mp, shape=(64, 64), pixel_size=300e-9, n_angles=240, total_dose=2.3e7,
     ...              order="golden", md={"sample": "egg 3"}))
     """
+    microprobe = check_microprobe(microprobe)
     detector_timeout, retries = _check_retry_options(detector_timeout, retries)
     carried: dict[str, Any] = {}
     if resume is None and (shape is None or pixel_size is None):
@@ -301,9 +345,9 @@ def xfct_tomo(
         if given:
             raise ValueError(f"resume= takes the field, angles and dwell from the interrupted run; got also "
                              f"{sorted(given)}: omit them")
-        first, missing = _missing_angles(resume, catalog, microprobe)
+        first, missing = missing_angles(resume, catalog, microprobe)
         # the user's metadata (sample, proposal, ...) carries over; what this plan writes is written anew
-        carried = {k: v for k, v in first.items() if k not in _NOT_CARRIED}
+        carried = {k: v for k, v in first.items() if k not in NOT_CARRIED}
         carried.update(resumed_from=first["uid"], planned_angles=first["angles"],
                        resumed_angles=[float(a) for a in missing])
         shape, pixel_size, dwell, angles = first["shape"], first["pixel_size"], first["dwell"], missing
@@ -330,22 +374,13 @@ def xfct_tomo(
         md, carried=carried, also_written=("resumed_from", "planned_angles", "resumed_angles"),
     )
     timeout = _map_timeout(microprobe.scanner, est.shape, est.dwell, detector_timeout)
-    return _run(microprobe, _md, (est.shape, est.pixel_size, est.dwell), _tomo(microprobe, est, timeout, retries))
+    return _run(microprobe, _md, (est.shape, est.pixel_size, est.dwell), cycler(rotation, list(est.angles)),
+                _per_step(microprobe, lambda step: timeout, retries))
 
 
-def _tomo(microprobe, est: TomoEstimate, timeout: float, retries: int) -> MsgGenerator:
-    """One projection per angle, a checkpoint before and after each."""
-    for theta in est.angles:
-        # a pause or suspension rewinds to the last checkpoint: the projection in flight is
-        # repeated, and the one just saved is never taken twice
-        yield from bps.checkpoint()
-        yield from bps.mv(microprobe.rotation, theta)
-        yield from _acquire(microprobe.scanner, microprobe.rotation, timeout, retries)
-        yield from bps.checkpoint()
-
-
+@_plan
 def dwell_pair_series(
-    microprobe,
+    microprobe: Readable,
     *,
     dwells: Sequence[float] = (3e-3, 30e-3),
     theta: float = 0.0,
@@ -362,6 +397,7 @@ def dwell_pair_series(
     Parameters
     ----------
     microprobe : Microprobe
+        Through the queue server, its name.
     dwells : sequence of float
         Seconds per pixel; the paper used 3 and 30 ms.
     theta : float
@@ -382,6 +418,7 @@ def dwell_pair_series(
         The checked plan, to run with ``RE(...)``; it returns the run's uid
         (and so does ``RE``).
     """
+    microprobe = check_microprobe(microprobe)
     shape, pixel_size = microprobe.scanner.check_field(shape, pixel_size)
     check_storable_shape(shape)
     fix = "Give seconds per pixel, e.g. dwells=(3e-3, 30e-3)."
@@ -404,18 +441,13 @@ def dwell_pair_series(
          "num_points": 2 * len(dwells), "num_intervals": 2 * len(dwells) - 1,
          "dose_per_projection": per, "total_dose": 2 * float(sum(per)),
          "estimated_duration": 2 * sum(scanner.map_duration(shape, d) for d in dwells),
+         "motors": [rotation.name, scanner.dwell.name],
          "hints": {"dimensions": [([scanner.map_dwell.name], "primary")]}},
         md,
     )
-    timeouts = [_map_timeout(scanner, shape, d, None) for d in dwells]
-
-    def body():
-        yield from bps.mv(rotation, theta)
-        for d, timeout in zip(dwells, timeouts, strict=True):
-            yield from bps.mv(scanner.dwell, d)
-            for _ in range(2):
-                yield from bps.checkpoint()
-                yield from _acquire(scanner, rotation, timeout, DEFAULT_RETRIES)
-                yield from bps.checkpoint()
-
-    return _run(microprobe, _md, (shape, pixel_size, dwells[0]), body())
+    timeouts = {d: _map_timeout(scanner, shape, d, None) for d in dwells}
+    # both axes step together (an inner product): the stage goes to theta once, each dwell is set once
+    series = [d for d in dwells for _ in range(2)]
+    steps = cycler(rotation, [theta] * len(series)) + cycler(scanner.dwell, series)
+    return _run(microprobe, _md, (shape, pixel_size, dwells[0]), steps,
+                _per_step(microprobe, lambda step: timeouts[step[scanner.dwell]], DEFAULT_RETRIES))
