@@ -8,6 +8,10 @@
   cell, small runout) writing its spectra under ``tmp_path``.
 
 A test module may override any of them with a fixture of the same name.
+
+Session-scoped servers: ``shared_tiled`` (an embedded Tiled server) and
+``redis_server`` (``redis-server`` on loopback, for the queue server; skips
+without it, fails under ``CI=true``).
 """
 
 from __future__ import annotations
@@ -137,3 +141,16 @@ def shared_tiled(tmp_path_factory):
         yield SimpleNamespace(data_dir=root, server=server, client=client, catalog=runs_container(client),
                               derived=derived_container(client))
         client.context.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """``redis-server`` on 127.0.0.1 and a free port, nothing saved (``.addr``, ``.port``), stopped by its PID.
+
+    Started only by the modules that ask for it (the queue server's); see ``servers.start_redis``.
+    """
+    from servers import start_redis, stop_process
+
+    redis = start_redis(tmp_path_factory.mktemp("redis"))
+    yield redis
+    stop_process(redis.proc)

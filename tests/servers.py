@@ -1,14 +1,21 @@
-"""Helpers for tests that run ``xfct-bluesky serve`` in a subprocess (imported by test modules)."""
+"""Helpers for tests that run servers in subprocesses: ``xfct-bluesky serve``, Redis (imported by test modules).
+
+A program a test needs that is not installed (``redis-server``) skips the
+test with the reason and the fix; under ``CI=true`` (``.ci/run``, which
+installs it) that is a failure instead: CI must never pass by skipping.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -31,21 +38,125 @@ def answers(url: str) -> bool:
     return True
 
 
-def start_server(root: Path, log: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
-    """``xfct-bluesky serve`` in its own process group, up and answering within 20 s."""
+def spawn_server(root: Path, log: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """``xfct-bluesky serve`` on ``root`` in its own process group, not yet waited for (:func:`wait_answering`)."""
     port = port or free_port()
-    url = f"http://127.0.0.1:{port}"
     with open(log, "ab") as out:
         proc = subprocess.Popen([str(CONSOLE_SCRIPT), "serve", "--data-dir", str(root), "--port", str(port)],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 60  # a loaded 2-core machine takes 15-25 s
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_answering(proc: subprocess.Popen, url: str, log: Path, timeout: float = 60) -> None:
+    """Wait until the server at ``url`` answers; kill its process group and fail the test if it dies or times out."""
+    deadline = time.monotonic() + timeout  # a loaded 2-core machine takes 15-25 s
     while not answers(url):
         if proc.poll() is not None or time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
-            pytest.fail(f"server on {url} did not come up in 60 s:\n{log.read_text()[-3000:]}")
+            pytest.fail(f"server on {url} did not come up in {timeout:g} s:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
+
+
+def start_server(root: Path, log: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """``xfct-bluesky serve`` in its own process group, up and answering within 60 s."""
+    proc, url = spawn_server(root, log, port)
+    wait_answering(proc, url, log)
     return proc, url
+
+
+def in_ci() -> bool:
+    """True in CI (``CI=true``, as ``.ci/run`` runs): missing services fail the tests there, never skip them."""
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def require_program(name: str, fix: str) -> str:
+    """The path of program ``name``; if it is not on PATH, skip the test saying so and how to get it (fail in CI)."""
+    path = shutil.which(name)
+    if path is None:
+        reason = f"{name} is not installed (not on PATH): {fix}"
+        if in_ci():
+            pytest.fail(f"CI=true: {reason}; .ci/run must install it", pytrace=False)
+        pytest.skip(reason)
+    return path
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM to ``proc`` by its PID, SIGKILL if it is still there after ``timeout`` s; reaped."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+
+
+@dataclass
+class Redis:
+    """A ``redis-server`` of the tests: ``addr`` (``127.0.0.1:PORT``, for ``--redis-addr``), ``port``, ``proc``."""
+
+    proc: subprocess.Popen
+    port: int
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+REDIS_FIX = "install Debian's redis-server (`make services`, as root) to run the queue-server tests"
+
+
+def _redis_pong(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def start_redis(directory: Path) -> Redis:
+    """``redis-server`` on 127.0.0.1 and a free port, nothing saved to disk, its files in ``directory``;
+    answering PING within 20 s. Skips (fails in CI) without redis-server."""
+    program = require_program("redis-server", REDIS_FIX)
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = directory / "redis.log"
+    proc = subprocess.Popen([program, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(directory), "--logfile", str(log)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while not _redis_pong(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process(proc)
+            pytest.fail(f"redis-server on 127.0.0.1:{port} did not answer in 20 s (exit {proc.returncode}):\n"
+                        f"{log.read_text()[-2000:] if log.exists() else ''}")
+        time.sleep(0.05)
+    return Redis(proc=proc, port=port)
+
+
+def socket_addresses(pid: int) -> list[tuple[str, str, int]]:
+    """(protocol, local IPv4 address, port) of every TCP/UDP socket process ``pid`` holds (Linux /proc)."""
+    import ipaddress
+    import struct
+
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = []
+    for proto in ("tcp", "udp"):
+        for line in Path(f"/proc/{pid}/net/{proto}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                host, port = fields[1].split(":")
+                found.append((proto, str(ipaddress.IPv4Address(struct.pack("<I", int(host, 16)))), int(port, 16)))
+    return found
 
 
 def group_pids(pgid: int) -> list[int]:

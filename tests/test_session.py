@@ -14,15 +14,18 @@ from xfct_bluesky.storage import derived_runs, load_tomo
 def test_a_session_stores_journals_and_analyses_a_tomography_then_stops_its_server(tmp_path):
     data = tmp_path / "data"
     with Session(data, microprobe="sim", beam_loss={"threshold": 1.0, "sleep": 0.1}) as s:
-        assert set(s.callbacks) == {"writer", "live_alignment", "live_reconstruction"}
+        assert set(s.callbacks) == {"writer", "live_spectrum_fit", "live_alignment", "live_reconstruction"}
         assert len(s.RE.suspenders) == 1  # the beam-loss suspender on the microprobe's ring current
+        assert s.writer.lock is s.derived_writer.lock  # tiled's tables take one append at a time
         (uid,) = s.RE(xfct_tomo(s.microprobe, shape=(16, 20), pixel_size=300e-9, n_angles=8, dwell=1e-3,
                                 md={"sample": "session cell"}))
         s.wait(120)
         tomo = load_tomo(s.catalog[uid])
         assert tomo.maps["Zn"].shape == (8, 16, 20) and tomo.metadata["sample"] == "session cell"
         derived = {r.metadata["start"]["plan_name"]: r for r in derived_runs(s.derived, uid)}
-        assert set(derived) == {"dpc_alignment", "xfct_reconstruction"}  # both live results, linked by raw_uid
+        assert set(derived) == {"live_spectrum_fit", "dpc_alignment", "xfct_reconstruction"}  # linked by raw_uid
+        # the session's reconstruction used the fit's Zn maps (its spectra fitted live)
+        assert derived["xfct_reconstruction"].metadata["start"]["element_maps"] == {"Zn": "fitted spectra"}
         assert len(s.catalog) == 1 and s.catalog[-1].metadata["start"]["uid"] == uid  # cat[-1]: the scan
         shifts = np.asarray(derived["xfct_reconstruction"]["shifts"]["dx"].read())
         np.testing.assert_allclose(shifts, np.asarray(derived["dpc_alignment"]["primary"]["dx"].read()))
@@ -33,7 +36,7 @@ def test_a_session_stores_journals_and_analyses_a_tomography_then_stops_its_serv
     with pytest.raises(httpx.TransportError):  # the embedded server stopped with the session
         httpx.get(uri, timeout=2)
     with Session(data, live=False) as again:  # RE.md persists across sessions: scan ids go on
-        assert again.RE.md["scan_id"] == 1 and len(again.catalog) == 1 and len(again.derived) == 2
+        assert again.RE.md["scan_id"] == 1 and len(again.catalog) == 1 and len(again.derived) == 3
 
 
 def test_a_session_without_storage_runs_in_memory(tmp_path, monkeypatch):

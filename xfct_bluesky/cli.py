@@ -8,6 +8,7 @@ ls      recent runs: plan, source format, sample, angles, dose
 show    one run's metadata and streams
 replay  store runs kept in the backup folder (the server was away) into Tiled
 recover store the runs of an acquisition that died (kill -9, power) from the journal into Tiled
+fit     fit a stored run's full spectra (ours or imported): element maps, their errors, the calibration
 reconstruct  align and reconstruct a stored tomography; store the volumes in Tiled (and DXchange HDF5)
 dose-study   many low-dose projections against few high-dose ones, at equal dose
 ioc     the microprobe's caproto IOC (simulated hardware over Channel Access, loopback by default)
@@ -20,8 +21,6 @@ import argparse
 import logging
 import os
 import secrets
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -35,7 +34,9 @@ def _api_key(data_dir: Path, given: str | None) -> str:
     """The given key, else the one stored in the data folder (created, mode 0600)."""
     if given:
         return given
-    path = data_dir / "api_key"
+    from .storage.server import API_KEY_FILE
+
+    path = data_dir / API_KEY_FILE
     if path.exists():
         return path.read_text().strip()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -84,6 +85,7 @@ or from Python:
 
 def cmd_serve(args) -> int:
     from .storage.folder import advertise_server, prepare_data_folder
+    from .storage.server import API_KEY_FILE, serve_standalone
 
     data_dir = _data_dir(args)
     # Checks the folder, creates tiled/data and assets, and points a moved folder's catalog into it.
@@ -93,23 +95,15 @@ def cmd_serve(args) -> int:
     except OSError as err:
         raise CommandError(f"cannot set up the data folder {data_dir} ({err.strerror}: {err.filename}); "
                            "give a writable --data-dir") from None
-    if not folder.catalog_path.exists():  # here, in-process: tiled's --init runs a subprocess of its own
-        from .storage.server import initialize_catalog
-
-        initialize_catalog(folder.catalog_path)
-    tiled = shutil.which("tiled") or str(Path(sys.executable).with_name("tiled"))
-    cmd = [tiled, "serve", "catalog", str(folder.catalog_path),
-           "-w", str(folder.arrays_dir), "-w", f"duckdb:///{folder.tables_path}",
-           "-r", str(folder.assets_dir), "--host", args.host, "--port", str(args.port)]
     print(f"Tiled server on http://{args.host}:{args.port} for {data_dir}\n"
-          f"API key in {data_dir / 'api_key'} (or the one given); clients:\n"
+          f"API key in {data_dir / API_KEY_FILE} (or the one given); clients:\n"
           f"  from tiled.client import from_uri\n"
-          f"  c = from_uri('http://{args.host}:{args.port}', api_key=open('{data_dir / 'api_key'}').read().strip())",
+          f"  c = from_uri('http://{args.host}:{args.port}', api_key=open('{data_dir / API_KEY_FILE}').read().strip())",
           flush=True)
-    env = dict(os.environ, TILED_SINGLE_USER_API_KEY=key)
     local = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # what this machine's commands dial
     with advertise_server(data_dir, f"http://{local}:{args.port}"):  # `ls`, `show`... use this server
-        return subprocess.call(cmd, env=env)  # the key reaches tiled by TILED_SINGLE_USER_API_KEY, never argv (ps)
+        # tiled (which creates a new catalog) stops with this process; its banner's key is filtered out
+        return serve_standalone(folder, host=args.host, port=args.port, api_key=key)
 
 
 def profile_dir() -> Path:
@@ -319,9 +313,10 @@ def cmd_recover(args) -> int:
 
 
 def cmd_reconstruct(args) -> int:
+    from .analysis.fitting.maps import FITTED
     from .analysis.tomo import center_from_tomopy
     from .callbacks import is_tomography
-    from .reconstruction import reconstruct_tomo, write_dxchange
+    from .reconstruction import reconstruct_tomo, use_fitted_maps, write_dxchange
     from .storage import load_tomo
 
     elements = [e.strip() for e in args.elements.split(",") if e.strip()]  # checks.check_reconstruct: not empty
@@ -340,7 +335,7 @@ def cmd_reconstruct(args) -> int:
             print(f"run {args.uid!r} is {what}; reconstruct takes an xfct_tomo run or an imported tomography",
                   file=sys.stderr)
             return 1
-        tomo = load_tomo(run)
+        tomo, element_maps = use_fitted_maps(load_tomo(run), session.derived, elements)  # fitted, where a fit is
         try:
             rec = reconstruct_tomo(tomo, elements=elements, algorithm=args.algorithm, iterations=args.iterations,
                                    subsets=args.subsets, align=args.align, align_method=args.align_method,
@@ -355,16 +350,95 @@ def cmd_reconstruct(args) -> int:
         units = {name: data_keys.get(tomo.maps.data_key(name), {}).get("units") for name in rec.aligned
                  if name in tomo.maps}
         units = {name: unit for name, unit in units.items() if unit}
+        units.update({e: "counts" for e, source in element_maps.items() if source.startswith(FITTED)})
         from .reconstruction import publish
 
         uid = publish(rec, session.derived_writer)
     print(f"reconstructed {', '.join(rec.volumes)} of run {tomo.uid[:8]} ({rec.algorithm}"
           f"{f', {rec.iterations} iterations' if rec.algorithm != 'fbp' else ''}, {rec.align} alignment, "
           f"axis at column {rec.center:.2f}): volumes {next(iter(rec.volumes.values())).shape}")
+    print("element maps: " + ", ".join(f"{e} from {source}" for e, source in element_maps.items()
+                                       if e in rec.volumes))
     print(f"stored as run {uid} (plan_name xfct_reconstruction, raw_uid {tomo.uid}) in the derived container")
     if args.dxchange:
         path = write_dxchange(args.dxchange, rec, units=units or None)
         print(f"DXchange file {path}")
+    return 0
+
+
+def _print_fit(result: dict, start: dict, key: str, derived_uid: str | None) -> None:
+    """What ``fit`` prints: the calibration, per element the total counts, the deviance per channel."""
+    import numpy as np
+
+    cal, info = result["calibration"], result["calibration_fit"]
+    n, shape = len(result["theta"]), result["deviance"].shape[1:]
+    print(f"fitted run {start['uid'][:8]} ({start.get('plan_name', '?')}, {n} projection(s) of "
+          f"{' x '.join(map(str, shape))} px, spectra {key!r}): {len(result['elements'])} line families")
+    how = (f"fitted on the summed spectra of {info['projections']} projection(s), {info['counts']:.3g} counts, "
+           f"from {result['energy_source']}; deviance {info['deviance_per_dof']:.3f} per degree of freedom"
+           if info else "given, not refined")
+    print(f"calibration ({how}):")
+    print(f"  E(i) = {cal.offset:.5g} + {cal.gain:.6g} i + {cal.quadratic:.3g} i^2 keV; FWHM offset "
+          f"{cal.fwhm_offset:.4g} keV, Fano' {cal.fanoprime:.4g}; incident {cal.incident_energy:.4g} keV; Compton "
+          f"angle {cal.compton_angle:.4g} deg; tail {cal.f_tail:.3g}, step {cal.f_step:.3g}, escape {cal.escape:.3g}")
+    print(f"{'element':8s} {'total counts':>13s} {'+- sigma':>10s} {'per pixel':>10s}")
+    for e in result["elements"]:
+        counts, sigma = result["counts"][e], result["sigma"][e]
+        total, error = float(counts.sum(dtype=np.float64)), float(np.sqrt((sigma.astype(np.float64) ** 2).sum()))
+        print(f"{e:8s} {total:13.6g} {error:10.3g} {total / counts.size:10.3g}")
+    per_channel = result["deviance"] / max(result["fitted_channels"], 1)
+    print(f"deviance per channel: median {np.median(per_channel):.3f}, mean {per_channel.mean():.3f} over "
+          f"{per_channel.size} pixels ({result['fitted_channels']} channels fitted; near 1 where the model fits)")
+    for text in result["warnings"][:5]:
+        print(f"  warning: {text}")
+    if derived_uid:
+        print(f"stored as run {derived_uid} (plan_name live_spectrum_fit, raw_uid {start['uid']}) in the derived "
+              "container; `xfct-bluesky reconstruct` and the live analysis use its maps")
+
+
+def cmd_fit(args) -> int:
+    from .analysis.fitting import read_maps_override
+    from .callbacks import LiveWorker
+    from .callbacks.fit import LiveSpectrumFit, energy_axis, spectra_key
+    from .storage.reading import spectra_rows
+
+    elements = [e.strip() for e in args.elements.split(",") if e.strip()] if args.elements else None
+    calibration, refine, energy_range = "auto", None, None
+    if args.calibration != "auto":  # checks.check_fit read it once already
+        override = read_maps_override(Path(args.calibration).expanduser())
+        calibration, refine, energy_range = override.calibration, True, override.energy_range
+        elements = elements or list(override.elements) or None
+    with checks.open_session(args) as session:
+        try:
+            run = session.catalog[args.uid]
+        except (KeyError, ValueError):
+            print(f"no run {args.uid!r} in the catalog; `xfct-bluesky ls` lists them", file=sys.stderr)
+            return 1
+        start = run.metadata["start"]
+        data_keys = (run["primary"].metadata.get("data_keys") or {}) if "primary" in run else {}
+        key = spectra_key(data_keys, start)
+        if key is None:
+            raise CommandError(f"run {args.uid!r} ({start.get('plan_name')}) has no full spectra (an external data "
+                               "key of channels): nothing to fit; `xfct-bluesky show` lists its streams")
+        if calibration == "auto":
+            try:
+                energy_axis(start, data_keys[key], int(data_keys[key]["shape"][-1]))
+            except ValueError as err:
+                raise CommandError(f"run {args.uid!r}: {err}") from None
+        read_row = spectra_rows(run, key)  # through the server: it may be on another machine than the files
+        fit = LiveSpectrumFit(emit=session.derived_writer, elements=elements, calibration=calibration,
+                              refine=refine, method=args.method, energy_range=energy_range, threads=None,
+                              spectra=lambda _key, row: read_row(row),
+                              fitted_by="xfct-bluesky fit", worker=LiveWorker("xfct-bluesky-fit"))
+        for name, doc in run.documents():
+            fit(name, doc)
+        fit.wait()
+        result = fit.results.get(start["uid"])
+        if result is None:
+            why = f"{type(fit.errors[0]).__name__}: {fit.errors[0]}" if fit.errors else (
+                "the run records no element maps: give --elements, e.g. Ca,Fe,Zn")
+            raise CommandError(f"run {args.uid!r} was not fitted: {why}")
+    _print_fit(result, start, key, result["derived_uid"])
     return 0
 
 
@@ -373,7 +447,7 @@ def cmd_dose_study(args) -> int:
 
     res = dose_study(size=args.size, rows=args.rows, seed=args.seed, algorithm=args.algorithm,
                      iterations=args.iterations,
-                     schedules=((args.few, args.few_dwell), (args.many, args.many_dwell)),
+                     schedules=((args.few, args.few_dwell), (args.many, args.many_dwell)), fit=args.fit,
                      progress=lambda text: print(f"  {text}", flush=True))
     table = format_study(res)
     output = checks.output_dir(args, "dose-study")
@@ -475,6 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", help="folder for the table and figure (default <data dir>/dose-study)")
+    p.add_argument("--fit", action="store_true", help="take full spectra and reconstruct Zn from their live fit "
+                   "(default: the counts in Zn's energy window); slower")
     p.set_defaults(func=cmd_dose_study, check=checks.check_dose_study)
 
     from .ioc import add_arguments as add_ioc_arguments
@@ -488,6 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("ls", cmd_ls, checks.check_ls, "recent runs"), ("show", cmd_show, None, "one run"),
             ("replay", cmd_replay, None, "store the runs kept in a backup folder into Tiled"),
             ("recover", cmd_recover, None, "store the runs of a dead acquisition (kill -9, power) from the journal"),
+            ("fit", cmd_fit, checks.check_fit, "fit a stored run's spectra; store the fitted maps"),
             ("reconstruct", cmd_reconstruct, checks.check_reconstruct, "align, reconstruct, store the volumes")):
         p = with_data_dir(sub.add_parser(name, help=helptext))
         p.set_defaults(func=func, check=check)
@@ -498,6 +575,15 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("-n", type=int, default=20, help="how many runs")
         elif name == "show":
             p.add_argument("uid", help="run uid (or a unique prefix)")
+        elif name == "fit":
+            p.add_argument("uid", help="uid (or unique prefix) of a run with full spectra (ours, or an imported MDA, "
+                           "flyXRF, MAPS or PyXRF file)")
+            p.add_argument("--elements", help="comma-separated line families to fit, e.g. Ca,Fe,Cu,Zn,Au_L (default: "
+                           "the run's element maps, or the --calibration file's ELEMENTS_TO_FIT)")
+            p.add_argument("--calibration", default="auto", help="auto (default: fitted on the summed spectra, from "
+                           "the run's energy axis) or an XRF-Maps maps_fit_parameters_override.txt to start from")
+            p.add_argument("--method", default="poisson", help="per-pixel fit: poisson (default: non-negative "
+                           "Poisson maximum likelihood), linear or nnls")
         elif name == "reconstruct":
             p.add_argument("uid", help="uid (or unique prefix) of an xfct_tomo run or an imported tomography")
             p.add_argument("--algorithm", default="mlem", help="fbp, sirt, mlem (default) or osem")

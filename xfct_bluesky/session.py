@@ -17,9 +17,10 @@ for sessions wired by hand.
 Environment
 -----------
 XFCT_BLUESKY_DATA        data folder (default: the user data dir)
-XFCT_BLUESKY_TILED_URI   a running Tiled server to write to (default: an
-                         embedded server over the data folder)
-XFCT_BLUESKY_API_KEY     API key for that server
+XFCT_BLUESKY_TILED_URI   a running Tiled server to write to, e.g. ``xfct-bluesky
+                         serve`` (default: an embedded server over the data folder)
+XFCT_BLUESKY_TILED_API_KEY  API key for that server (default: the key ``xfct-bluesky
+                         serve`` keeps in the data folder, ``<data dir>/api_key``)
 XFCT_BLUESKY_HARDWARE    "sim" (default) or "epics"
 XFCT_BLUESKY_PREFIX      EPICS PV prefix of the microprobe (with "epics")
 XFCT_BLUESKY_SEED        seed of the simulated microprobe (default 0)
@@ -145,9 +146,13 @@ class Session:
         Tiled catalog, spectra (``assets/``), backup, journal, RunEngine
         metadata.
     uri, api_key : str, optional
-        A running Tiled server to write to (default $XFCT_BLUESKY_TILED_URI);
-        otherwise an embedded server over ``data_dir``, stopped at
-        :meth:`close`.
+        A running Tiled server to write to (default $XFCT_BLUESKY_TILED_URI)
+        and its key (default $XFCT_BLUESKY_TILED_API_KEY, else the key file
+        ``xfct-bluesky serve`` writes in ``data_dir``); otherwise an embedded
+        server over ``data_dir``, stopped at :meth:`close`. On a given server
+        (``uri`` or ``client``), ``scan_id`` continues from the catalog's
+        largest (:func:`~xfct_bluesky.storage.server.scan_id_source`): other
+        processes may write there too.
     client : tiled client, optional
         An open client instead (e.g. the command line's, already checked);
         the session closes it at :meth:`close`.
@@ -160,8 +165,10 @@ class Session:
         ``f(session) -> device`` (e.g. one whose spectra go to
         ``session.assets_dir``).
     live : bool
-        Subscribe the live DPC alignment and reconstruction: their derived
-        runs (``raw_uid``) go through the same writer.
+        Subscribe the live spectrum fit, DPC alignment and reconstruction:
+        their derived runs (``raw_uid``) go through the same writer; the fit's
+        maps (of every element the run records) also to the alignment and
+        the reconstruction, which use them in place of the ROI-window maps.
     elements : sequence of str
         What the live reconstruction reconstructs.
     plots : bool
@@ -192,7 +199,7 @@ class Session:
     :func:`~xfct_bluesky.storage.derived_runs`), writer (what the RunEngine writes through),
     derived_writer (what the live callbacks write their derived runs through; both
     :class:`~xfct_bluesky.callbacks.SerialEmitter`, journaled, with a backup: derived
-    runs' in ``backup/derived`` and ``journal/derived``), microprobe, live_alignment,
+    runs' in ``backup/derived`` and ``journal/derived``), microprobe, live_fit, live_alignment,
     live_reconstruction, callbacks (every subscribed callback by name).
     """
 
@@ -206,7 +213,7 @@ class Session:
 
         self.data_dir = Path(data_dir).expanduser().resolve() if data_dir else default_data_dir()
         self._options = dict(uri=uri if uri is not None else os.environ.get("XFCT_BLUESKY_TILED_URI"),
-                             api_key=api_key if api_key is not None else os.environ.get("XFCT_BLUESKY_API_KEY"),
+                             api_key=api_key if api_key is not None else os.environ.get("XFCT_BLUESKY_TILED_API_KEY"),
                              client=client, store=store, live=live, elements=check_elements(elements),
                              plots=plots, progress=progress, persistent_md=persistent_md, journal=journal,
                              beam_loss=beam_loss, read_only=read_only)
@@ -227,6 +234,7 @@ class Session:
         self.writer = None
         self.derived_writer = None
         self.microprobe = None
+        self.live_fit = None
         self.live_alignment = None
         self.live_reconstruction = None
         self.callbacks: dict[str, Callable] = {}
@@ -238,6 +246,21 @@ class Session:
         from .storage.folder import ASSETS_SUBDIR
 
         return self.data_dir / ASSETS_SUBDIR
+
+    #: The session opened last and not closed since (a weak reference): see :meth:`current`.
+    _current: weakref.ref | None = None
+
+    @classmethod
+    def current(cls) -> Session | None:
+        """The active session: the one opened last, if it is still open, else None.
+
+        Set by :meth:`open`, cleared by :meth:`close`. Plans run by the queue
+        server get only JSON arguments: ``xfct_tomo(mp, resume=<uid or
+        scan_id>)`` searches this session's catalog when no ``catalog=`` is
+        given.
+        """
+        session = cls._current() if cls._current is not None else None
+        return session if session is not None and session._open else None
 
     # ---------------------------------------------------------------- life
     def open(self) -> Session:
@@ -254,15 +277,18 @@ class Session:
             self._stack.close()
             raise
         self._open = True
+        Session._current = weakref.ref(self)
         return self
 
     def close(self) -> None:
         """Wait for the live analysis (up to 10 min), then close the client and stop an embedded server."""
-        if self.live_reconstruction is not None or self.live_alignment is not None:
+        if any(cb is not None for cb in (self.live_fit, self.live_alignment, self.live_reconstruction)):
             self.wait(600)
         self._release_md()
         self._stack.close()
         self._open = False
+        if Session._current is not None and Session._current() is self:
+            Session._current = None
 
     def _release_md(self) -> None:
         """Write ``RE.md`` to disk now, and not again when it is garbage-collected.
@@ -290,7 +316,7 @@ class Session:
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until the live callbacks have finished every run given to them so far."""
-        for cb in (self.live_alignment, self.live_reconstruction):
+        for cb in (self.live_fit, self.live_alignment, self.live_reconstruction):
             if cb is not None:
                 cb.wait(timeout)
 
@@ -321,7 +347,9 @@ class Session:
         if client is not None:
             self._stack.callback(client.context.close)
         elif opts["uri"]:
-            client = from_uri(opts["uri"], api_key=opts["api_key"])
+            from .storage.server import stored_api_key
+
+            client = from_uri(opts["uri"], api_key=opts["api_key"] or stored_api_key(self.data_dir))
             self._stack.callback(client.context.close)
         elif client is None:
             self.server = self._stack.enter_context(embedded_server(self.data_dir))
@@ -340,9 +368,11 @@ class Session:
             _recover_dead_runs(journal, self.catalog)
             _recover_dead_runs(journal / DERIVED_CONTAINER, self.derived)
         self.writer = SerialEmitter(make_tiled_writer(self.catalog, backup, journal_directory=journal))
+        # one lock for both writers: tiled 0.2.20 serves every table through one DuckDB connection, and two
+        # appends at once (a scan's events, a derived run's) crash the server or duplicate rows
         self.derived_writer = SerialEmitter(make_tiled_writer(
             self.derived, backup / DERIVED_CONTAINER,
-            journal_directory=None if journal is None else journal / DERIVED_CONTAINER))
+            journal_directory=None if journal is None else journal / DERIVED_CONTAINER), lock=self.writer.lock)
 
     def _open_run_engine(self) -> None:
         from bluesky import RunEngine
@@ -354,6 +384,10 @@ class Session:
         else:
             self.RE = RunEngine({})
             self.RE.md_validator = check_run_md
+        if self.server is None and self.catalog is not None:  # a shared server: other processes number runs too
+            from .storage.server import scan_id_source
+
+            self.RE.scan_id_source = scan_id_source(self.catalog)
         if self.writer is not None:
             self.subscribe("writer", self.writer)
 
@@ -380,6 +414,7 @@ class Session:
             LiveDPCAlignment,
             LiveMaps,
             LiveReconstruction,
+            LiveSpectrumFit,
             ProgressBar,
             live_figures,
         )
@@ -395,6 +430,9 @@ class Session:
                                                           plot=plots)
             # its shifts go to Tiled and to the reconstruction, which uses them (the order does not matter)
             self.live_alignment = LiveDPCAlignment(emit=[*sinks, self.live_reconstruction], plot=plots)
+            # the fitted maps go to Tiled, the alignment and the reconstruction (they wait for them at the stop)
+            self.live_fit = LiveSpectrumFit(emit=[*sinks, self.live_alignment, self.live_reconstruction])
+            self.subscribe("live_spectrum_fit", self.live_fit)
             self.subscribe("live_alignment", self.live_alignment)
             self.subscribe("live_reconstruction", self.live_reconstruction)
         if plots:

@@ -36,6 +36,9 @@ class SerialEmitter:
         The writer. Its exceptions propagate to the caller (to the RunEngine
         for the RunEngine's documents, as when the writer is subscribed
         directly; the live callbacks log and keep theirs).
+    lock : threading.RLock, optional
+        Shared with other emitters whose sinks must not run at the same time
+        (two TiledWriters on one server: see :class:`~xfct_bluesky.session.Session`).
 
     Notes
     -----
@@ -45,11 +48,11 @@ class SerialEmitter:
     document, so one write of the derived run's size).
     """
 
-    def __init__(self, sink: Sink):
+    def __init__(self, sink: Sink, *, lock: threading.RLock | None = None):
         if isinstance(sink, SerialEmitter):
             sink = sink.sink
         self.sink = sink
-        self._lock = threading.RLock()
+        self.lock = lock if lock is not None else threading.RLock()
 
     @classmethod
     def around(cls, sink: Sink) -> SerialEmitter:
@@ -60,12 +63,12 @@ class SerialEmitter:
         return f"SerialEmitter({self.sink!r})"
 
     def __call__(self, name: str, doc: dict) -> Any:
-        with self._lock:
+        with self.lock:
             return self.sink(name, doc)
 
     def emit_run(self, docs: Iterable[tuple[str, dict]]) -> None:
         """Send a whole run's documents, in order, holding the lock from the first to the last."""
-        with self._lock:
+        with self.lock:
             for name, doc in docs:
                 self.sink(name, doc)
 
@@ -97,5 +100,5 @@ def send_run(sinks: Sequence[Sink], docs: list[tuple[str, dict]], on_error: Call
             else:
                 for name, doc in docs:
                     sink(name, doc)
-        except Exception as exc:  # noqa: BLE001 - reported through on_error (logged, kept)
+        except Exception as exc:
             on_error(exc, f"could not send a derived run to {sink!r}")

@@ -6,7 +6,11 @@
   may not write.
 - :func:`runs_container` gives the ``CatalogOfBlueskyRuns`` container the runs
   are written into, so that ``cat[-1]``, ``cat[scan_id]`` and searches on the
-  start document work.
+  start document work; :func:`last_scan_id` is its largest ``scan_id``.
+- :func:`serve_standalone` runs ``tiled serve catalog`` over a data folder
+  (``xfct-bluesky serve``: the shared store other processes write and read
+  by URI and API key, :data:`API_KEY_FILE`), stopping it with this process
+  and keeping the key out of its output.
 
 The data folder itself (its layout, :func:`default_data_dir`,
 :func:`prepare_data_folder`, :class:`DataFolderError`, the rewrite of a moved
@@ -29,15 +33,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import re
 import secrets
+import signal
+import subprocess
+import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 # The data folder's names stay importable from here (other modules import them from this one).
-from .folder import (  # noqa: F401
+from .folder import (
     ARRAYS_SUBDIR,
     ASSETS_SUBDIR,
     CATALOG_NAME,
@@ -194,7 +204,7 @@ def initialize_catalog(path: Path) -> None:
             with warnings.catch_warnings():  # alembic on tiled's alembic.ini template (its subprocess shows none)
                 warnings.filterwarnings("ignore", "No path_separator found", DeprecationWarning)
                 stamp_head(ALEMBIC_INI_TEMPLATE_PATH, ALEMBIC_DIR, uri)
-        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+        except BaseException as err:
             failure.append(err)
 
     thread = threading.Thread(target=init, name="xfct-tiled-catalog-init")
@@ -330,3 +340,179 @@ def runs_container(client: Any, name: str = RAW_CONTAINER) -> Any:
             f"{_CATALOG_SPEC_NAME}; choose another name, or remove that node."
         )
     return node
+
+
+def last_scan_id(container: Any) -> int:
+    """The largest ``start.scan_id`` among the runs of ``container`` (0 if none has one).
+
+    One query to the server, sorted on the start document (runs without a
+    ``scan_id``, e.g. some imported ones, are left out): the number a
+    RunEngine writing into a shared catalog continues from.
+    """
+    from tiled.queries import Key
+
+    for run in container.search(Key("start.scan_id") > 0).sort(("start.scan_id", -1)).values():
+        return int(run.metadata["start"]["scan_id"])
+    return 0
+
+
+def scan_id_source(container: Any) -> Any:
+    """A RunEngine ``scan_id_source``: one more than the larger of ``RE.md["scan_id"]`` and :func:`last_scan_id`.
+
+    Processes writing into one shared catalog (the queue server's worker, a
+    user's IPython) then continue one numbering, and so does a process whose
+    ``RE.md`` was lost. Two runs opened in the same instant by two processes
+    may share a number. If the server does not answer, ``RE.md`` alone
+    numbers the run (the writer's backup keeps it), with a warning.
+    """
+
+    def next_scan_id(md: Any) -> int:
+        try:
+            stored = last_scan_id(container)
+        except Exception as err:
+            logger.warning("scan_id from RE.md only: the catalog did not answer (%s: %s)", type(err).__name__, err)
+            stored = 0
+        return max(int(md.get("scan_id", 0)), stored) + 1
+
+    return next_scan_id
+
+
+# --------------------------------------------------------------------------- the standalone server
+#: The file in the data folder that holds ``xfct-bluesky serve``'s API key (mode 0600).
+API_KEY_FILE = "api_key"
+
+#: Seconds ``tiled serve`` has to stop after SIGTERM before it is killed.
+STOP_GRACE = 10.0
+
+_KEY_IN_URL = re.compile(r"api_key=[^\s&#'\"]+")
+
+
+def stored_api_key(data_dir: str | Path) -> str | None:
+    """The API key ``xfct-bluesky serve`` keeps in ``data_dir / API_KEY_FILE``, or None if there is none."""
+    path = Path(data_dir) / API_KEY_FILE
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+#: The standalone server's child: :func:`run_tiled` on the arguments that follow.
+_TILED_CHILD = "import sys; from xfct_bluesky.storage.server import run_tiled; sys.exit(run_tiled(sys.argv[1:]))"
+
+
+def run_tiled(argv: list[str]) -> int:
+    """tiled's command line, in this process, on ``["serve", "catalog", CATALOG, ...]``: a missing catalog is
+    created first (:func:`initialize_catalog`, whose imports the server shares: 6-7 s less than doing it in
+    another interpreter before the server starts)."""
+    from tiled.commandline.main import main
+
+    if argv[:2] == ["serve", "catalog"] and not Path(argv[2]).exists():
+        initialize_catalog(Path(argv[2]))
+    sys.argv = ["tiled", *argv]
+    return main()
+
+
+def redact_api_key(text: str, key: str) -> str:
+    """``text`` with ``api_key=...`` (tiled's banner URL) and ``key`` itself replaced by ``<hidden>``."""
+    return _KEY_IN_URL.sub("api_key=<hidden>", text).replace(key, "<hidden>")
+
+
+def _copy_redacted(source: Any, sink: Any, key: str) -> None:
+    """Copy the child's output line by line into ``sink``, without the key; drained to the end even if ``sink``
+    fails (``serve | head``), so that the child never blocks on a full pipe."""
+    for raw in iter(source.readline, b""):
+        with contextlib.suppress(OSError, ValueError):
+            sink.write(redact_api_key(raw.decode(errors="replace"), key))
+            sink.flush()
+    source.close()
+
+
+def _parent_death_signal() -> Any:
+    """Linux: a ``preexec_fn`` that has the kernel send SIGTERM to the child when this process dies, even by
+    SIGKILL; None elsewhere. ctypes is loaded here, before the fork: the child only makes the call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def set_parent_death_signal() -> None:  # pragma: no cover - runs in the child between fork and exec
+        prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl: nobody would signal the child
+            os._exit(1)
+
+    return set_parent_death_signal
+
+
+def serve_standalone(folder: DataFolder, *, host: str, port: int, api_key: str) -> int:
+    """Run ``tiled serve catalog`` over ``folder`` until it exits or this process is asked to stop.
+
+    The server reads and writes the folder's catalog, arrays and tables and
+    reads its ``assets`` (the layout of :func:`embedded_server`). Returns its
+    exit status (0 after a requested stop).
+
+    Notes
+    -----
+    tiled runs in a child process (:func:`run_tiled`, which also creates a
+    new folder's catalog). The key reaches it by ``TILED_SINGLE_USER_API_KEY``,
+    never its command line, which every local user can read; tiled's start-up
+    banner, which prints the key in a URL, is copied to this process's stderr
+    without it. SIGTERM, SIGINT and SIGHUP to this process are passed on to
+    tiled, which is killed if still running :data:`STOP_GRACE` seconds later;
+    on Linux the kernel also stops it if this process dies by SIGKILL. Call
+    from the main thread of a process without other threads (the signal
+    handlers, and the child's set-up between fork and exec).
+    """
+    cmd = [sys.executable, "-c", _TILED_CHILD, "serve", "catalog", str(folder.catalog_path),
+           "-w", str(folder.arrays_dir), "-w", f"duckdb:///{folder.tables_path}",
+           "-r", str(folder.assets_dir), "--host", host, "--port", str(port)]
+    env = dict(os.environ, TILED_SINGLE_USER_API_KEY=api_key)
+    asked: list[int] = []  # the signals received
+    passed_on: list[int] = []  # ... and those passed on to tiled
+    child = None
+    copiers: list[threading.Thread] = []
+
+    def forward(signum, frame) -> None:
+        asked.append(signum)
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+                passed_on.append(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        child = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE,
+                                 preexec_fn=_parent_death_signal())
+        copiers = [threading.Thread(target=_copy_redacted, args=(pipe, sink, api_key), daemon=True,
+                                    name=f"xfct-serve-{name}")
+                   for pipe, sink, name in ((child.stdout, sys.stdout, "stdout"),
+                                            (child.stderr, sys.stderr, "stderr"))]
+        for thread in copiers:
+            thread.start()
+        deadline = None
+        while True:
+            try:
+                code = child.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                if asked and deadline is None:
+                    if not passed_on:  # asked to stop before tiled was started
+                        child.terminate()
+                    deadline = time.monotonic() + STOP_GRACE
+                elif deadline is not None and time.monotonic() > deadline:
+                    logger.warning("tiled serve did not stop %g s after SIGTERM: killing it", STOP_GRACE)
+                    child.kill()
+                    deadline = float("inf")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if child is not None and child.poll() is None:  # an exception in the loop: never leave tiled behind
+            child.kill()
+            child.wait()
+        for thread in copiers:
+            thread.join(timeout=5)
+    if asked:
+        return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else (code if code > 0 else 128 - code)
+    return code if code >= 0 else 128 - code
