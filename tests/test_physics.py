@@ -90,7 +90,7 @@ EMPTY = AnalyticSpecimen([], radius=1e-6, name="empty")
 
 
 # ------------------------------------------------------------------ helpers ---
-def approx(expected, *, rel: float = 1e-9, abs: float = 0.0):
+def approx(expected, *, rel: float = 1e-9, abs: float = 0.0):  # noqa: A002 - pytest's keyword
     """``pytest.approx`` without its default 1e-12 absolute tolerance.
 
     Many quantities here are tiny in SI units (variances ~1e-13 m^2, masses

@@ -64,7 +64,7 @@ import numpy as np
 from ..physics import constants as C
 from ..validate import between, negatives, one_of, positive, real
 from .dpc import optical_path
-from .fitting.lines import _xraylib, line_family, parse_family
+from .fitting.lines import line_family, parse_family, xraylib_module
 
 __all__ = [
     "PROTEIN", "ArealDensity", "Concentration", "DetectorResponse", "ProjectedMass", "StandardCalibration",
@@ -117,7 +117,7 @@ class DetectorResponse:
 
     def efficiency(self, energy) -> np.ndarray:
         """Fraction (0-1) of photons of ``energy`` (keV) emitted towards the detector that it records."""
-        xrl = _xraylib()
+        xrl = xraylib_module()
         e = np.atleast_1d(np.asarray(energy, dtype=float))
         gas, density = PATH_GASES[self.path_gas]
         out = np.empty(e.shape)
@@ -156,7 +156,7 @@ class DetectorResponse:
 
 def _response(name: str, incident_energy: float, detector: DetectorResponse) -> float:
     """Y_e: detected photons of family ``name`` per incident photon per ug/cm^2, over 4 pi."""
-    xrl = _xraylib()
+    xrl = xraylib_module()
     family = line_family(name, incident_energy)
     cross = [xrl.CS_FluorLine_Kissel_Cascade(family.z, getattr(xrl, f"{label}_LINE"), family.incident_energy)
              for label in family.labels]
@@ -497,7 +497,7 @@ def delta_per_density(composition: str = PROTEIN, energy: float = C.BEAM_ENERGY_
         raise ValueError(
             f"composition={composition!r}; allowed: a chemical formula such as {PROTEIN!r}")
     try:
-        return 1.0 - _xraylib().Refractive_Index_Re(composition, energy, 1.0)
+        return 1.0 - xraylib_module().Refractive_Index_Re(composition, energy, 1.0)
     except ValueError:
         raise ValueError(f"composition={composition!r} is not a formula xraylib reads; allowed: element symbols "
                          f"with amounts, such as {PROTEIN!r} (protein) or 'H2O'") from None
@@ -660,4 +660,4 @@ def concentration(metal, mass, *, element: str, metal_sigma=None, min_mass: floa
             if s.shape != m.shape:
                 raise ValueError(f"metal_sigma has shape {s.shape}, metal {m.shape}; give one sigma per pixel")
             sigma = np.where(rho >= min_mass, s / rho, np.nan)
-    return Concentration(ppm, sigma, element, float(_xraylib().AtomicWeight(z)), min_mass)
+    return Concentration(ppm, sigma, element, float(xraylib_module().AtomicWeight(z)), min_mass)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from event_model import DocumentRouter, RunRouter
 
-from ..quantities import theta_key
+from ..quantities import recorded_theta_key, theta_key
 from ._worker import LiveWorker, default_worker
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def is_tomography(start: Mapping) -> bool:
     points = start.get("num_points")
     if not (isinstance(points, int) and points >= 2):
         return False
-    names = {start.get("theta_key"), (start.get("quantities") or {}).get("theta"), "theta"} - {None}
+    names = {recorded_theta_key(start), "theta"} - {None}  # quantities.theta_key's rules, from the start alone
     dimensions = (start.get("hints") or {}).get("dimensions") or []
     fields = [f for dim in dimensions if isinstance(dim, list | tuple) and dim and isinstance(dim[0], list | tuple)
               for f in dim[0]]

@@ -100,5 +100,5 @@ def send_run(sinks: Sequence[Sink], docs: list[tuple[str, dict]], on_error: Call
             else:
                 for name, doc in docs:
                     sink(name, doc)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - reported through on_error (logged, kept)
             on_error(exc, f"could not send a derived run to {sink!r}")

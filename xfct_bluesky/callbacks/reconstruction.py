@@ -306,7 +306,7 @@ class _ReconstructionRun(RunState):
     def _finish_safely(self):
         try:
             self._finish()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - logged and kept in the owner's errors
             self.owner._failed(exc, f"could not reconstruct run {self.uid[:8]}")
         finally:
             self.owner._done(self.uid)

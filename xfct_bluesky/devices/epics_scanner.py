@@ -226,7 +226,7 @@ class FlyRaster(map_components("EpicsMapSignals", MapSignal, pv_prefix="Map:")):
                 self.acquired_shape = tuple(int(n) for n in self.map_shape.get(use_monitor=False))
                 if self._stream is not None:
                     self._stream["count"] = int(self.hdf5.num_captured.get(use_monitor=False))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - reported through the status, never lost
                 logger.error("%s: acquisition failed: %s", self.name, exc)
                 status.set_exception(exc)
             else:

@@ -34,7 +34,7 @@ from ophyd.status import DeviceStatus, Status
 
 from ..physics import MicroprobeSimulator
 from ..physics.specimen import ELEMENT_SYMBOLS
-from ._sim_common import BEAM_OFF_CURRENT, MAP_DTYPES, beam_on, probe_geometry
+from ._sim_common import BEAM_OFF_CURRENT, MAP_DTYPES, beam_on, probe_geometry  # noqa: F401 (re-exported)
 from .signals import ArraySignal, SimMotor
 from .sim_scanner import FlyRaster
 

@@ -107,7 +107,7 @@ def _box_gauss(x, half_box, sigma):
 def _box_gauss_derivative(x, half_box, sigma):
     if half_box == 0:
         return -x / sigma**2 * _box_gauss(x, 0, sigma)
-    g = lambda t: np.exp(-0.5 * (t / sigma) ** 2) / (math.sqrt(2 * math.pi) * sigma)
+    g = lambda t: np.exp(-0.5 * (t / sigma) ** 2) / (math.sqrt(2 * math.pi) * sigma)  # noqa: E731
     return (g(x + half_box) - g(x - half_box)) / (2 * half_box)
 
 

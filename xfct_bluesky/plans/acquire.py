@@ -18,7 +18,7 @@ class DetectorTimeout(RuntimeError):
     """The fly scanner did not deliver a map after all its retries."""
 
 
-def _check_retry_options(detector_timeout, retries) -> tuple[float | None, int]:
+def check_retry_options(detector_timeout, retries) -> tuple[float | None, int]:
     """``detector_timeout`` (None or seconds > 0) and ``retries`` (an integer >= 0), checked and normalised."""
     retries = integer("retries", retries, low=0, fix="Give how many times a failed map is tried again, e.g. 2.")
     if detector_timeout is not None:
@@ -30,14 +30,14 @@ def _check_retry_options(detector_timeout, retries) -> tuple[float | None, int]:
     return detector_timeout, retries
 
 
-def _map_timeout(scanner, shape, dwell, detector_timeout) -> float:
+def map_timeout(scanner, shape, dwell, detector_timeout) -> float:
     """Seconds a map may take before it counts as hung: 3x its duration plus 30 s unless given."""
     if detector_timeout is not None:
         return float(detector_timeout)
     return 3 * scanner.map_duration(shape, dwell) + 30.0
 
 
-def _acquire(scanner, rotation, timeout: float, retries: int) -> MsgGenerator:
+def acquire_map(scanner, rotation, timeout: float, retries: int) -> MsgGenerator:
     """Trigger one map and read it into ``primary``; retry a map that times out or fails.
 
     The event is only created once the map is complete, so a failed try

@@ -128,7 +128,7 @@ class TomoEstimate:
         )
 
 
-def _check_dwell(dwell: float, fix: str, name: str = "dwell") -> float:
+def check_plan_dwell(dwell: float, fix: str, name: str = "dwell") -> float:
     allowed = f"{MIN_DWELL:g}..{MAX_DWELL:g} s per pixel"
     d = number(name, dwell, allowed=allowed, fix=fix)
     if not MIN_DWELL <= d <= MAX_DWELL:
@@ -289,11 +289,11 @@ def estimate_tomo(
         if td <= 0:
             raise ValueError(f"total_dose={total_dose!r}: allowed a finite dose > 0 Gy, e.g. 2.3e7")
         dwell = dwell_for_dose(td / n, pixel_size, **kw)
-        dwell = _check_dwell(
+        dwell = check_plan_dwell(
             dwell, f"total_dose={td:.3g} Gy over {n} projections gives this dwell; change total_dose or n_angles"
         )
     else:
-        dwell = _check_dwell(dwell, "Give seconds, e.g. 3e-3 for 3 ms.")
+        dwell = check_plan_dwell(dwell, "Give seconds, e.g. 3e-3 for 3 ms.")
     per = dose_per_projection(dwell, pixel_size, **kw)
     total = per * n
     if total > budget * (1 + 1e-9):

@@ -39,8 +39,8 @@ from ..physics.dose import dose_per_projection
 from ..quantities import is_quantity
 from ..validate import number
 from ._checks import check_md, check_microprobe, check_storable_shape, plain
-from .acquire import DEFAULT_RETRIES, _acquire, _check_retry_options, _map_timeout
-from .planning import _check_dwell, estimate_tomo
+from .acquire import DEFAULT_RETRIES, acquire_map, check_retry_options, map_timeout
+from .planning import check_plan_dwell, estimate_tomo
 from .resume import NOT_CARRIED, missing_angles
 
 logger = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def _per_step(microprobe, timeout_of: Callable[[Mapping], float], retries: int) 
 
     def per_step(detectors, step, pos_cache):
         yield from bps.move_per_step(step, pos_cache)
-        yield from _acquire(scanner, rotation, timeout_of(step), retries)
+        yield from acquire_map(scanner, rotation, timeout_of(step), retries)
         # a pause or suspension rewinds to the last checkpoint: the map in flight is taken again,
         # and with this one the map just saved never is
         yield from bps.checkpoint()
@@ -218,7 +218,7 @@ def xrf_fly_map(
     microprobe = check_microprobe(microprobe)
     shape, pixel_size = microprobe.scanner.check_field(shape, pixel_size)
     check_storable_shape(shape)
-    dwell = _check_dwell(dwell, "Give seconds per pixel, e.g. 3e-3.")
+    dwell = check_plan_dwell(dwell, "Give seconds per pixel, e.g. 3e-3.")
     if theta is not None:
         theta = _theta(microprobe, theta)
     scanner, rotation = microprobe.scanner, microprobe.rotation
@@ -232,7 +232,7 @@ def xrf_fly_map(
          "dose_per_projection": dose, "total_dose": dose, "estimated_duration": scanner.map_duration(shape, dwell)},
         md,
     )
-    timeout = _map_timeout(scanner, shape, dwell, None)
+    timeout = map_timeout(scanner, shape, dwell, None)
     steps = None if theta is None else cycler(rotation, [theta])  # a one-point scan, or a count where it is
     return _run(microprobe, _md, (shape, pixel_size, dwell), steps,
                 _per_step(microprobe, lambda step: timeout, DEFAULT_RETRIES))
@@ -334,7 +334,7 @@ def xfct_tomo(
     ...              order="golden", md={"sample": "egg 3"}))
     """
     microprobe = check_microprobe(microprobe)
-    detector_timeout, retries = _check_retry_options(detector_timeout, retries)
+    detector_timeout, retries = check_retry_options(detector_timeout, retries)
     carried: dict[str, Any] = {}
     if resume is None and (shape is None or pixel_size is None):
         raise ValueError(f"shape={shape!r}, pixel_size={pixel_size!r}: both are required, e.g. shape=(64, 64), "
@@ -373,7 +373,7 @@ def xfct_tomo(
          "plan_pattern_args": {"object": repr(rotation), "array": list(est.angles)}},
         md, carried=carried, also_written=("resumed_from", "planned_angles", "resumed_angles"),
     )
-    timeout = _map_timeout(microprobe.scanner, est.shape, est.dwell, detector_timeout)
+    timeout = map_timeout(microprobe.scanner, est.shape, est.dwell, detector_timeout)
     return _run(microprobe, _md, (est.shape, est.pixel_size, est.dwell), cycler(rotation, list(est.angles)),
                 _per_step(microprobe, lambda step: timeout, retries))
 
@@ -425,10 +425,10 @@ def dwell_pair_series(
     if isinstance(dwells, str | bytes | Mapping) or isinstance(dwells, np.ndarray) and dwells.ndim > 1:
         raise ValueError(f"dwells={dwells!r}: allowed a sequence of dwells in seconds per pixel. {fix}")
     if not isinstance(dwells, Sequence | np.ndarray):
-        dwells = [dwells]  # one dwell; _check_dwell refuses what is not a number
+        dwells = [dwells]  # one dwell; check_plan_dwell refuses what is not a number
     if not len(dwells):
         raise ValueError(f"dwells={dwells!r} is empty; allowed at least one dwell in seconds per pixel. {fix}")
-    dwells = [_check_dwell(d, fix, f"dwells[{i}]") for i, d in enumerate(dwells)]
+    dwells = [check_plan_dwell(d, fix, f"dwells[{i}]") for i, d in enumerate(dwells)]
     theta = _theta(microprobe, theta)
     beam = microprobe.beam_parameters()
     per = [dose_per_projection(d, pixel_size, flux=beam["flux"], energy_kev=beam["energy_kev"]) for d in dwells]
@@ -445,7 +445,7 @@ def dwell_pair_series(
          "hints": {"dimensions": [([scanner.map_dwell.name], "primary")]}},
         md,
     )
-    timeouts = {d: _map_timeout(scanner, shape, d, None) for d in dwells}
+    timeouts = {d: map_timeout(scanner, shape, d, None) for d in dwells}
     # both axes step together (an inner product): the stage goes to theta once, each dwell is set once
     series = [d for d in dwells for _ in range(2)]
     steps = cycler(rotation, [theta] * len(series)) + cycler(scanner.dwell, series)

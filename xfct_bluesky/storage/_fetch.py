@@ -22,14 +22,14 @@ from ..net import is_loopback
 DEFAULT_MAX_WORKERS = 4  # concurrent requests of load_tomo
 
 
-def _read_key(stream_node: Any, key: str) -> np.ndarray:
+def read_key(stream_node: Any, key: str) -> np.ndarray:
     """Read one data key of a stream (a table column or an array node) as numpy."""
     values = stream_node[key].read()
     return np.asarray(values)
 
 
 
-def _stream_parts(stream_node: Any) -> dict[str, Any]:
+def stream_parts(stream_node: Any) -> dict[str, Any]:
     """The stream's array and table clients, ``{name: client}``, from one listing request.
 
     A bluesky-tiled-plugins stream (``BlueskyEventStreamV3``) is a composite
@@ -38,7 +38,7 @@ def _stream_parts(stream_node: Any) -> dict[str, Any]:
     ``stream[key]`` costs two requests per key (it lists the stream again,
     then fetches the item); listing ``base`` once gives every client at once.
     The listing includes each part's data sources (``include_data_sources``,
-    same request), for :func:`_check_local_files`.
+    same request), for :func:`check_local_files`.
     """
     container = getattr(stream_node, "base", stream_node)
     if not hasattr(container, "items"):
@@ -48,7 +48,7 @@ def _stream_parts(stream_node: Any) -> dict[str, Any]:
     return dict(container.items())
 
 
-def _check_local_files(part: Any, key: str) -> None:
+def check_local_files(part: Any, key: str) -> None:
     """Raise DataFolderError if a file that ``part`` (one key's client) points to is missing on this machine.
 
     Only for a server on loopback, whose files are this machine's (the data
@@ -173,10 +173,10 @@ def _read_table_columns(table: Any, columns: list[str], results: dict[str, np.nd
 
 
 def _read_one_key(stream_node: Any, key: str, results: dict[str, np.ndarray]) -> None:
-    results[key] = _read_key(stream_node, key)
+    results[key] = read_key(stream_node, key)
 
 
-def _read_stream_keys(
+def read_stream_keys(
     stream_node: Any, keys: list[str], *, compression: bool | None, max_workers: int | None
 ) -> dict[str, np.ndarray]:
     """Read several data keys of one stream concurrently, as numpy arrays.
@@ -198,7 +198,7 @@ def _read_stream_keys(
         compression = context is None or not is_loopback(context.api_uri)
     accept_encoding = None if compression else "identity"
 
-    parts = _stream_parts(stream_node)
+    parts = stream_parts(stream_node)
     tables = {
         name: part
         for name, part in parts.items()
@@ -211,13 +211,13 @@ def _read_stream_keys(
     for key in dict.fromkeys(keys):  # unique, in order
         part = parts.get(key)
         if getattr(part, "structure_family", None) == StructureFamily.array:
-            _check_local_files(part, key)
+            check_local_files(part, key)
             results[key], fetches = _array_fetches(part, accept_encoding)
             array_tasks.extend(fetches)
             continue
         table = next((name for name, t in tables.items() if key in t.columns), None)
         if table is not None:
-            _check_local_files(tables[table], key)
+            check_local_files(tables[table], key)
             table_columns.setdefault(table, []).append(key)
         else:
             other_tasks.append(functools.partial(_read_one_key, stream_node, key, results))

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..quantities import quantities_of
 from ..quantities import theta_key as resolve_theta_key
-from ._fetch import _check_local_files, _read_key, _read_stream_keys, _stream_parts
+from ._fetch import check_local_files, read_key, read_stream_keys, stream_parts
 
 logger = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ def load_tomo(
     tkey = resolve_theta_key(data_keys, start, theta_key)
     map_keys = [key for key, spec in sorted(data_keys.items()) if len(spec.get("shape") or []) == 2]
     try:
-        values = _read_stream_keys(node, [tkey, *map_keys], compression=compression, max_workers=max_workers)
+        values = read_stream_keys(node, [tkey, *map_keys], compression=compression, max_workers=max_workers)
     except KeyError as err:  # a descriptor and no events: the writer died before it stored them
         raise _interrupted(run, stream) or err from None
     theta = np.array(values[tkey], dtype=float).reshape(-1)  # a copy, even if theta_key names a map
@@ -264,7 +264,7 @@ def load_theta(run: Any, theta_key: str | None = None, *, stream: str = _DEFAULT
     except KeyError:
         return np.zeros(0)
     tkey = resolve_theta_key(_data_keys(node), dict(run.metadata["start"]), theta_key)
-    return np.array(_read_key(node, tkey), dtype=float).reshape(-1)
+    return np.array(read_key(node, tkey), dtype=float).reshape(-1)
 
 
 def load_spectra(run: Any, key: str, *, stream: str = _DEFAULT_STREAM, index: Any = None) -> np.ndarray:
@@ -317,13 +317,13 @@ def spectra_rows(run: Any, key: str, *, stream: str = _DEFAULT_STREAM) -> Callab
 def _external_client(run: Any, key: str, stream: str) -> Any:
     """The array client of an external data key, its files checked when the server is on this machine."""
     node = _stream(run, stream)
-    array_client = _stream_parts(node).get(key)  # one listing, with the key's data sources
+    array_client = stream_parts(node).get(key)  # one listing, with the key's data sources
     if array_client is None:
         try:
             array_client = node[key]
         except KeyError:
             raise KeyError(f"Stream {stream!r} has no data key {key!r}; keys: {sorted(node)}.") from None
-    _check_local_files(array_client, key)
+    check_local_files(array_client, key)
     return array_client
 
 

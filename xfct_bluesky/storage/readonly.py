@@ -6,7 +6,7 @@ process may not write (``chmod``, a read-only mount, a colleague's copy) is
 served instead by :class:`ReadOnlyTiledServer`, with the same interface
 (``uri``, ``directory``, ``close``, a context manager). Everything that reads
 works (``ls``, ``show``, ``load_tomo``, ``load_spectra``); every write is
-refused at once with HTTP 403 and a header (:data:`_READ_ONLY_HEADER`) that
+refused at once with HTTP 403 and a header (:data:`READ_ONLY_HEADER`) that
 :func:`~xfct_bluesky.storage.server.runs_container` recognises. Choose it
 through :func:`~xfct_bluesky.storage.server.embedded_server`, which starts it
 for a read-only :class:`~xfct_bluesky.storage.folder.DataFolder`.
@@ -41,7 +41,7 @@ from urllib.parse import quote
 
 from .folder import DataFolder
 
-_READ_ONLY_HEADER = "x-xfct-read-only"  # set on the refusals of a read-only server
+READ_ONLY_HEADER = "x-xfct-read-only"  # set on the refusals of a read-only server
 
 
 def _is_write(method: str, path: str) -> bool:
@@ -66,7 +66,7 @@ class _RefuseWrites:
                 "type": "http.response.start",
                 "status": 403,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(self._body)).encode()),
-                            (_READ_ONLY_HEADER.encode(), b"1")],
+                            (READ_ONLY_HEADER.encode(), b"1")],
             })
             await send({"type": "http.response.body", "body": self._body})
             return

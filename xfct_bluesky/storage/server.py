@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 # The data folder's names stay importable from here (other modules import them from this one).
-from .folder import (
+from .folder import (  # noqa: F401
     ARRAYS_SUBDIR,
     ASSETS_SUBDIR,
     CATALOG_NAME,
@@ -61,7 +61,7 @@ from .folder import (
     default_data_dir,
     prepare_data_folder,
 )
-from .readonly import _READ_ONLY_HEADER, ReadOnlyTiledServer
+from .readonly import READ_ONLY_HEADER, ReadOnlyTiledServer
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ def initialize_catalog(path: Path) -> None:
             with warnings.catch_warnings():  # alembic on tiled's alembic.ini template (its subprocess shows none)
                 warnings.filterwarnings("ignore", "No path_separator found", DeprecationWarning)
                 stamp_head(ALEMBIC_INI_TEMPLATE_PATH, ALEMBIC_DIR, uri)
-        except BaseException as err:
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
             failure.append(err)
 
     thread = threading.Thread(target=init, name="xfct-tiled-catalog-init")
@@ -325,7 +325,7 @@ def runs_container(client: Any, name: str = RAW_CONTAINER) -> Any:
         try:
             client.create_container(key=name, specs=[Spec(_CATALOG_SPEC_NAME, version=_CATALOG_SPEC_VERSION)])
         except httpx.HTTPStatusError as err:
-            if err.response.headers.get(_READ_ONLY_HEADER):
+            if err.response.headers.get(READ_ONLY_HEADER):
                 raise DataFolderError(
                     f"the catalog has no run container {name!r} yet, and its data folder is open read-only: "
                     "there are no runs to read; store a run with write access first"

@@ -179,7 +179,7 @@ class CalibrationFit:
                 f"freedom; {params}; largest misfits at {worst}")
 
 
-class _Profile:
+class SpectrumProfile:
     """The profile deviance over the free parameters, with the inner Poisson fit warm-started."""
 
     def __init__(self, y, start: Calibration, elements, n_channels, channels, pileup, n_background, free):
@@ -266,7 +266,7 @@ def calibrate(spectrum, start: Calibration, elements: Sequence[str], *, channels
     unknown = [n for n in free if n not in FITTABLE]
     if unknown:
         raise ValueError(f"free={tuple(free)!r}: unknown parameters {unknown}; allowed: {', '.join(FITTABLE)}")
-    profile = _Profile(y_fit, start, elements, n_channels, channels, pileup, n_background, free)
+    profile = SpectrumProfile(y_fit, start, elements, n_channels, channels, pileup, n_background, free)
     values = {n: getattr(start, n) for n in free}
     if "offset" in values:
         values["offset"] = profile.mid_energy(start)

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...validate import real
-from .calibrate import DEFAULT_FREE, CalibrationFit, _Profile, calibrate
+from .calibrate import DEFAULT_FREE, CalibrationFit, SpectrumProfile, calibrate
 from .lines import line_family, parse_family
 from .model import Calibration, SpectrumBasis, build_basis, parse_pileup
 
@@ -347,7 +347,7 @@ def fit_spectra(spectra, energy, elements: Sequence[str], *, calibration: Calibr
         quality = cal_fit
     else:
         cal = start
-        profile = _Profile(summed[channels], cal, names, n_channels, channels, pileup, n_background, ())
+        profile = SpectrumProfile(summed[channels], cal, names, n_channels, channels, pileup, n_background, ())
         dev, summed_a, summed_basis = profile(cal)
         quality = None
         dof = max(channels.stop - channels.start - int(np.count_nonzero(summed_a)), 1)

@@ -65,7 +65,7 @@ ELECTRON_REST_KEV = 510.99895
 _IUPAC = re.compile(r"(K|L[123]|M[1-5])([KLMNOPQ][1-9])_LINE")
 
 
-def _xraylib():
+def xraylib_module():
     import xraylib  # imported on first use: importing the package stays cheap
 
     return xraylib
@@ -74,7 +74,7 @@ def _xraylib():
 @functools.lru_cache(maxsize=1)
 def _iupac_lines() -> dict[str, tuple[tuple[str, int], ...]]:
     """xraylib's lines by initial level: ``{"K": (("KL1", -1), ("KL2", -2), ...), "L1": ...}``."""
-    xraylib = _xraylib()
+    xraylib = xraylib_module()
     out: dict[str, list[tuple[str, int]]] = {}
     for name in dir(xraylib):
         match = _IUPAC.fullmatch(name)
@@ -146,7 +146,7 @@ def parse_family(name: str) -> tuple[str, int, str]:
 @functools.lru_cache(maxsize=512)
 def _family(name: str, incident_energy: float) -> LineFamily:
     symbol, z, shell = parse_family(name)
-    xraylib = _xraylib()
+    xraylib = xraylib_module()
     labels, energies, cross = [], [], []
     for level in _INITIAL_LEVELS[shell]:
         for label, line in _iupac_lines().get(level, ()):
@@ -193,7 +193,7 @@ def line_family(name: str, incident_energy: float) -> LineFamily:
 
 @functools.lru_cache(maxsize=1)
 def _silicon():
-    xraylib = _xraylib()
+    xraylib = xraylib_module()
     return (xraylib.FluorYield(14, xraylib.K_SHELL), xraylib.JumpFactor(14, xraylib.K_SHELL),
             xraylib.LineEnergy(14, xraylib.KL3_LINE), xraylib.EdgeEnergy(14, xraylib.K_SHELL))
 
@@ -206,7 +206,7 @@ def si_escape_energy() -> float:
 @functools.lru_cache(maxsize=4096)
 def _escape(energy: float) -> float:
     omega, jump, e_ka, edge = _silicon()
-    xraylib = _xraylib()
+    xraylib = xraylib_module()
     if energy <= edge:
         return 0.0
     mu_k = xraylib.CS_Photo(14, e_ka)
