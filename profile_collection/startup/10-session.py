@@ -4,15 +4,15 @@
 # derived runs in Tiled, linked by raw_uid; figures drawn on the main thread, none headless). In the queue
 # server's worker: no figures and no progress bar (nobody watches its terminal), the same runs and derived runs.
 print(f"Loading {__file__}")
-from bluesky.callbacks.best_effort import BestEffortCallback
+from bluesky.callbacks.best_effort import BestEffortCallback  # noqa: E402
 from bluesky_queueserver import is_re_worker_active
-from tiled.queries import Key
+from tiled.queries import Key  # noqa: E402, F401
 
-from xfct_bluesky.session import Session
-from xfct_bluesky.storage import load_spectra, load_tomo
+from xfct_bluesky.session import Session  # noqa: E402
+from xfct_bluesky.storage import load_spectra, load_tomo  # noqa: E402, F401
 
 interactive = not is_re_worker_active()
-session = Session(DATA_DIR, microprobe=os.environ.get("XFCT_BLUESKY_HARDWARE", "sim"),
+session = Session(DATA_DIR, microprobe=os.environ.get("XFCT_BLUESKY_HARDWARE", "sim"),  # noqa: F821
                   progress=interactive, plots=interactive).open()
 session.close_at_exit()  # the embedded server stops when the interpreter ends
 RE, cat, mp, tiled_writer = session.RE, session.catalog, session.microprobe, session.writer
@@ -20,6 +20,6 @@ microprobe = mp
 live_alignment, live_reconstruction = session.live_alignment, session.live_reconstruction
 bec = BestEffortCallback()
 bec.disable_table()  # the progress bar reports each projection: no interleaved table rows
-if matplotlib.get_backend().lower() == "agg":
+if matplotlib.get_backend().lower() == "agg":  # noqa: F821
     bec.disable_plots()
 RE.subscribe(bec)
