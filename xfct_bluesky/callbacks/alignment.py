@@ -105,7 +105,7 @@ class _Estimator:
         self.blank: list[bool] = []
         self.shifts = np.zeros((0, 2))
 
-    def add(self, theta: float, image: np.ndarray) -> None:
+    def add(self, image: np.ndarray, theta: float) -> None:
         """Register a new projection against its nearest neighbours with signal and solve again.
 
         A projection without signal (constant: a closed shutter, a beam dump) is not registered: its
@@ -280,7 +280,7 @@ class _AlignmentRun(RunState):
         image = np.asarray(data[image_key])
         maps = {self.names[image_key]: image}
         maps.update((self.names[k], np.asarray(data[k])) for k in self.map_keys if k in data)
-        self.est.add(float(data[theta_key]), image)
+        self.est.add(image, float(data[theta_key]))
         self._keep(maps)
         if self.owner.plot:
             self.owner.figures.put("DPC alignment", self.owner._drawer.update(
