@@ -173,6 +173,7 @@ def reconstruct_maps(
     progress: Callable[[str], None] | None = None,
     align_method: str = "auto",
     channel: str | None = None,
+    projector: str = "auto",
 ) -> Reconstruction:
     """Align and reconstruct projections given as arrays (see :func:`reconstruct_tomo`)."""
     from .analysis import tomo
@@ -180,6 +181,9 @@ def reconstruct_maps(
     from .analysis.shifts import apply_shifts
 
     algorithm, iterations, subsets, align = check_options(algorithm, iterations, subsets, align)
+    projector = validate.one_of("projector", projector, tomo.PROJECTORS,
+                                fix="'auto' uses the cached matrix where it fits in memory (logged), "
+                                    "'matrix-free' computes it on the fly")
     elements = check_elements(elements)
     theta = validate.angles("theta", np.ravel(validate.real("theta", theta)))
     angle_problems(theta)  # angles from one direction only: refused before any work
@@ -251,12 +255,12 @@ def reconstruct_maps(
         for name, stack in aligned.items():
             say(f"reconstructing {name} ({'fbp' if name == 'phase' else algorithm})")
             if name == "phase" or algorithm == "fbp":
-                volumes[name] = tomo.fbp(stack, theta, center=center, filter="shepp-logan")
+                volumes[name] = tomo.fbp(stack, theta, center=center, filter="shepp-logan", projector=projector)
             elif algorithm == "sirt":
-                volumes[name] = tomo.sirt(stack, theta, iterations=iterations, center=center)
+                volumes[name] = tomo.sirt(stack, theta, iterations=iterations, center=center, projector=projector)
             else:  # linear interpolation of counts >= 0 stays >= 0, but for float32 rounding
                 volumes[name] = tomo.mlem(np.clip(stack, 0, None), theta, iterations=iterations, subsets=subsets,
-                                          center=center)
+                                          center=center, projector=projector)
     return Reconstruction(volumes, aligned, theta, np.asarray(shifts, float), float(center), algorithm,
                           iterations, subsets, align, alignment, excluded=tuple(int(k) for k in left_out))
 
@@ -277,6 +281,7 @@ def reconstruct_tomo(
     progress: Callable[[str], None] | None = None,
     align_method: str = "auto",
     channel: str | None = None,
+    projector: str = "auto",
 ) -> Reconstruction:
     """Align and reconstruct a stored tomography (:class:`~xfct_bluesky.storage.TomoData`).
 
@@ -322,6 +327,11 @@ def reconstruct_tomo(
         The simulator's true offsets, for ``align="truth"``.
     progress : callable(str), optional
         Called with a line of text at each step (aligning, reconstructing ...).
+    projector : {"auto", "matrix", "matrix-free"}
+        The cached sparse system matrix, the same weights computed on the
+        fly (numba, all cores, memory of the data only), or "auto": the
+        matrix where its estimate fits under
+        ``xfct_bluesky.analysis.projector.MATRIX_BUDGET`` (2 GiB), logged.
 
     Notes
     -----
@@ -337,7 +347,7 @@ def reconstruct_tomo(
     rec = reconstruct_maps(tomo_data.maps, tomo_data.theta, elements=elements, algorithm=algorithm,
                            iterations=iterations, subsets=subsets, align=align, shifts=shifts, center=center,
                            phase=phase, refine=refine, true_offsets=true_offsets, progress=progress,
-                           align_method=align_method, channel=channel)
+                           align_method=align_method, channel=channel, projector=projector)
     rec.raw_uid = tomo_data.uid
     rec.metadata = raw_metadata(tomo_data.metadata)
     return rec

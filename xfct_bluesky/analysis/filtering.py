@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import fft as _fft
 
-from .projector import BLOCK
+#: Slices per block of a transposing copy (numpy's are several times faster in blocks that stay in the
+#: caches); the projector's layouts use the same.
+BLOCK = 32
 
 __all__ = ["FILTERS", "filter_rays", "filter_response"]
 
@@ -46,6 +48,29 @@ def filter_response(name: str, n_fft: int) -> np.ndarray:
     return ramp * window
 
 
+def _filtered(batch: np.ndarray, response: np.ndarray, n_fft: int) -> np.ndarray:
+    """One batch of projections, each row filtered by ``response`` (zero-padded to ``n_fft``)."""
+    spec = _fft.rfft(batch, n=n_fft, axis=-1, workers=_WORKERS)
+    spec *= response
+    return _fft.irfft(spec, n=n_fft, axis=-1, workers=_WORKERS)
+
+
+def _response(name: str, n_cols: int, scale: float) -> tuple[int, np.ndarray]:
+    n_fft = max(64, 1 << (2 * n_cols - 1).bit_length())
+    return n_fft, (filter_response(name, n_fft) * scale).astype(np.float32)
+
+
+def filter_rows(stack: np.ndarray, name: str, scale: float) -> np.ndarray:
+    """Ramp-filter every projection row, in the stack's own layout ``(n_angles, k, n_cols)`` (the
+    matrix-free FBP's), as :func:`filter_rays` does."""
+    na, _, nc = stack.shape
+    n_fft, response = _response(name, nc, scale)
+    out = np.empty(stack.shape, np.float32)
+    for a0 in range(0, na, _FILTER_BATCH):
+        out[a0:a0 + _FILTER_BATCH] = _filtered(stack[a0:a0 + _FILTER_BATCH], response, n_fft)[..., :nc]
+    return out
+
+
 def filter_rays(stack: np.ndarray, name: str, scale: float, shifts=None) -> np.ndarray:
     """Ramp-filter every projection row and lay the result out as rays, (n_angles * n_cols, k).
 
@@ -54,16 +79,13 @@ def filter_rays(stack: np.ndarray, name: str, scale: float, shifts=None) -> np.n
     centre search to move the axis without a new matrix.
     """
     na, k, nc = stack.shape
-    n_fft = max(64, 1 << (2 * nc - 1).bit_length())
-    response = (filter_response(name, n_fft) * scale).astype(np.float32)
+    n_fft, response = _response(name, nc, scale)
     if shifts is not None:
         f = np.fft.rfftfreq(n_fft)
         response = (response * np.exp(2j * np.pi * np.outer(shifts, f))).astype(np.complex64)
     rays = np.empty((na, nc, k), np.float32)
     for a0 in range(0, na, _FILTER_BATCH):
-        spec = _fft.rfft(stack[a0:a0 + _FILTER_BATCH], n=n_fft, axis=-1, workers=_WORKERS)
-        spec *= response
-        filtered = _fft.irfft(spec, n=n_fft, axis=-1, workers=_WORKERS)
+        filtered = _filtered(stack[a0:a0 + _FILTER_BATCH], response, n_fft)
         for i in range(0, k, BLOCK):
             rays[a0:a0 + _FILTER_BATCH, :, i:i + BLOCK] = filtered[:, i:i + BLOCK, :nc].transpose(0, 2, 1)
     return rays.reshape(na * nc, k)

@@ -31,31 +31,25 @@ from ..validate import counts, integer, one_of
 from .angles import angle_problems, check_angles, looks_like_radians
 from .center import CENTER_METHODS, find_center
 from .exceptions import ReconstructionWarning
-from .filtering import (  # the FBP filter, shared with the centre search
-    FILTERS,
-    filter_rays,
-)
+from .filtering import FILTERS  # the FBP filter, shared with the centre search
 from .metrics import nrmse, poisson_log_likelihood, ssim
 from .projector import (
+    PROJECTORS,
     backproject,
     center_from_tomopy,
     center_to_tomopy,
     check_center,
     check_stack,
     check_volume_like,
+    choose_projector,
     clear_cache,
-    geometry,
-    mask_pixels,
+    operator,
     project,
-    system_matrix,
-    to_pixels,
-    to_rays,
-    to_volume,
 )
 
 __all__ = [
-    "CENTER_METHODS", "FILTERS", "ReconstructionWarning", "backproject", "center_from_tomopy", "center_to_tomopy",
-    "clear_cache", "fbp", "find_center",
+    "CENTER_METHODS", "FILTERS", "PROJECTORS", "ReconstructionWarning", "backproject", "center_from_tomopy",
+    "center_to_tomopy", "clear_cache", "fbp", "find_center",
     "mlem", "nrmse", "poisson_log_likelihood", "project", "sirt", "ssim",
 ]
 
@@ -72,7 +66,7 @@ def _check_angles(theta, what: str) -> None:
     check_angles(theta, ReconstructionWarning, what, stacklevel=4)
 
 
-def fbp(projections, theta, *, center=None, filter="ramp") -> np.ndarray:
+def fbp(projections, theta, *, center=None, filter="ramp", projector="auto") -> np.ndarray:
     """Filtered back-projection of a whole stack.
 
     Parameters
@@ -89,6 +83,13 @@ def fbp(projections, theta, *, center=None, filter="ramp") -> np.ndarray:
         The ramp (Ram-Lak) filter, or the ramp apodised by a window that
         goes from 1 at zero frequency to, at the Nyquist frequency, 0.64
         (Shepp-Logan, ``sinc``), 0 (cosine), 0.08 (Hamming) or 0 (Hann).
+    projector : {"auto", "matrix", "matrix-free"}
+        The cached sparse system matrix (fastest where it fits in memory),
+        the same distance-driven weights computed on the fly by numba
+        kernels on all cores (memory of the volume and data only), or
+        ``"auto"``: the matrix where its estimate fits under
+        :data:`.projector.MATRIX_BUDGET` (2 GiB), matrix-free otherwise;
+        the choice is logged. The results agree to float32 rounding.
 
     Returns
     -------
@@ -121,18 +122,17 @@ def fbp(projections, theta, *, center=None, filter="ramp") -> np.ndarray:
     one_of("filter", filter, FILTERS)
     _check_angles(theta, "FBP")
     n_cols = stack.shape[2]
-    system = system_matrix(*geometry(n_cols, theta, check_center(center, n_cols)))
-    rays = filter_rays(stack, filter, np.pi / theta.size)
-    vol = to_volume(system.bt @ rays, n_cols)
+    op = operator(projector, n_cols, theta, check_center(center, n_cols))
+    vol = op.volume_out(op.back(op.filtered(stack, filter, np.pi / theta.size)))
     return vol[0] if was_2d else vol
 
 
 # ------------------------------------------------------------ iterative ---
-def _start(x0, shape, n_pad, *, nonneg=False) -> np.ndarray | None:
+def _start(x0, shape, op, *, nonneg=False) -> np.ndarray | None:
     if x0 is None:
         return None
     arr = check_volume_like(x0, shape, "x0", nonneg=nonneg)
-    return to_pixels(arr.reshape((-1,) + shape[-2:]), n_pad)
+    return op.volume_in(arr.reshape((-1,) + shape[-2:]))
 
 
 def _safe_inverse(values: np.ndarray) -> np.ndarray:
@@ -141,7 +141,8 @@ def _safe_inverse(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def sirt(projections, theta, *, iterations=100, center=None, nonneg=True, mask=None, x0=None) -> np.ndarray:
+def sirt(projections, theta, *, iterations=100, center=None, nonneg=True, mask=None, x0=None,
+         projector="auto") -> np.ndarray:
     """Simultaneous iterative reconstruction technique (SIRT) of a whole stack.
 
     Parameters
@@ -162,6 +163,13 @@ def sirt(projections, theta, *, iterations=100, center=None, nonneg=True, mask=N
         ``"circle"``: the disc inscribed in the slice.
     x0 : array_like, optional
         Start, shaped like the result; default zeros.
+    projector : {"auto", "matrix", "matrix-free"}
+        The cached sparse system matrix (fastest where it fits in memory),
+        the same distance-driven weights computed on the fly by numba
+        kernels on all cores (memory of the volume and data only), or
+        ``"auto"``: the matrix where its estimate fits under
+        :data:`.projector.MATRIX_BUDGET` (2 GiB), matrix-free otherwise;
+        the choice is logged. The results agree to float32 rounding.
 
     Returns
     -------
@@ -190,30 +198,29 @@ def sirt(projections, theta, *, iterations=100, center=None, nonneg=True, mask=N
     iterations = integer("iterations", iterations, low=1, fix="SIRT converges slowly: give tens to hundreds, e.g. 100.")
     _check_angles(theta, "SIRT")
     _, n_rows, n_cols = stack.shape
-    system = system_matrix(*geometry(n_cols, theta, check_center(center, n_cols)))
-    weights = mask_pixels(mask, n_rows, n_cols, system.n_pad)
+    op = operator(projector, n_cols, theta, check_center(center, n_cols))
+    weights = op.mask(mask, n_rows)
     shape = (n_rows, n_cols, n_cols) if not was_2d else (n_cols, n_cols)
-    x = _start(x0, shape, system.n_pad)
+    x = _start(x0, shape, op)
     if x is None:
-        x = np.zeros((system.n_pad ** 2, n_rows), np.float32)
+        x = op.zeros(n_rows)
     if weights is not None:
         x *= weights
-    b = to_rays(stack)
-    r_inv = _safe_inverse(system.ray_sums)[:, None]
-    c_inv = _safe_inverse(system.pixel_sums)[:, None]
-    a, bt = system.a, system.bt
+    b = op.data_in(stack)
+    r_inv = _safe_inverse(op.ray_sums)
+    c_inv = _safe_inverse(op.pixel_sums)
     for _ in range(iterations):
-        residual = a @ x
+        residual = op.forward(x)
         np.subtract(b, residual, out=residual)
         residual *= r_inv
-        update = bt @ residual
+        update = op.back(residual)
         update *= c_inv
         x += update
         if nonneg:
             np.maximum(x, 0, out=x)
         if weights is not None:
             x *= weights
-    vol = to_volume(x, n_cols)
+    vol = op.volume_out(x)
     return vol[0] if was_2d else vol
 
 
@@ -224,7 +231,8 @@ def _subset_order(subsets: int) -> list[int]:
     return [i for i in order if i < subsets]
 
 
-def mlem(projections, theta, *, iterations=50, subsets=1, center=None, mask=None, x0=None) -> np.ndarray:
+def mlem(projections, theta, *, iterations=50, subsets=1, center=None, mask=None, x0=None,
+         projector="auto") -> np.ndarray:
     """Maximum-likelihood expectation maximisation (MLEM), or OSEM with ``subsets > 1``.
 
     Parameters
@@ -247,6 +255,13 @@ def mlem(projections, theta, *, iterations=50, subsets=1, center=None, mask=None
     x0 : array_like, optional
         Non-negative start shaped like the result; default a uniform slice
         whose projections have the measured total counts.
+    projector : {"auto", "matrix", "matrix-free"}
+        The cached sparse system matrix (fastest where it fits in memory),
+        the same distance-driven weights computed on the fly by numba
+        kernels on all cores (memory of the volume and data only), or
+        ``"auto"``: the matrix where its estimate fits under
+        :data:`.projector.MATRIX_BUDGET` (2 GiB), matrix-free otherwise;
+        the choice is logged. The results agree to float32 rounding.
 
     Returns
     -------
@@ -294,35 +309,35 @@ def mlem(projections, theta, *, iterations=50, subsets=1, center=None, mask=None
     else:
         order = np.argsort(np.mod(theta, 180.0), kind="stable")
         parts = [np.sort(order[s::subsets]) for s in _subset_order(subsets)]
-    systems = [system_matrix(*geometry(n_cols, theta[idx], center)) for idx in parts]
-    n_pad = systems[0].n_pad
-    weights = mask_pixels(mask, n_rows, n_cols, n_pad)
-    data = [to_rays(stack if subsets == 1 else stack[idx]) for idx in parts]
-    sens_inv = [_safe_inverse(sy.pixel_sums)[:, None] for sy in systems]
-    seen = sum(sy.pixel_sums for sy in systems) > 0  # voxels no ray sees stay at zero
-    x = _start(x0, shape, n_pad, nonneg=True)
+    kind = choose_projector(projector, n_cols, n_angles)  # one choice for all subsets (they share the memory)
+    ops = [operator(projector, n_cols, theta[idx], center, kind=kind) for idx in parts]
+    op = ops[0]
+    weights = op.mask(mask, n_rows)
+    data = [o.data_in(stack if subsets == 1 else stack[idx]) for o, idx in zip(ops, parts)]
+    sens_inv = [_safe_inverse(o.pixel_sums) for o in ops]
+    seen = sum(o.pixel_sums for o in ops) > 0  # voxels no ray sees stay at zero
+    x = _start(x0, shape, op, nonneg=True)
     if x is None:
         # uniform start (inside the mask) whose projections hold the measured counts:
         # sum(A x) = level * sum_pixels(A^T 1 * x)
-        x = np.broadcast_to(seen[:, None] if weights is None else seen[:, None] * weights,
-                            (n_pad ** 2, n_rows)).astype(np.float32)
-        total_x = sum(sy.pixel_sums.astype(np.float64) @ x for sy in systems)
+        x = np.broadcast_to(seen if weights is None else seen * weights, op.volume_shape(n_rows)).astype(np.float32)
+        total_x = sum(o.weighted_sums(o.pixel_sums, x) for o in ops)
         total_b = stack.sum(axis=(0, 2), dtype=np.float64)
         level = np.zeros(n_rows)
         np.divide(total_b, total_x, out=level, where=total_x > 0)
-        x *= level.astype(np.float32)
+        op.scale_slices(x, level)
     else:
-        x *= seen[:, None]
+        x *= seen
         if weights is not None:
             x *= weights
     for _ in range(iterations):
-        for sy, b, s_inv in zip(systems, data, sens_inv):
-            expected = sy.a @ x
+        for o, b, s_inv in zip(ops, data, sens_inv):
+            expected = o.forward(x)
             ratio = np.zeros_like(expected)
             np.divide(b, expected, out=ratio, where=expected > 0)
-            update = sy.bt @ ratio
+            update = o.back(ratio)
             update *= s_inv
             x *= update
-    vol = to_volume(x, n_cols)
+    vol = op.volume_out(x)
     return vol[0] if was_2d else vol
 
