@@ -99,12 +99,25 @@ def live(shared_tiled):
             expected = rates * (res.dwell * sim.vortex.live_fraction(rates))[None]
             truth.append(expected[sim.vortex.component_names.index("Zn")])
 
-    for cb in (fit, align, recon, zn_photons):  # the fit first, as the session does; any order works
-        RE.subscribe(cb)
+    spent = []  # seconds the RunEngine's thread spends inside the live callbacks
+
+    def timed(cb):
+        def call(name, doc):
+            t0 = time.perf_counter()
+            try:
+                return cb(name, doc)
+            finally:
+                spent.append(time.perf_counter() - t0)
+        return call
+
+    for cb in (fit, align, recon):  # the fit first, as the session does; any order works
+        RE.subscribe(timed(cb))
+    RE.subscribe(zn_photons)
     uid, with_fit = tomography()
     replay_documents(iter(raw), shared_tiled.catalog, source="the live-fit test's tomography")
     assert worker.wait(180)
-    return SimpleNamespace(uid=uid, alone=alone, with_fit=with_fit, fit=fit, align=align, recon=recon,
+    return SimpleNamespace(uid=uid, alone=alone, with_fit=with_fit, in_callbacks=sum(spent), fit=fit, align=align,
+                           recon=recon,
                            derived=derived, truth=np.array(truth), tiled=shared_tiled, mp=mp)
 
 
@@ -163,10 +176,12 @@ def test_the_alignment_and_reconstruction_used_the_fitted_maps(live):
 
 
 def test_the_run_engine_does_not_wait_for_the_fit(live):
-    """Calibrating and fitting on the worker (one numba thread) while the scan goes on costs the RunEngine's
-    paced scan at most 10 % and 0.5 s."""
+    """Calibrating and fitting run on the worker while the scan goes on: the RunEngine's thread only hands the
+    documents over (well under a second in all, for seconds of fitting), and the paced scan is not slowed
+    beyond what sharing two cores with the fit costs (a loaded CI machine: other tests run beside it)."""
     assert live.fit.results[live.uid]["calibration_fit"]["projections"] < N_ANGLES  # the work overlapped the scan
-    assert live.with_fit <= 1.10 * live.alone + 0.5, (live.with_fit, live.alone)
+    assert live.in_callbacks < 0.2, f"the RunEngine spent {live.in_callbacks:.2f} s inside the live callbacks"
+    assert live.with_fit <= 1.5 * live.alone + 1.0, (live.with_fit, live.alone)
 
 
 # ------------------------------------------------------------------------------------- after the fact ---
