@@ -249,8 +249,9 @@ def test_load_tomo_gives_each_map_by_its_quantity(runs, catalog):
     np.testing.assert_array_equal(tomo.maps["Zn"], zn)
     assert tomo.maps["Zn"] is tomo.maps["microprobe_scanner_Zn"]  # the data key still answers
     names = list(tomo.maps)
-    assert len(names) == len(set(names)) == len(tomo.maps) == 18  # each map once
-    assert {"Zn", "Fe", "dpc_diag", "dpc_x", "dpc_y", "transmission", "i0", "live_time", "q4"} <= set(names)
+    assert len(names) == len(set(names)) == len(tomo.maps) == 21  # each map once
+    assert {"Zn", "Fe", "dpc_diag", "dpc_x", "dpc_y", "transmission", "i0", "live_time", "real_time", "icr", "ocr",
+            "q4"} <= set(names)
     assert not any(name.startswith("microprobe_") for name in names)
     start = next(doc for name, doc in docs if name == "start")
     assert tomo.quantities == start["quantities"]  # every name resolved, theta too

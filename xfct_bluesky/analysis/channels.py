@@ -26,6 +26,7 @@ import numpy as np
 
 from ..quantities import CHEMICAL_SYMBOLS
 from .consistency import background, cut_by_field, informativeness
+from .deadtime import correct_maps
 
 #: Channel kinds: how a map relates to the specimen.
 KINDS = ("counts", "absorption", "transmission", "dpc_y", "derivative", "unknown")
@@ -157,14 +158,16 @@ def _counts(name, kind, stack, sources, maps) -> Channel:
     note = []
     if kind == "counts":  # counts have a true zero: a background estimate would hide a specimen cut by the field
         live = find_map(maps, "live_time")
-        if live is not None and np.all(np.asarray(maps[live]) > 0):
-            lt = np.asarray(maps[live], np.float64)
-            stack = stack * (lt.mean() / lt)
-            note.append(f"dead-time corrected by {live}")
+        live = live if live is not None and np.all(np.asarray(maps[live]) > 0) else None
         i0 = find_map(maps, "i0")
-        if i0 is not None and np.all(np.asarray(maps[i0]) > 0):
-            io = np.asarray(maps[i0], np.float64)
-            stack = stack * (io.mean() / io)
+        i0 = i0 if i0 is not None and np.all(np.asarray(maps[i0]) > 0) else None
+        # the one dead-time and I0 correction (analysis.deadtime), relative to the stack's mean live time and I0
+        stack = correct_maps({name: stack}, live_time=None if live is None else maps[live],
+                             i0=None if i0 is None else maps[i0], dead_time="none" if live is None else "real_live"
+                             ).maps[name]
+        if live is not None:
+            note.append(f"dead-time corrected by {live}")
+        if i0 is not None:
             note.append(f"normalised by {i0}")
         return _finish(name, kind, stack, sources, ", ".join(note) or "as measured", subtract=False)
     return _finish(name, kind, stack, sources, ", ".join(note + ["background-subtracted"]))

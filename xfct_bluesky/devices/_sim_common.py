@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 # The map signals (names, dtypes, units) are specified once, in .spec; re-exported here for older imports.
-from .spec import BEAM_OFF_CURRENT, MAP_DTYPES, MAP_UNITS, with_units
+from .spec import BEAM_OFF_CURRENT, MAP_DTYPES, MAP_UNITS, MCA_STATISTICS, with_units  # noqa: F401 (re-exported)
+
+
+def mca_statistics(simulator, result, beam_on: bool = True) -> dict:
+    """Real time, ICR and OCR maps (:data:`.spec.MCA_STATISTICS`) of a simulated map ``result``.
+
+    From the Vortex's count rates at the map's noiseless quantities (``result.expected``), which are the
+    rates its live time was made from: the simulated FlyRaster and the IOC add them to ``result.maps``.
+    """
+    q = result.expected
+    flux = simulator.probe.flux if beam_on else 0.0
+    rates = simulator.vortex.rates(q.elements, q.mass, flux)
+    stats = simulator.vortex.count_statistics(rates, result.dwell)
+    return {key: stats[key].astype(MAP_DTYPES[key]) for key in MCA_STATISTICS}
 
 
 def beam_on(device) -> bool:

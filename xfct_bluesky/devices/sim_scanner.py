@@ -12,9 +12,9 @@ from ophyd import Signal
 from ophyd.status import DeviceStatus
 
 from ..physics.microprobe import check_travel
-from ._sim_common import beam_on, probe_geometry
+from ._sim_common import beam_on, mca_statistics, probe_geometry
 from .signals import ArraySignal
-from .spec import MAP_DTYPES, map_components, with_units
+from .spec import MAP_DTYPES, map_components, mca_description, mca_hdf5_metadata, with_units
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,8 @@ class FlyRaster(map_components("SimMapSignals", ArraySignal)):  # the maps: one 
     Configuration: ``num_rows``, ``num_cols``, ``pixel_size`` (m), ``dwell``
     (s per pixel), ``travel`` (m, half-range of the scanning stage),
     ``save_spectra``. ``read()`` returns the maps (DPC x/y/diagonal,
-    transmission, I0, quadrants, live time, one ROI map per element) and
+    transmission, I0, quadrants, live and real time, ICR and OCR, one ROI
+    map per element) and
     ``map_dwell``, the dwell the map was acquired with; the
     full spectra (ny, nx, n_channels) are written to an HDF5 file under
     ``hdf5_directory`` and announced with StreamResource/StreamDatum
@@ -88,9 +89,12 @@ class FlyRaster(map_components("SimMapSignals", ArraySignal)):  # the maps: one 
             directory = Path(self.hdf5_directory or default_data_dir() / ASSETS_SUBDIR)
             directory.mkdir(parents=True, exist_ok=True)
             ny, nx = self.expected_shape()
+            vortex = self.root.simulator.vortex
+            attrs, datasets = mca_hdf5_metadata(mca_description(vortex), vortex.n_channels)
             self._writer = StreamHDF5Writer(
                 directory, data_key=self.spectra_key, dtype="<u4",
-                frame_shape=(ny, nx, self.root.simulator.vortex.n_channels), source="sim://xfct-bluesky/vortex",
+                frame_shape=(ny, nx, vortex.n_channels), source="sim://xfct-bluesky/vortex",
+                attrs=attrs, datasets=datasets,
             )
             self._writer.open(name=self.name)
         return staged
@@ -105,8 +109,17 @@ class FlyRaster(map_components("SimMapSignals", ArraySignal)):  # the maps: one 
 
     def describe(self):
         desc = super().describe()
+        mca = mca_description(self.root.simulator.vortex)
         if self._writer is not None:
             desc.update(self._writer.describe_key())
+            desc[self.spectra_key].update(mca)  # how channels map to keV, the ROIs, the dead time
+        for sym, window in mca["roi_windows"].items():  # each ROI map says its window, spectra saved or not
+            key = f"{self.name}_{sym}"
+            if key in desc:
+                desc[key]["roi_window"] = window
+        for key in ("live_time", "real_time", "icr", "ocr"):
+            if f"{self.name}_{key}" in desc:
+                desc[f"{self.name}_{key}"]["dead_time"] = mca["dead_time"]
         return with_units(desc, self)
 
     def collect_asset_docs(self, index=None):
@@ -182,9 +195,11 @@ class FlyRaster(map_components("SimMapSignals", ArraySignal)):  # the maps: one 
 
     def _simulate(self, theta, map_center, defocus, beam):
         sim = self.root.simulator
-        return sim.simulate_map(self.expected_shape(), self.pixel_size.get(), self.dwell.get(), theta,
-                                map_center=map_center, defocus=defocus, spectra=self._writer is not None,
-                                beam_on=beam)
+        res = sim.simulate_map(self.expected_shape(), self.pixel_size.get(), self.dwell.get(), theta,
+                               map_center=map_center, defocus=defocus, spectra=self._writer is not None,
+                               beam_on=beam)
+        res.maps.update(mca_statistics(sim, res, beam))  # real time, ICR, OCR: the processor's statistics
+        return res
 
     def _publish(self, res):
         ts = time.time()

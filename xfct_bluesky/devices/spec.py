@@ -36,6 +36,9 @@ MAPS: tuple[MapSpec, ...] = (
     MapSpec("i0", "<u4", "counts", "I0", "incident photons per pixel (upstream ion chamber)"),
     *(MapSpec(q, "<u4", "counts", q.upper(), f"segmented detector quadrant {q[1]}") for q in ("q1", "q2", "q3", "q4")),
     MapSpec("live_time", "<f4", "s", "LiveTime", "fluorescence detector live time per pixel"),
+    MapSpec("real_time", "<f4", "s", "RealTime", "fluorescence detector real (counting) time per pixel"),
+    MapSpec("icr", "<f4", "counts/s", "ICR", "fluorescence detector input count rate per pixel"),
+    MapSpec("ocr", "<f4", "counts/s", "OCR", "fluorescence detector output count rate per pixel"),
     *(MapSpec(sym, "<u4", "counts", sym, f"{sym} fluorescence counts in its ROI window") for sym in ELEMENT_SYMBOLS),
 )
 
@@ -44,6 +47,9 @@ MAP_DTYPES: dict[str, str] = {m.name: m.dtype for m in MAPS}
 MAP_UNITS: dict[str, str] = {**{m.name: m.units for m in MAPS}, "map_dwell": "s", "spectra": "counts"}
 #: Map name -> (PV suffix under ``Fly:Map:``, dtype), for the IOC.
 MAP_PVS: dict[str, tuple[str, str]] = {m.name: (m.pv, m.dtype) for m in MAPS}
+#: The maps the fluorescence detector's processor reports besides its ROIs (Xspress3/XIA statistics), which
+#: the simulator's physics derives from the Vortex's count rates (:func:`._sim_common.mca_statistics`).
+MCA_STATISTICS: tuple[str, ...] = ("real_time", "icr", "ocr")
 #: Storage-ring current (mA) below which there is no beam (a beam dump), for the simulated devices and the IOC.
 BEAM_OFF_CURRENT = 1.0
 
@@ -74,3 +80,43 @@ def with_units(desc: dict, device) -> dict:
         if unit is not None:
             spec.setdefault("units", unit)
     return desc
+
+
+def mca_description(vortex) -> dict[str, Any]:
+    """What a run records of the MCA with its spectra (data key extras and HDF5 attributes), JSON-ready.
+
+    ``energy_calibration``: ``{offset, gain, quadratic}`` in keV, E(i) = offset + gain i + quadratic i^2 for
+    channel i from 0, as the mca record's CALO/CALS/CALQ (and PyXRF's e_offset/e_linear/e_quadratic), the
+    layout :func:`xfct_bluesky.callbacks.fit.energy_axis` reads; ``roi_windows``: element -> [low, high) keV
+    of its ROI map; ``dead_time``: the model, its tau (s) and the correction that undoes it.
+    ``vortex`` is a :class:`~xfct_bluesky.physics.detectors.VortexModel`.
+    """
+    return {
+        "energy_calibration": {**vortex.energy_calibration, "units": "keV"},
+        "roi_windows": {sym: [float(lo), float(hi)] for sym, (lo, hi) in vortex.roi_windows_kev().items()},
+        "dead_time": {"model": "paralyzable", "tau": float(vortex.dead_time), "units": "s",
+                      "live_fraction": "live_time / real_time = OCR / ICR = exp(-ICR tau)",
+                      "correction": "counts x real_time / live_time"},
+    }
+
+
+def mca_hdf5_metadata(description: dict[str, Any], n_channels: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(attributes of the spectra dataset, extra datasets) saying in the HDF5 file what :func:`mca_description` says.
+
+    Attributes ``calibration_offset``, ``calibration_gain``, ``calibration_quadratic`` (keV, E(i) = offset +
+    gain i + quadratic i^2) with ``energy_units``, and ``roi_windows``/``dead_time`` as JSON; datasets under
+    ``/entry/instrument/fluorescence``: ``energy_calibration`` [offset, gain, quadratic] (XRF-Maps'
+    ``MAPS/Spectra/Energy_Calibration`` order) and ``energy``, each channel's energy (NXfluo), in keV.
+    """
+    import numpy as np
+
+    cal = description["energy_calibration"]
+    coeffs = [float(cal["offset"]), float(cal["gain"]), float(cal.get("quadratic", 0.0))]
+    i = np.arange(int(n_channels), dtype=float)
+    attrs = {"calibration_offset": coeffs[0], "calibration_gain": coeffs[1], "calibration_quadratic": coeffs[2],
+             "energy_units": "keV", "calibration": "E(i) = offset + gain i + quadratic i^2 keV, channel i from 0",
+             "roi_windows": description["roi_windows"], "dead_time": description["dead_time"]}
+    group = "/entry/instrument/fluorescence"
+    datasets = {f"{group}/energy_calibration": (np.array(coeffs), {"units": "keV"}),
+                f"{group}/energy": (coeffs[0] + i * (coeffs[1] + i * coeffs[2]), {"units": "keV"})}
+    return attrs, datasets

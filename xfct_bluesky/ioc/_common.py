@@ -12,8 +12,9 @@ from caproto import ChannelType
 from caproto.server import PVGroup, pvproperty
 
 from ..devices.spec import (
-    BEAM_OFF_CURRENT,
+    BEAM_OFF_CURRENT,  # noqa: F401 (re-exported to the server)
     MAP_PVS,  # map key -> (PV suffix under Fly:Map:, dtype): the one map spec
+    MCA_STATISTICS,
 )
 from ..physics import ELEMENT_SYMBOLS, MAP_KEYS, MicroprobeSimulator
 
@@ -33,7 +34,7 @@ HDF5_DATASET = "/entry/data/spectra"
 #: ROIs of the mca record: one per element, in this order.
 N_ROIS = len(ELEMENT_SYMBOLS)
 
-assert set(MAP_PVS) == set(MAP_KEYS) | set(ELEMENT_SYMBOLS)
+assert set(MAP_PVS) == set(MAP_KEYS) | set(MCA_STATISTICS) | set(ELEMENT_SYMBOLS)
 
 
 class IOCRoot(Protocol):

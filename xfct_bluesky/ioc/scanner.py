@@ -10,6 +10,8 @@ import numpy as np
 from caproto import ChannelType
 from caproto.server import PVGroup, SubGroup, pvproperty
 
+from ..devices._sim_common import mca_statistics
+from ..devices.spec import mca_description, mca_hdf5_metadata
 from ..physics.microprobe import check_travel
 from ._common import (
     HDF5_DATASET,
@@ -98,7 +100,7 @@ class HDF5Group(PVGroup):
         if value and self.writer is None:
             try:
                 await self.open_file()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - reported in WriteStatus/WriteMessage; the put must complete
                 await self._report(f"could not open the HDF5 file: {type(exc).__name__}: {exc}")
                 return 0
         elif not value:
@@ -112,8 +114,10 @@ class HDF5Group(PVGroup):
         directory = self._allowed(str(self.file_path.value))
         scanner = root.scanner
         frame = (int(scanner.num_rows.value), int(scanner.num_cols.value), root.simulator.vortex.n_channels)
+        vortex = root.simulator.vortex  # the file says how channels map to keV, as the simulated FlyRaster's
+        attrs, datasets = mca_hdf5_metadata(mca_description(vortex), vortex.n_channels)
         writer = StreamHDF5Writer(directory, data_key="spectra", dtype="<u4", frame_shape=frame,
-                                  dataset=HDF5_DATASET, source=f"ca://{self.prefix}")
+                                  dataset=HDF5_DATASET, source=f"ca://{self.prefix}", attrs=attrs, datasets=datasets)
         path = await in_thread(writer.open, name=str(self.file_name.value) or "xfct")
         self.writer = writer
         await self.full_file_name.write(str(path))
@@ -224,6 +228,7 @@ class ScannerGroup(PVGroup):
             sim = root.simulator
             res = await in_thread(sim.simulate_map, shape, pixel, dwell, theta, map_center=map_center, defocus=defocus,
                                    spectra=spectra, beam_on=beam)
+            res.maps.update(mca_statistics(sim, res, beam))  # real time, ICR, OCR, as the simulated FlyRaster
             if root.options.get("realtime"):
                 remaining = res.duration - (asyncio.get_running_loop().time() - started)
                 try:

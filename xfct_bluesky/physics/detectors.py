@@ -248,6 +248,32 @@ class VortexModel:
         """exp(-ICR tau) for a paralyzable detector; ``rates`` (n_comp, ...)."""
         return np.exp(-rates.sum(axis=0) * self.dead_time)
 
+    def count_statistics(self, rates: np.ndarray, dwell: float) -> dict[str, np.ndarray]:
+        """Real time (s), input and output count rates (1/s) per pixel for component ``rates`` (n_comp, ...).
+
+        The statistics an Xspress3 or XIA processor reports with each spectrum: ICR is the rate of photons
+        reaching the detector, OCR = ICR x live fraction the rate of those recorded, and the real time the
+        dwell; with :meth:`live_fraction` the live time is real time x OCR / ICR.
+        """
+        icr = np.asarray(rates, dtype=float).sum(axis=0)
+        return {"real_time": np.full(icr.shape, float(dwell)), "icr": icr, "ocr": icr * self.live_fraction(rates)}
+
+    @property
+    def energy_calibration(self) -> dict[str, float]:
+        """E (keV) of channel i = offset + gain i + quadratic i^2, i from 0: the mca record's CALO/CALS/CALQ.
+
+        The channel centres of :attr:`energies`: offset half a channel, gain the channel width.
+        """
+        return {"offset": 0.5 * self.channel_width, "gain": self.channel_width, "quadratic": 0.0}
+
+    def roi_windows_kev(self) -> dict[str, tuple[float, float]]:
+        """Each element's ROI window as channel edges in keV, [low, high): channels :meth:`roi_window`."""
+        out = {}
+        for sym in self.elements:
+            lo, hi = self.roi_window(sym)
+            out[sym] = (lo * self.channel_width, hi * self.channel_width)
+        return out
+
     def expected_spectrum(self, rates: np.ndarray, dwell: float) -> np.ndarray:
         """Mean recorded spectrum (..., n_channels) for component ``rates`` (n_comp, ...)."""
         live = self.live_fraction(rates)

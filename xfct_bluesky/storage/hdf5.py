@@ -32,11 +32,12 @@ Optional parameters it also understands, and this writer does not emit:
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +56,16 @@ HDF5_MIMETYPE = "application/x-hdf5"
 
 _DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def _attr_value(name, value):
+    """An HDF5 attribute value: numbers, strings and numeric sequences as they are; a mapping as JSON."""
+    if isinstance(value, Mapping):
+        return json.dumps(value)
+    if isinstance(value, str | int | float | bool | np.number | np.ndarray | list | tuple):
+        return value
+    raise TypeError(f"attribute {name!r} has a {type(value).__name__}; allowed: a number, a string, a "
+                    "sequence of numbers or a mapping (stored as JSON)")
 
 
 def _default_chunks(frame_shape: tuple[int, ...], itemsize: int, target: int) -> tuple[int, ...]:
@@ -122,6 +133,17 @@ class StreamHDF5Writer:
         Write in single-writer/multiple-reader mode (default True), so that the
         Tiled server (opening with ``swmr=True``, its consolidator's default)
         can read the frames already written while the file is still open.
+    attrs : mapping, optional
+        HDF5 attributes of the dataset, written when the file is opened (before
+        SWMR mode forbids new attributes): what readers need to interpret the
+        frames, e.g. an MCA's ``calibration_offset``/``_gain``/``_quadratic``
+        in keV. Values are numbers, strings or sequences of numbers; a mapping
+        value is stored as a JSON string.
+    datasets : mapping, optional
+        Small extra datasets, HDF5 path -> array, written at ``open``
+        (e.g. ``/entry/instrument/fluorescence/energy_calibration``); a
+        ``(path, {attr: value})`` pair may be given for a value to attach
+        attributes (NeXus ``units``).
 
     Attributes
     ----------
@@ -169,6 +191,8 @@ class StreamHDF5Writer:
         chunks: Sequence[int] | None = None,
         source: str | None = None,
         swmr: bool = True,
+        attrs: Mapping[str, Any] | None = None,
+        datasets: Mapping[str, Any] | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.data_key = str(data_key)
@@ -208,6 +232,12 @@ class StreamHDF5Writer:
         self.chunks = chunks
         self.source = source or f"file:{self.data_key}"
         self.swmr = bool(swmr)
+        self.attrs = {str(k): _attr_value(k, v) for k, v in (attrs or {}).items()}
+        self.datasets = dict(datasets or {})
+        for where in self.datasets:
+            if not str(where).startswith("/") or str(where) == self.dataset:
+                raise ValueError(f"datasets key {where!r} must be an absolute HDF5 path other than the frames' "
+                                 f"{self.dataset!r}, e.g. '/entry/instrument/fluorescence/energy_calibration'.")
 
         self.path: Path | None = None
         self._file: h5py.File | None = None
@@ -268,6 +298,12 @@ class StreamHDF5Writer:
                 compression_opts=self.compression_opts,
                 shuffle=self.shuffle,
             )
+            dset.attrs.update(self.attrs)
+            for where, value in self.datasets.items():
+                value, extra = value if isinstance(value, tuple) and len(value) == 2 and isinstance(
+                    value[1], Mapping) else (value, {})
+                h5.create_dataset(where, data=np.asarray(value)).attrs.update(
+                    {str(k): _attr_value(k, v) for k, v in extra.items()})
             if self.swmr:
                 h5.swmr_mode = True
         except BaseException:
