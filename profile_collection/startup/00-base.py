@@ -4,7 +4,7 @@ import logging  # noqa: E402
 import os  # noqa: E402
 
 import matplotlib  # noqa: E402
-from bluesky_queueserver import is_re_worker_active
+from bluesky_queueserver import is_re_worker_active  # noqa: E402
 
 if is_re_worker_active() or (not os.environ.get("DISPLAY") and os.environ.get("MPLBACKEND") is None):
     matplotlib.use("Agg")  # the queue server's worker (no window may open there), or a headless session
