@@ -12,14 +12,26 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from xfct_bluesky.analysis import fit_spectra  # noqa: E402
-from xfct_bluesky.analysis.fitting import Calibration  # noqa: E402
-from xfct_bluesky.analysis.quantify import areal_density, calibrate_standard, concentration, projected_mass  # noqa: E402
-from xfct_bluesky.physics import AnalyticSpecimen, Ellipsoids, Material, MicroprobeSimulator, Probe, no_runout  # noqa: E402
-from xfct_bluesky.physics.detectors import VortexModel  # noqa: E402
+from xfct_bluesky.analysis import fit_spectra
+from xfct_bluesky.analysis.fitting import Calibration
+from xfct_bluesky.analysis.quantify import (
+    areal_density,
+    calibrate_standard,
+    concentration,
+    projected_mass,
+)
+from xfct_bluesky.physics import (
+    AnalyticSpecimen,
+    Ellipsoids,
+    Material,
+    MicroprobeSimulator,
+    Probe,
+    no_runout,
+)
+from xfct_bluesky.physics.detectors import VortexModel
 
 ELEMENTS = ("Ca", "Fe", "Cu", "Zn")
 SIMULATOR = Calibration(f_tail=0.0, f_step=0.005, escape=0.0, compton_f_tail=0.0, compton_angle=90.1)
@@ -35,7 +47,10 @@ def exposure(result):
     return {"i0": result.maps["i0"], "live_time": result.maps["live_time"], "real_time": result.dwell}
 
 
-def main(path=Path(__file__).with_name("spectrum-fit.png")):
+FIGURE = Path(__file__).with_name("spectrum-fit.png")
+
+
+def main(path=FIGURE):
     thickness = 1e-5
     film = Ellipsoids([[0, 0, 0]], [[1e-2, 1e-2, thickness / 200]],
                       Material(density=3.0, elements={k: v / thickness for k, v in FILM.items()}))
