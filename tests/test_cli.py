@@ -53,6 +53,10 @@ def test_no_command_prints_help(capsys):
 
 def test_demo_reports_uid_data_and_figure(demo):
     root, out, uid = demo
+    # the live spectrum fit's run, and the reconstruction made from its fitted Zn
+    assert re.search(r"^\s+fit\s+run [0-9a-f]{8} \(live spectrum fit, per pixel counts and errors: "
+                     r"Zn \d+ \+- \d+ counts in all\)$", out, re.MULTILINE), out
+    assert "Zn from fitted spectra)" in out, out
     assert re.search(rf"^\s+data\s+{re.escape(str(root))}\s", out, re.MULTILINE), out
     match = re.search(r"^\s+overview\s+(\S+\.png)$", out, re.MULTILINE)
     assert match, out

@@ -48,6 +48,14 @@ def _api_key(data_dir: Path, given: str | None) -> str:
 
 
 # ---------------------------------------------------------------- commands ---
+def _demo_fit_line(res) -> str:
+    """The demo's line on its live spectrum fit."""
+    if not res.fit_uid:
+        return "(none: the live spectrum fit stored no run)"
+    zn = "" if res.fit_zn is None else f": Zn {res.fit_zn[0]:.0f} +- {res.fit_zn[1]:.0f} counts in all"
+    return f"run {res.fit_uid[:8]} (live spectrum fit, per pixel counts and errors{zn})"
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -63,8 +71,9 @@ Demo tomography done in {res.seconds:.1f} s: {res.n_angles} projections of {res.
   alignment   run {res.alignment_uid[:8]} (live DPC alignment, linked by raw_uid); error against the
               simulator's true runout: {res.alignment_error[0]:.3f} px (y), {res.alignment_error[1]:.3f} px (x)
 {chr(10).join("              " + line for line in _alignment_lines(res.alignment_summary or {}, "final"))}
+  fit         {_demo_fit_line(res)}
   volumes     run {(res.reconstruction_uid or '(none)')[:8]} (live reconstruction: Zn by MLEM, phase by FBP,
-              linked by raw_uid)
+              linked by raw_uid; Zn from {(res.element_maps or {}).get("Zn", "the ROI window")})
 
 Query it:
   xfct-bluesky ls

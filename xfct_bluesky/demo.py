@@ -32,6 +32,11 @@ class DemoResult:
     alignment_error: tuple[float, float] | None = None
     reconstruction_uid: str | None = None
     alignment_summary: dict | None = None
+    fit_uid: str | None = None
+    #: Zn counts of the whole tomography from the fitted spectra, and their standard error
+    fit_zn: tuple[float, float] | None = None
+    #: which maps the reconstruction used per element ("fitted spectra" or "ROI window")
+    element_maps: dict | None = None
 
 
 def overview_figure(tomo, path: Path, *, title: str = "", shifts=None, truth=None, volume=None) -> Path:
@@ -136,6 +141,7 @@ def run_demo(
         tomo = load_tomo(session.catalog[uid])
         aligned = session.live_alignment.results[uid]
         rebuilt = session.live_reconstruction.results.get(uid, {})
+        fitted = session.live_fit.results.get(uid, {}) if session.live_fit is not None else {}
         truth = mp.truth.offsets
         err = alignment_error(aligned["shifts"], aligned["theta"], truth)
         figure = overview_figure(tomo, Path(output or data_dir / "demo") / f"overview-{uid[:8]}.png",
@@ -145,4 +151,13 @@ def run_demo(
                                  volume=rebuilt["reconstruction"].volumes["Zn"] if rebuilt else None)
     return DemoResult(uid, data_dir, figure, n_angles, tuple(shape), total_dose, time.perf_counter() - t0,
                       aligned["derived_uid"], (float(err[0]), float(err[1])), rebuilt.get("derived_uid"),
-                      aligned.get("summary"))
+                      aligned.get("summary"), fitted.get("derived_uid"), _total(fitted, "Zn"),
+                      rebuilt.get("element_maps"))
+
+
+def _total(fitted: dict, element: str) -> tuple[float, float] | None:
+    """A fit's total counts of ``element`` over the run and their standard error, if it fitted the element."""
+    if element not in fitted.get("counts", {}):
+        return None
+    counts, sigma = fitted["counts"][element], fitted["sigma"][element]
+    return float(counts.sum(dtype=np.float64)), float(np.sqrt(np.sum(np.square(sigma, dtype=np.float64))))
