@@ -164,12 +164,7 @@ def sirt(projections, theta, *, iterations=100, center=None, nonneg=True, mask=N
     x0 : array_like, optional
         Start, shaped like the result; default zeros.
     projector : {"auto", "matrix", "matrix-free"}
-        The cached sparse system matrix (fastest where it fits in memory),
-        the same distance-driven weights computed on the fly by numba
-        kernels on all cores (memory of the volume and data only), or
-        ``"auto"``: the matrix where its estimate fits under
-        :data:`.projector.MATRIX_BUDGET` (2 GiB), matrix-free otherwise;
-        the choice is logged. The results agree to float32 rounding.
+        The projector, as in :func:`fbp`.
 
     Returns
     -------
@@ -256,12 +251,7 @@ def mlem(projections, theta, *, iterations=50, subsets=1, center=None, mask=None
         Non-negative start shaped like the result; default a uniform slice
         whose projections have the measured total counts.
     projector : {"auto", "matrix", "matrix-free"}
-        The cached sparse system matrix (fastest where it fits in memory),
-        the same distance-driven weights computed on the fly by numba
-        kernels on all cores (memory of the volume and data only), or
-        ``"auto"``: the matrix where its estimate fits under
-        :data:`.projector.MATRIX_BUDGET` (2 GiB), matrix-free otherwise;
-        the choice is logged. The results agree to float32 rounding.
+        The projector, as in :func:`fbp`.
 
     Returns
     -------

@@ -9,6 +9,7 @@ RunRouter and the per-run objects only ever run on the worker's thread.
 
 from __future__ import annotations
 
+import abc
 import logging
 import threading
 import warnings
@@ -67,7 +68,7 @@ def _copy(name: str, doc: dict) -> dict:
     return doc
 
 
-class LiveCallback:
+class LiveCallback(abc.ABC):
     """Base of the live analysis callbacks: ``__call__`` queues, a RunRouter on the worker does the rest.
 
     Parameters
@@ -91,8 +92,9 @@ class LiveCallback:
         self.results: dict[str, dict] = {}
         self._router = RunRouter([self._factory])
 
+    @abc.abstractmethod
     def _factory(self, name: str, start: dict) -> tuple[list, list]:
-        raise NotImplementedError
+        """The RunRouter factory: this run's :class:`RunState` callbacks (``([state], [])``), or none."""
 
     def __call__(self, name: str, doc: dict) -> None:
         """Take one document: copy it and queue it for the worker (or, on the worker, process it now)."""
