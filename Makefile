@@ -14,18 +14,28 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Programs the tests start on loopback: Debian's redis-server, for the queue-server tests (installed as root;
-# without it, and without root, those tests skip and say why).
+# Programs the tests start on loopback, from Debian's packages: redis-server for the queue-server tests,
+# PostgreSQL (initdb and postgres, run as a non-root user) for the storage tests on a facility catalog, and
+# Chromium for the browser test of the live view. Installed as root; a service the install would start is kept
+# from starting (policy-rc.d), since the tests start their own servers and stop them by PID. Without them and
+# without root, those tests skip and say why (under CI=true a skip of them fails).
+SERVICE_PACKAGES = $(if $(shell command -v redis-server),,redis-server) \
+	$(if $(wildcard /usr/lib/postgresql/*/bin/initdb),,postgresql) \
+	$(if $(shell command -v chromium),,chromium)
 services:
-	@if command -v redis-server >/dev/null 2>&1; then :; \
-	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y --no-install-recommends redis-server; \
-	else echo "make services: redis-server is missing; install it as root (sudo make services, or" \
-	  "sudo apt-get install redis-server): without it the queue-server tests are skipped" >&2; exit 1; fi
+	@missing="$(strip $(SERVICE_PACKAGES))"; \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  policy=/usr/sbin/policy-rc.d; made=; [ -e $$policy ] || { printf '#!/bin/sh\nexit 101\n' > $$policy; chmod +x $$policy; made=1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; rc=$$?; \
+	  [ -z "$$made" ] || rm -f $$policy; exit $$rc; \
+	else echo "make services: missing $$missing; install as root (sudo make services, or" \
+	  "sudo apt-get install $$missing): without them the tests that need them are skipped" >&2; exit 1; fi
 
 # Two worker processes (pytest-xdist), each test file in one of them: most of the suite waits on servers,
 # subprocesses and simulated dwell times, not on the CPU, so two nearly halve its time on a 2-core machine.
 test: $(STAMP)
-	@command -v redis-server >/dev/null 2>&1 || $(MAKE) --no-print-directory services || true
+	@$(if $(strip $(SERVICE_PACKAGES)),$(MAKE) --no-print-directory services || true,:)
 	$(PY) -m pytest -n 2 --dist loadfile
 
 # profile_collection/existing_plans_and_devices.yaml, by the queue server's own tool from the profile loaded with
