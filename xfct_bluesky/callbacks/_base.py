@@ -133,16 +133,41 @@ class LiveCallback(abc.ABC):
 
 
 class RunState(DocumentRouter):
-    """One run's state in a :class:`LiveCallback` (made by its RunRouter factory); errors go to the owner."""
+    """One run's state in a :class:`LiveCallback` (made by its RunRouter factory); errors go to the owner.
+
+    The descriptors of the stream :attr:`stream` are kept in :attr:`primary`;
+    a subclass reads that stream by overriding :meth:`stream_descriptor` and
+    :meth:`stream_event` (events of other streams never reach them; an event
+    page reaches :meth:`stream_event` event by event, by DocumentRouter's own
+    unpacking).
+    """
 
     #: What failed, for the log: "<owner class>: could not ... run <uid>".
     failure = "failed on"
+    #: The stream read (the maps of a scan, the shifts of an alignment run: ``primary``).
+    stream = "primary"
 
     def __init__(self, owner: LiveCallback, start: dict):
         super().__init__()
         self.owner = owner
         self.start_doc = start
         self.uid = start["uid"]
+        self.primary: set[str] = set()  # uids of the descriptors of `stream`
+
+    def descriptor(self, doc):
+        if doc.get("name") == self.stream:
+            self.primary.add(doc["uid"])
+            self.stream_descriptor(doc)
+
+    def event(self, doc):
+        if doc["descriptor"] in self.primary:
+            self.stream_event(doc)
+
+    def stream_descriptor(self, doc: dict) -> None:
+        """A descriptor of :attr:`stream` (override; the default does nothing)."""
+
+    def stream_event(self, doc: dict) -> None:
+        """An event of :attr:`stream` (override; the default does nothing)."""
 
     def __call__(self, name, doc, validate=False):
         try:

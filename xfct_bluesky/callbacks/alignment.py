@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from event_model import compose_run, unpack_event_page
+from event_model import compose_run
 
 from ..analysis.align import (
     METHODS,
@@ -242,7 +242,6 @@ class _AlignmentRun(RunState):
     def __init__(self, owner: LiveDPCAlignment, start: dict):
         super().__init__(owner, start)
         self.est = _Estimator(owner.upsample, owner.neighbours, owner.max_angle)
-        self.primary: set[str] = set()
         self.keys: tuple[str, str] | None = None  # data keys of theta and of the field
         self.map_keys: tuple[str, ...] = ()
         self.names: dict[str, str] = {}  # data key -> the name its map is kept under (its quantity name)
@@ -250,10 +249,7 @@ class _AlignmentRun(RunState):
         self.map_bytes = 0
         self.field_only = False
 
-    def descriptor(self, doc):
-        if doc.get("name") != "primary":
-            return
-        self.primary.add(doc["uid"])
+    def stream_descriptor(self, doc):
         field = self.owner.field
         keys = doc["data_keys"]
         maps = [k for k, v in keys.items() if len(v.get("shape") or []) == 2]
@@ -272,8 +268,8 @@ class _AlignmentRun(RunState):
         else:
             logger.warning("LiveDPCAlignment: no %r map or rotation key in stream 'primary'", field)
 
-    def event(self, doc):
-        if doc["descriptor"] not in self.primary or self.keys is None:
+    def stream_event(self, doc):
+        if self.keys is None:
             return
         theta_key, image_key = self.keys
         data = doc["data"]
@@ -285,10 +281,6 @@ class _AlignmentRun(RunState):
         if self.owner.plot:
             self.owner.figures.put("DPC alignment", self.owner._drawer.update(
                 np.array(self.est.theta), np.array(self.est.shifts), self.uid))
-
-    def event_page(self, doc):
-        for ev in unpack_event_page(doc):
-            self.event(ev)
 
     def stop(self, doc):
         if len(self.est.theta) < 2:

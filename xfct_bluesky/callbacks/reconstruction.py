@@ -42,7 +42,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from event_model import unpack_event_page
 
 from ..analysis.fitting.maps import prefer_fitted
 from ..quantities import quantities_of
@@ -217,23 +216,13 @@ class _AlignmentReader(RunState):
     def __init__(self, owner: LiveReconstruction, start: dict):
         super().__init__(owner, start)
         self.raw_uid = start["raw_uid"]
-        self.primary: set[str] = set()
         self.theta: list[float] = []
         self.shifts: list[tuple[float, float]] = []
 
-    def descriptor(self, doc):
-        if doc.get("name") == "primary":
-            self.primary.add(doc["uid"])
-
-    def event(self, doc):
-        if doc["descriptor"] in self.primary:
-            data = doc["data"]
-            self.theta.append(float(data["theta"]))
-            self.shifts.append((_number(data["dy"]), _number(data["dx"])))
-
-    def event_page(self, doc):
-        for ev in unpack_event_page(doc):
-            self.event(ev)
+    def stream_event(self, doc):
+        data = doc["data"]
+        self.theta.append(float(data["theta"]))
+        self.shifts.append((_number(data["dy"]), _number(data["dx"])))
 
     def stop(self, doc):
         self.owner._take_alignment(self.raw_uid, {
@@ -252,7 +241,6 @@ class _ReconstructionRun(RunState):
 
     def __init__(self, owner: LiveReconstruction, start: dict):
         super().__init__(owner, start)
-        self.primary: set[str] = set()
         self.keys: dict[str, str] = {}
         self.theta_key: str | None = None
         self.theta: list[float] = []
@@ -260,10 +248,7 @@ class _ReconstructionRun(RunState):
         n_planned = int(start.get("n_angles") or start.get("num_points") or 60)
         self.every = owner.preview_every or max(1, n_planned // 20)
 
-    def descriptor(self, doc):
-        if doc.get("name") != "primary":
-            return
-        self.primary.add(doc["uid"])
+    def stream_descriptor(self, doc):
         keys = doc["data_keys"]
         maps = {k for k, v in keys.items() if len(v.get("shape") or []) == 2 and not v.get("external")}
         wanted = [*self.owner.elements, "dpc_x", "dpc_y", "dpc_diag"]
@@ -275,8 +260,8 @@ class _ReconstructionRun(RunState):
         if missing or self.theta_key is None:
             logger.warning("LiveReconstruction: no map for %s or no rotation key in 'primary'", missing)
 
-    def event(self, doc):
-        if doc["descriptor"] not in self.primary or self.theta_key is None:
+    def stream_event(self, doc):
+        if self.theta_key is None:
             return
         data = doc["data"]
         maps = {w: np.asarray(data[k]) for w, k in self.keys.items() if k in data}
@@ -288,10 +273,6 @@ class _ReconstructionRun(RunState):
             image = preview_slice(np.asarray(self.stacks[element]), np.asarray(self.theta), row=self.owner.preview_row)
             if image is not None:
                 self.owner._show(image, f"{element}, central slice (FBP preview, not aligned), run {self.uid[:8]}")
-
-    def event_page(self, doc):
-        for ev in unpack_event_page(doc):
-            self.event(ev)
 
     def stop(self, doc):
         if len(self.theta) < 2:
