@@ -136,6 +136,11 @@ def manager(redis_server, store, tmp_path_factory):
         RM.wait_for_idle(timeout=90)
         if not RM.status()["worker_environment_exists"]:
             fail("the worker environment did not open (the profile failed to load?)")
+        deadline = time.monotonic() + 30
+        while not RM.plans_allowed()["plans_allowed"]:  # the manager takes the worker's lists after it opens
+            if time.monotonic() > deadline:  # (seen lagging the open by seconds on a loaded machine)
+                fail("no plan allowed 30 s after the worker environment opened")
+            time.sleep(0.2)
         timings["environment open"] = time.monotonic() - started
         manager = SimpleNamespace(RM=RM, proc=proc, log=log, lists=lists, timings=timings)
         yield manager
