@@ -177,3 +177,40 @@ def kill_server(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
     proc.wait(timeout=20)
+
+
+@contextlib.contextmanager
+def running_ioc(args: list[str], log: Path, timeout: float = 30):
+    """``python -m xfct_bluesky.ioc ARGS`` on loopback at a free Channel Access port, stopped by its PID.
+
+    While it runs this process's CA settings point at it (``EPICS_CA_ADDR_LIST=127.0.0.1``, no auto list,
+    the port) and are restored after. Yields ``{"port", "pid", "log"}`` once the IOC's TCP port accepts
+    (searching before it is up only makes a CA client back off).
+    """
+    port = free_port()
+    ca_env = {"EPICS_CA_ADDR_LIST": "127.0.0.1", "EPICS_CA_AUTO_ADDR_LIST": "NO", "EPICS_CA_SERVER_PORT": str(port)}
+    saved = {key: os.environ.get(key) for key in ca_env}
+    os.environ.update(ca_env)
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "xfct_bluesky.ioc", *args], env=dict(os.environ),
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the IOC exited with {proc.returncode}:\n{log.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the IOC did not listen on port {port} within {timeout:g} s:\n{log.read_text()}")
+                time.sleep(0.05)
+        yield {"port": port, "pid": proc.pid, "log": log}
+    finally:
+        stop_process(proc)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

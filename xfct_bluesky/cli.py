@@ -12,6 +12,7 @@ fit     fit a stored run's full spectra (ours or imported): element maps, their 
 reconstruct  align and reconstruct a stored tomography; store the volumes in Tiled (and DXchange HDF5)
 dose-study   many low-dose projections against few high-dose ones, at equal dose
 ioc     the microprobe's caproto IOC (simulated hardware over Channel Access, loopback by default)
+check   every PV of a beamline configuration (--beamline FILE), answering or not, before anything moves
 paper-table  the founding paper's CC peak widths of Zn and DPC, on the simulated egg
 """
 
@@ -564,6 +565,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .ioc import add_arguments as add_ioc_arguments
     from .ioc import main_from_args as ioc_main
+
+    from .beamline import check as beamline_check
+
+    p = sub.add_parser("check", help="every PV of a beamline configuration, answering or not (nothing moves)")
+    beamline_check.add_arguments(p)
+    p.set_defaults(func=beamline_check.main_from_args)
 
     p = sub.add_parser("ioc", help="the microprobe's caproto IOC (simulated, loopback only by default)")
     add_ioc_arguments(p)  # its --data-dir is the folder of the HDF5 spectra (use <data dir>/assets)

@@ -10,8 +10,8 @@ import signal
 import sys
 from pathlib import Path
 
-from ..net import is_loopback
 from .._cli_checks import check_folder, check_seed
+from ..net import is_loopback
 from ._common import DEFAULT_PREFIX
 from .server import MicroprobeIOC
 
@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="allow a non-loopback interface (the PVs move motors and write files: firewall it)")
     parser.add_argument("--realtime", action="store_true",
                         help="maps and counts take as long as on the hardware (default: as fast as the CPU)")
+    parser.add_argument("--beamline", metavar="FILE",
+                        help="serve a beamline configuration's records with their real layouts (motor, scaler, "
+                             "xMAP), e.g. aps-2ide, instead of the simulated microprobe's own PVs; --prefix, "
+                             "--shape, --pixel-size, --dwell and --data-dir do not apply")
     return parser
 
 
@@ -61,6 +65,8 @@ def main_from_args(args: argparse.Namespace) -> int:
               f"{', '.join(remote)}: the IOC serves loopback only (127.0.0.1); pass --allow-remote to expose its "
               "PVs (they move motors and write files), behind a firewall", file=sys.stderr)
         return 2
+    if getattr(args, "beamline", None):
+        return _serve_beamline(args)
     try:  # every option refused before a folder is made or a PV served
         check_prefix(args.prefix)
         check_seed(args.seed)
@@ -72,6 +78,27 @@ def main_from_args(args: argparse.Namespace) -> int:
         print(f"xfct-bluesky ioc: {exc}", file=sys.stderr)
         return 2
     Path(ioc.options["data_dir"]).mkdir(parents=True, exist_ok=True)
+    return _serve(ioc, args, f"under {args.prefix!r}", f"; HDF5 files in {ioc.options['data_dir']}")
+
+
+def _serve_beamline(args: argparse.Namespace) -> int:
+    """``--beamline FILE``: the configuration's records (:mod:`.beamline`), refused whole if the file is bad."""
+    from ..beamline import BeamlineConfigError, load_beamline
+    from .beamline import beamline_ioc
+
+    try:
+        check_seed(args.seed)
+        config = load_beamline(args.beamline)
+        ioc = beamline_ioc(config, seed=args.seed)
+    except (BeamlineConfigError, ValueError) as exc:
+        print(f"xfct-bluesky ioc: {exc}", file=sys.stderr)
+        return 2
+    return _serve(ioc, args, f"of {config.beamline} ({config.path.name})", "")
+
+
+def _serve(ioc, args: argparse.Namespace, what: str, where: str) -> int:
+    """Serve ``ioc`` on ``args.interfaces`` until SIGINT or SIGTERM."""
+    remote = [i for i in args.interfaces if not is_loopback(i)]
     os.environ["EPICS_CAS_INTF_ADDR_LIST"] = " ".join(args.interfaces)
     if not remote:
         # beacons to loopback too (not broadcast on every interface)
@@ -80,9 +107,8 @@ def main_from_args(args: argparse.Namespace) -> int:
     logging.getLogger("caproto.ctx").addFilter(_BeaconFilter())
     # SIGTERM (e.g. a test fixture's terminate) stops the server as Ctrl-C does, closing the HDF5 file
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    print(f"xfct-bluesky IOC: {len(ioc.pvdb)} PVs under {args.prefix!r} on {', '.join(args.interfaces)} "
-          f"(port {os.environ.get('EPICS_CA_SERVER_PORT', '5064')}); seed {args.seed}; HDF5 files in "
-          f"{ioc.options['data_dir']}", flush=True)
+    print(f"xfct-bluesky IOC: {len(ioc.pvdb)} PVs {what} on {', '.join(args.interfaces)} "
+          f"(port {os.environ.get('EPICS_CA_SERVER_PORT', '5064')}); seed {args.seed}{where}", flush=True)
     from caproto.server import run
 
     try:
@@ -90,7 +116,9 @@ def main_from_args(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        ioc.close()
+        close = getattr(ioc, "close", None)
+        if close is not None:
+            close()
     return 0
 
 
