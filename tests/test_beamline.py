@@ -135,3 +135,24 @@ def test_the_prefix_of_the_simulated_ioc_is_replaced():
     assert config.record("rotation") == "ABC:Rot"
     assert all(pv.startswith("ABC:") for _, pv in config.pvs())
     assert load_beamline("sim-ioc").record("rotation") == "XFCT:Rot"
+
+
+def test_the_plans_microprobe_is_not_claimed_on_records_it_cannot_drive(monkeypatch, tmp_path):
+    from xfct_bluesky.session import make_microprobe
+
+    monkeypatch.setenv("XFCT_BLUESKY_BEAMLINE", "aps-2ide")
+    monkeypatch.delenv("XFCT_BLUESKY_PREFIX", raising=False)
+    with pytest.raises(ValueError, match=r"runs on the simulated IOC's records only; APS 2-ID-E's records are for "
+                                         r"step scans, as session.beamline"):
+        make_microprobe(tmp_path, "epics")
+
+
+def test_shell_refuses_a_bad_configuration_before_ipython_starts(tmp_path, capsys):
+    from xfct_bluesky import cli
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("beamline: X\nroles:\n  rotation: {motor: 'a:m1', speed: 3}\n")
+    assert cli.main(["shell", "--beamline", str(bad), "--data-dir", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert "roles.rotation.speed: unknown key" in err and "allowed here: motor, source, note" in err
+    assert not (tmp_path / "data").exists()  # refused before anything was made

@@ -103,3 +103,12 @@ def test_a_step_scan_on_the_real_layout_measures_what_the_simulator_gives(device
     cal = sim.vortex.energy_calibration
     assert config["beamline_fluorescence_mcas_mca1_calibration_slope"] == pytest.approx(cal["gain"])
     assert config["beamline_fluorescence_mcas_mca1_calibration_offset"] == pytest.approx(cal["offset"])
+
+
+def test_a_session_connects_the_configurations_records(ioc):
+    from xfct_bluesky.session import Session
+
+    with Session(store=False, live=False, persistent_md=False, journal=False, beamline="aps-2ide") as session:
+        assert session.beamline.connected and session.beamline_config.beamline == "APS 2-ID-E"
+        assert session.beamline.rotation.prefix == "2xfm:m53" and session.microprobe is None
+        assert session.beamline.scaler.preset_time.get() > 0

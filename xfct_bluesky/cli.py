@@ -140,6 +140,14 @@ def cmd_shell(args) -> int:
     if not startup:
         print(f"no profile at {prof}: set XFCT_BLUESKY_PROFILE to a profile_collection folder", file=sys.stderr)
         return 2
+    if args.beamline:  # checked before IPython starts: a bad file is refused naming the key and the fix
+        from .beamline import BeamlineConfigError, load_beamline
+
+        try:
+            config = load_beamline(args.beamline)
+        except BeamlineConfigError as err:
+            raise OptionError(str(err)) from None
+        os.environ["XFCT_BLUESKY_BEAMLINE"] = str(config.path)
     os.environ["XFCT_BLUESKY_HARDWARE"] = "epics" if args.epics else os.environ.get("XFCT_BLUESKY_HARDWARE", "sim")
     if args.data_dir:
         os.environ["XFCT_BLUESKY_DATA"] = str(_data_dir(args))
@@ -537,6 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_data_dir(sub.add_parser("shell", help="IPython with the beamline profile"))
     p.add_argument("--epics", action="store_true", help="EPICS hardware instead of the simulation")
+    p.add_argument("--beamline", metavar="FILE", help="a beamline configuration (YAML, or aps-2ide, sim-ioc): its "
+                   "records as `beamline` in the shell; with --epics and sim-ioc, the microprobe's prefix too")
     p.set_defaults(func=cmd_shell)
 
     p = with_data_dir(sub.add_parser("paper-table", help="the founding paper's CC peak widths, simulated"))

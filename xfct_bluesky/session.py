@@ -23,6 +23,9 @@ XFCT_BLUESKY_TILED_API_KEY  API key for that server (default: the key ``xfct-blu
                          serve`` keeps in the data folder, ``<data dir>/api_key``)
 XFCT_BLUESKY_HARDWARE    "sim" (default) or "epics"
 XFCT_BLUESKY_PREFIX      EPICS PV prefix of the microprobe (with "epics")
+XFCT_BLUESKY_BEAMLINE    a beamline configuration (a YAML file, or ``aps-2ide``, ``sim-ioc``): its records
+                         as ``session.beamline`` (:func:`~xfct_bluesky.devices.beamline.make_beamline_devices`),
+                         and, with "epics", the microprobe's prefix when its records are the simulated IOC's
 XFCT_BLUESKY_SEED        seed of the simulated microprobe (default 0)
 """
 
@@ -130,10 +133,36 @@ def make_microprobe(data_dir: Path, hardware: str | None = None):
     if hardware == "epics":
         from .devices.epics import make_epics_microprobe
 
-        return make_epics_microprobe(os.environ.get("XFCT_BLUESKY_PREFIX", "XFCT:"),
+        prefix = os.environ.get("XFCT_BLUESKY_PREFIX")
+        if os.environ.get("XFCT_BLUESKY_BEAMLINE"):
+            prefix = _microprobe_prefix(beamline_config(), prefix)
+        return make_epics_microprobe(prefix or "XFCT:",
                                      hdf5_directory=Path(data_dir) / ASSETS_SUBDIR,
                                      connection_timeout=float(os.environ.get("XFCT_BLUESKY_CONNECT_TIMEOUT", "10")))
     raise ValueError(f"XFCT_BLUESKY_HARDWARE={hardware!r}: allowed 'sim' or 'epics'")
+
+
+def beamline_config(spec: str | Path | None = None):
+    """The beamline configuration ``spec`` names (default $XFCT_BLUESKY_BEAMLINE), checked; None if neither."""
+    spec = spec if spec is not None else os.environ.get("XFCT_BLUESKY_BEAMLINE") or None
+    if spec is None:
+        return None
+    from .beamline import load_beamline
+
+    return load_beamline(spec)
+
+
+def _microprobe_prefix(config, prefix: str | None) -> str:
+    """The plans' microprobe on ``config``'s records: today only the simulated IOC's layout (a prefix)."""
+    if config.record("rotation") != f"{config.prefix}Rot":
+        raise ValueError(f"XFCT_BLUESKY_BEAMLINE={config.path}: the plans' microprobe (its fly raster) runs on the "
+                         f"simulated IOC's records only; {config.beamline}'s records are for step scans, as "
+                         "session.beamline (xfct_bluesky.devices.beamline): unset XFCT_BLUESKY_HARDWARE=epics, or "
+                         "use the sim-ioc configuration")
+    if prefix is not None and prefix != config.prefix:
+        raise ValueError(f"XFCT_BLUESKY_PREFIX={prefix!r} and XFCT_BLUESKY_BEAMLINE={config.path} (prefix "
+                         f"{config.prefix!r}) disagree: give one of them")
+    return config.prefix
 
 
 class Session:
@@ -183,6 +212,9 @@ class Session:
         Journal every document in ``<data dir>/journal`` before Tiled sees it
         (a crash loses at most the map in flight), and store what a dead
         session left there when this one opens.
+    beamline : str or pathlib.Path, optional
+        A beamline configuration (default $XFCT_BLUESKY_BEAMLINE): its records connected as
+        :attr:`beamline` when the session opens (checked here, before anything connects).
     beam_loss : dict or bool
         Install :func:`~xfct_bluesky.plans.beam_loss_suspender` on the
         microprobe (True: its defaults; a dict: its keyword arguments).
@@ -199,7 +231,8 @@ class Session:
     :func:`~xfct_bluesky.storage.derived_runs`), writer (what the RunEngine writes through),
     derived_writer (what the live callbacks write their derived runs through; both
     :class:`~xfct_bluesky.callbacks.SerialEmitter`, journaled, with a backup: derived
-    runs' in ``backup/derived`` and ``journal/derived``), microprobe, live_fit, live_alignment,
+    runs' in ``backup/derived`` and ``journal/derived``), microprobe, beamline (the configuration's
+    records, or None) and beamline_config, live_fit, live_alignment,
     live_reconstruction, callbacks (every subscribed callback by name).
     """
 
@@ -207,7 +240,7 @@ class Session:
                  client: Any = None, store: bool = True, microprobe: str | Any | Callable | None = None,
                  live: bool = True, elements: Sequence[str] = ("Zn",), plots: bool = False, progress: bool = False,
                  persistent_md: bool = True, journal: bool = True, beam_loss: dict | bool = False,
-                 read_only: bool = False):
+                 read_only: bool = False, beamline: str | Path | None = None):
         from .reconstruction import check_elements
         from .storage import default_data_dir
 
@@ -225,6 +258,8 @@ class Session:
             raise ValueError(f"microprobe={microprobe!r}: allowed 'sim', 'epics', a device, a callable "
                              "f(session) -> device, or None")
         self._microprobe_spec = microprobe
+        self.beamline_config = beamline_config(beamline)  # a bad file is refused here, naming the key
+        self.beamline = None
         self._stack = ExitStack()
         self.RE = None
         self.server = None
@@ -392,6 +427,11 @@ class Session:
             self.subscribe("writer", self.writer)
 
     def _open_microprobe(self) -> None:
+        if self.beamline_config is not None:
+            from .devices.beamline import make_beamline_devices
+
+            self.beamline = make_beamline_devices(self.beamline_config)
+            self._stack.callback(self.beamline.destroy)
         spec = self._microprobe_spec
         if spec is None:
             return

@@ -17,6 +17,7 @@ session = Session(DATA_DIR, microprobe=os.environ.get("XFCT_BLUESKY_HARDWARE", "
 session.close_at_exit()  # the embedded server stops when the interpreter ends
 RE, cat, mp, tiled_writer = session.RE, session.catalog, session.microprobe, session.writer
 microprobe = mp
+beamline = session.beamline  # XFCT_BLUESKY_BEAMLINE's records (xfct-bluesky shell --beamline FILE), or None
 live_alignment, live_reconstruction = session.live_alignment, session.live_reconstruction
 bec = BestEffortCallback()
 bec.disable_table()  # the progress bar reports each projection: no interleaved table rows
