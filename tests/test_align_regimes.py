@@ -175,3 +175,24 @@ def test_projection_matching_from_zero_converges_instead_of_diverging(sparse):
     assert ref.converged and ref.iterations <= 30
     err, none = (alignment_error(s, theta, truth)[1] for s in (ref.shifts, np.zeros_like(truth)))
     assert err < 0.4 * none, (err, none)
+
+
+def test_a_thin_cells_noise_channel_is_not_chosen_and_absurd_shifts_are_not_applied():
+    """The live alignment's maps of a 7 um cell in a 32 x 32 px field (24 angles): its transmission is whole in
+    the field but noise (SNR ~1), its fluorescence touches the field's edge. The transmission used to be chosen,
+    matching on it applied shifts of up to 37 px on the 32 px field. Now DPC registers pairwise, as for fine
+    angles, and shifts of half the field or more are refused."""
+    sim = MicroprobeSimulator(small_cell(7e-6, seed=1), runout=RunoutModel(eccentricity=1e-6, seed=1), seed=1)
+    theta = tomo_angles(24, 180, "sequential")
+    maps = [sim.simulate_map((32, 32), 300e-9, 5e-3, t, spectra=False).maps for t in theta]
+    keys = ("dpc_diag", "dpc_x", "dpc_y", "transmission", "i0", "live_time", "P", "S", "Cl", "K", "Ca", "Fe",
+            "Cu", "Zn")
+    stacks = {k: np.stack([m[k] for m in maps]) for k in keys}
+    with pytest.warns(AlignmentWarning, match="cuts the specimen"):
+        al = align_projections(stacks, theta)
+    assert (al.method, al.channel, al.applied) == ("pairwise", "dpc_diag", True), al.reason
+    err = alignment_error(al.shifts, theta, sim.truth.offsets)
+    assert np.all(err <= 0.15), err
+    with pytest.warns(AlignmentWarning, match=r"would shift a projection by .* half the 32 x 32 px field or more"):
+        bad = align_projections({k: stacks[k] for k in ("transmission", "i0")}, theta, method="matching")
+    assert not bad.applied and np.all(bad.shifts == 0) and np.abs(bad.proposed).max() >= 16

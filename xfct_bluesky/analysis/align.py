@@ -369,7 +369,8 @@ def align_projections(
         sub_com = None if com is None else dataclasses.replace(com, dx=com.dx[placed], measured=com.measured[placed])
         consistency = cs.consistency_figures(_subset(cons, placed), theta[placed], proposed[placed], center, sv,
                                              sub_com)
-    applied = _verdict(consistency, sv, theta.size, proposed[placed], method, used_name, force, warn)
+    applied = _verdict(consistency, sv, theta.size, proposed[placed], method, used_name, force, warn,
+                       field=stack0.shape[1:])
     shifts = np.where(placed[:, None], proposed if applied else 0.0, np.nan)
     excluded = {k: NO_SIGNAL for k in np.setdiff1d(np.arange(theta_all.size), keep).tolist()}
     excluded.update({int(keep[k]): why for k, why in unplaced.items()})
@@ -461,10 +462,20 @@ def _matching(cons, theta, com, sv, *, iterations, tolerance, upsample):
     return ref, sigma
 
 
-def _verdict(consistency, sv, n, proposed, method, name, force, warn) -> bool:
-    """Whether to apply ``proposed``: not when it makes the stack less consistent, nor when it cannot be checked."""
+def _verdict(consistency, sv, n, proposed, method, name, force, warn, *, field) -> bool:
+    """Whether to apply ``proposed``: not when it makes the stack less consistent, nor when it cannot be checked,
+    nor when it would move a projection by half the field or more (the specimen, whole in the field, cannot
+    have been there: such shifts are the alignment's failure, not the stage's runout)."""
     before, after = consistency.get("before"), consistency.get("after")
     rms = np.sqrt(np.mean(np.asarray(proposed) ** 2, axis=0)).round(2).tolist()
+    largest = np.abs(np.asarray(proposed, float)).max(axis=0) if len(proposed) else np.zeros(2)
+    limit = np.asarray(field, float) / 2
+    if np.any(largest >= limit) and not force:
+        warn(f"the {method} alignment on {name} was not applied: it would shift a projection by "
+             f"{largest[0]:.1f} px (y) and {largest[1]:.1f} px (x), half the {field[0]} x {field[1]} px field or "
+             f"more (RMS {rms} px; reprojection error {after} against {before} unaligned). Try another channel "
+             "(DPC, if the run has it) or method, or force=True")
+        return False
     if sv.truncated_angles > n / 2 and not force:  # cut at most angles: nothing to check against
         warn(f"the {method} alignment on {name} was not applied: the field cuts the specimen at most angles, so "
              f"its consistency cannot be checked (reprojection error {after} against {before} unaligned, not "

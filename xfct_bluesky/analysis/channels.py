@@ -32,6 +32,9 @@ from .deadtime import correct_maps
 KINDS = ("counts", "absorption", "transmission", "dpc_y", "derivative", "unknown")
 #: Names (endings) of maps that are not channels of their own.
 AUXILIARY = ("i0", "live_time", "q1", "q2", "q3", "q4", "sum")
+#: Signal-to-noise (:func:`~.consistency.informativeness`) under which a channel shows noise, not the specimen:
+#: the transmission of a thin cell (SNR ~1) is whole in the field but aligns nothing.
+INFORMATIVE_MIN = 3.0
 _ELEMENT = re.compile(r"(?:^|_)([A-Z][a-z]?)(?:_[KLM]\w*)?$")
 
 
@@ -206,15 +209,19 @@ def choose(maps: Mapping[str, np.ndarray], name: str | None = None) -> tuple[Cha
     The consistent channel is ``name``'s if that is a line integral; else the
     most informative candidate that shows the specimen whole (a capillary
     wider than the field cuts the transmission, not the fluorescence, of the
-    cell inside it); else DPC y; else ``name``'s, or the first map's.
+    cell inside it) above noise (:data:`INFORMATIVE_MIN`: a thin cell's
+    transmission is whole but noise, and the fluorescence cut at the field's
+    edge is still the better channel); else the most informative candidate;
+    else DPC y; else ``name``'s, or the first map's.
     """
     chosen = prepare(name, maps) if name is not None else None
     if chosen is not None and chosen.consistent:
         return chosen, chosen
     names = candidates(maps)
     if names:
-        prepared = [prepare(n, maps) for n in names]
-        whole_in = [c for c in prepared if not cut_by_field(c.stack)]
-        return chosen, max(whole_in or prepared, key=lambda c: informativeness(c.stack))
+        prepared = [(prepare(n, maps), 0.0) for n in names]
+        prepared = [(c, informativeness(c.stack)) for c, _ in prepared]
+        whole_in = [(c, snr) for c, snr in prepared if snr >= INFORMATIVE_MIN and not cut_by_field(c.stack)]
+        return chosen, max(whole_in or prepared, key=lambda pair: pair[1])[0]
     dpc_y = find_map(maps, "dpc_y")
     return chosen, prepare(dpc_y, maps) if dpc_y else (chosen or prepare(next(iter(maps)), maps))
