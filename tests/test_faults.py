@@ -78,8 +78,8 @@ def test_beam_loss_suspends_closes_the_shutter_and_repeats_the_projection(RE, do
     dump: dict[str, float] = {}
 
     def beam_dump():
+        dump["t0"] = time.monotonic()  # before the put: the suspender may close the shutter before put returns
         mp.beam_current.put(0.05)  # mA: the beam is gone
-        dump["t0"] = time.monotonic()
         # the beam stays away until the suspender has closed the shutter (at most 10 s on a loaded machine)
         deadline = dump["t0"] + 10
         while time.monotonic() < deadline and not any(v == "closed" and t >= dump["t0"] for t, v in shutter_log):
