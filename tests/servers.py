@@ -38,12 +38,14 @@ def answers(url: str) -> bool:
     return True
 
 
-def spawn_server(root: Path, log: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
-    """``xfct-bluesky serve`` on ``root`` in its own process group, not yet waited for (:func:`wait_answering`)."""
+def spawn_server(root: Path, log: Path, port: int | None = None, *, args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """``xfct-bluesky serve`` on ``root`` (and ``args``, e.g. ``("--catalog", uri)``) in its own process group,
+    not yet waited for (:func:`wait_answering`)."""
     port = port or free_port()
     with open(log, "ab") as out:
-        proc = subprocess.Popen([str(CONSOLE_SCRIPT), "serve", "--data-dir", str(root), "--port", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen([str(CONSOLE_SCRIPT), "serve", "--data-dir", str(root), "--port", str(port), *args],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -59,9 +61,10 @@ def wait_answering(proc: subprocess.Popen, url: str, log: Path, timeout: float =
         time.sleep(0.2)
 
 
-def start_server(root: Path, log: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
-    """``xfct-bluesky serve`` in its own process group, up and answering within 60 s."""
-    proc, url = spawn_server(root, log, port)
+def start_server(root: Path, log: Path, port: int | None = None, *, args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """``xfct-bluesky serve`` in its own process group (see :func:`spawn_server`), up and answering within 60 s."""
+    proc, url = spawn_server(root, log, port, args=args, env=env)
     wait_answering(proc, url, log)
     return proc, url
 
@@ -179,6 +182,179 @@ def kill_server(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
     proc.wait(timeout=20)
 
 
+# --------------------------------------------------------------------------- PostgreSQL
+POSTGRES_FIX = "install Debian's postgresql (`make services`, as root) to run the storage tests on a PostgreSQL catalog"
+POSTGRES_USER = "xfct"  # the cluster's superuser, with a generated password
+
+
+@dataclass
+class Postgres:
+    """A throwaway PostgreSQL cluster of the tests (:func:`start_postgres`): ``port``, ``user``, ``password``,
+    ``proc`` (the postmaster), ``directory`` (its data and sockets).
+
+    Clients connect over TCP to 127.0.0.1 with the password (``scram-sha-256``); ``env`` gives it as
+    ``PGPASSWORD`` for a child process, ``pgpass`` is a password file for it (for ``PGPASSFILE``), :meth:`uri`
+    a URI without it.
+    """
+
+    proc: subprocess.Popen
+    port: int
+    user: str
+    password: str
+    directory: Path
+    bin_dir: Path
+    pgpass: Path
+    owned_tree: Path | None = None  # removed by stop_postgres (a folder made for the postgres user)
+
+    def uri(self, database: str = "postgres", *, with_password: bool = False) -> str:
+        secret = f":{self.password}" if with_password else ""
+        return f"postgresql://{self.user}{secret}@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(os.environ, PGPASSWORD=self.password)
+
+    def create_database(self, name: str) -> str:
+        """Create database ``name`` (owned by :attr:`user`); its URI without the password."""
+        import asyncio
+
+        import asyncpg
+
+        async def create() -> None:
+            con = await asyncpg.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
+                                        database="postgres")
+            try:
+                await con.execute(f'CREATE DATABASE "{name}"')
+            finally:
+                await con.close()
+
+        asyncio.run(create())
+        return self.uri(name)
+
+
+def postgres_bin_dir() -> Path:
+    """The folder of ``initdb``, ``postgres`` and ``pg_isready``: Debian's newest ``/usr/lib/postgresql/*/bin``
+    (not on PATH), else the one on PATH. Skips (fails in CI) without PostgreSQL."""
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    if candidates:
+        return candidates[-1].parent
+    return Path(require_program("initdb", POSTGRES_FIX)).parent
+
+
+def _as_cluster_owner() -> dict:
+    """``subprocess`` arguments that run a PostgreSQL program as a non-root user: as root (CI), Debian's
+    ``postgres`` user (initdb and postgres refuse root); otherwise the current user (no arguments)."""
+    if os.geteuid() != 0:
+        return {}
+    import pwd
+
+    try:
+        owner = pwd.getpwnam("postgres")
+    except KeyError:
+        reason = "running as root, and there is no `postgres` user to run PostgreSQL as (initdb refuses root)"
+        if in_ci():
+            pytest.fail(f"CI=true: {reason}; {POSTGRES_FIX}", pytrace=False)
+        pytest.skip(f"{reason}: {POSTGRES_FIX}")
+    return {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
+
+
+def start_postgres(directory: Path, timeout: float = 30) -> Postgres:
+    """A PostgreSQL cluster on 127.0.0.1 and a free port, answering within ``timeout`` s; stop it with
+    :func:`stop_postgres`. Skips (fails in CI) without PostgreSQL.
+
+    ``initdb`` and ``postgres`` run as a non-root user (as root: Debian's ``postgres``, in a folder of the
+    system's temporary directory that user owns, since pytest's are private to root); TCP on 127.0.0.1 only,
+    the Unix socket in a private folder of the cluster (``-k``), password authentication (``scram-sha-256``)
+    for one generated superuser, durability off (``fsync``, ``synchronous_commit``: a throwaway cluster).
+    """
+    import secrets
+    import tempfile
+
+    bin_dir = postgres_bin_dir()
+    owner = _as_cluster_owner()
+    directory.mkdir(parents=True, exist_ok=True)
+    owned_tree = None
+    if owner:
+        owned_tree = Path(tempfile.mkdtemp(prefix="xfct-postgres-"))
+        os.chown(owned_tree, owner["user"], owner["group"])
+        base = owned_tree
+    else:
+        base = directory
+    data, sockets = base / "data", base / "sockets"
+    password = secrets.token_urlsafe(24)
+    pwfile = base / "pwfile"
+    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    if owner:
+        os.chown(pwfile, owner["user"], owner["group"])
+    init = subprocess.run([str(bin_dir / "initdb"), "-D", str(data), "-U", POSTGRES_USER, "--pwfile", str(pwfile),
+                           "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "-E", "UTF8",
+                           "--no-locale", "--no-sync"],
+                          check=False, stdin=subprocess.DEVNULL, capture_output=True, text=True, **owner)
+    pwfile.unlink()
+    if init.returncode != 0:
+        if owned_tree is not None:
+            shutil.rmtree(owned_tree, ignore_errors=True)
+        pytest.fail(f"initdb failed (exit {init.returncode}):\n{init.stderr[-2000:]}")
+    sockets.mkdir(mode=0o700)
+    if owner:
+        os.chown(sockets, owner["user"], owner["group"])
+    port = free_port()
+    log = directory / "postgres.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(sockets),
+                                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+                                 "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, **owner)
+    pgpass = directory / "pgpass"  # libpq's format; mode 0600, or libpq ignores it
+    fd = os.open(pgpass, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"127.0.0.1:{port}:*:{POSTGRES_USER}:{password}\n")
+    pg = Postgres(proc=proc, port=port, user=POSTGRES_USER, password=password, directory=base, bin_dir=bin_dir,
+                  pgpass=pgpass, owned_tree=owned_tree)
+    deadline = time.monotonic() + timeout
+    while subprocess.run([str(bin_dir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)],
+                         check=False, stdin=subprocess.DEVNULL, capture_output=True).returncode != 0:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_postgres(pg)
+            pytest.fail(f"PostgreSQL on 127.0.0.1:{port} did not answer in {timeout:g} s (exit {proc.returncode}):"
+                        f"\n{log.read_text()[-2000:]}")
+        time.sleep(0.05)
+    return pg
+
+
+def stop_postgres(pg: Postgres, timeout: float = 20) -> None:
+    """Stop the cluster by its postmaster's PID (SIGINT: PostgreSQL's fast shutdown; SIGKILL after ``timeout``
+    s) and remove a folder made for the ``postgres`` user."""
+    if pg.proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            pg.proc.send_signal(signal.SIGINT)
+        try:
+            pg.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pg.proc.kill()
+            pg.proc.wait(timeout=timeout)
+    if pg.owned_tree is not None:
+        shutil.rmtree(pg.owned_tree, ignore_errors=True)
+
+
+def ca_port() -> int:
+    """A port free for both TCP and UDP on loopback (Channel Access serves searches on UDP, channels on TCP)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError("no port free for both TCP and UDP on loopback")
+
+
 @contextlib.contextmanager
 def running_ioc(args: list[str], log: Path, timeout: float = 30):
     """``python -m xfct_bluesky.ioc ARGS`` on loopback at a free Channel Access port, stopped by its PID.
@@ -187,7 +363,7 @@ def running_ioc(args: list[str], log: Path, timeout: float = 30):
     the port) and are restored after. Yields ``{"port", "pid", "log"}`` once the IOC's TCP port accepts
     (searching before it is up only makes a CA client back off).
     """
-    port = free_port()
+    port = ca_port()
     ca_env = {"EPICS_CA_ADDR_LIST": "127.0.0.1", "EPICS_CA_AUTO_ADDR_LIST": "NO", "EPICS_CA_SERVER_PORT": str(port)}
     saved = {key: os.environ.get(key) for key in ca_env}
     os.environ.update(ca_env)

@@ -1,6 +1,10 @@
 """Storage layer: StreamHDF5Writer, and a RunEngine -> TiledWriter -> Tiled round trip.
 
-The suite's Tiled server (``shared_tiled`` of ``conftest.py``) is used. A tiny ophyd device
+The round trip runs twice, once per catalog (the ``store`` fixture): on the
+suite's Tiled server (``shared_tiled`` of ``conftest.py``, SQLite and DuckDB
+in its data folder) and on an embedded server whose catalog and tables are in
+PostgreSQL (``postgres_store``: a throwaway cluster, ``postgres_server``;
+skipped without PostgreSQL, failed under ``CI=true``). A tiny ophyd device
 defined here produces two 2D maps (float32, uint16) as Signals and full
 (ny, nx, nchan) uint32 spectra through a StreamHDF5Writer; the tests check that
 what the device produced is what Tiled serves back, dtypes included, and that
@@ -123,23 +127,53 @@ class DocumentRecorder:
 
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def data_dir(shared_tiled):
-    return shared_tiled.data_dir
+def postgres_store(postgres_server, tmp_path_factory):
+    """An embedded Tiled server of this module on a PostgreSQL catalog (and tables), its arrays and assets in a
+    data folder: the same attributes as ``shared_tiled``, and ``database`` (its URI, without the password,
+    which the server reads from the password file named by ``PGPASSFILE``)."""
+    from types import SimpleNamespace
+
+    from tiled.client import from_uri
+
+    database = postgres_server.create_database("storage_tests")
+    root = tmp_path_factory.mktemp("postgres-tiled")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PGPASSFILE", str(postgres_server.pgpass))
+        with embedded_server(root, catalog=database) as server:
+            client = from_uri(server.uri)
+            yield SimpleNamespace(data_dir=root, server=server, client=client, catalog=runs_container(client),
+                                  database=database)
+            client.context.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def store(request):
+    """The Tiled server of the round-trip tests, once per catalog: the suite's (SQLite), then ``postgres_store``."""
+    return request.getfixturevalue("shared_tiled" if request.param == "sqlite" else "postgres_store")
+
+
+#: For the tests of the client side (how load_tomo reads), the same whatever the catalog: the SQLite one only.
+SQLITE_ONLY = pytest.mark.parametrize("store", ["sqlite"], indirect=True)
 
 
 @pytest.fixture(scope="module")
-def server(shared_tiled):
-    return shared_tiled.server
+def data_dir(store):
+    return store.data_dir
 
 
 @pytest.fixture(scope="module")
-def client(shared_tiled):
-    return shared_tiled.client
+def server(store):
+    return store.server
 
 
 @pytest.fixture(scope="module")
-def catalog(shared_tiled):
-    return shared_tiled.catalog
+def client(store):
+    return store.client
+
+
+@pytest.fixture(scope="module")
+def catalog(store):
+    return store.catalog
 
 
 @pytest.fixture(scope="module")
@@ -384,6 +418,7 @@ def test_latest_run_and_rotation_readback(RE, catalog, device_class, data_dir):
         load_tomo(latest, theta_key="phi")
 
 
+@SQLITE_ONLY
 def test_load_tomo_prefers_the_start_documents_theta_key(RE, catalog, device_class, data_dir):
     """The plans record ``theta_key``; it wins over the 'theta' / '*rotation' guess."""
     import bluesky.plans as bp
@@ -425,6 +460,7 @@ def counting_client(server):
     tiled_client.context.close()
 
 
+@SQLITE_ONLY
 def test_load_tomo_request_count_and_encoding(scan, counting_client):
     """Regression: load_tomo asked the composite stream for each key, two requests per key
     before each read (4.1 s for 18 maps of 360x128x128 in benchmarks/bench_storage.py).
@@ -447,6 +483,7 @@ def test_load_tomo_request_count_and_encoding(scan, counting_client):
         assert compressed.maps[key].dtype == data.maps[key].dtype
 
 
+@SQLITE_ONLY
 def test_load_tomo_arrays_are_writable_and_owned(scan, catalog):
     data = load_tomo(catalog[scan["uid"]])
     for arr in data.maps.values():
@@ -455,6 +492,7 @@ def test_load_tomo_arrays_are_writable_and_owned(scan, catalog):
         load_tomo(catalog[scan["uid"]], max_workers=0)
 
 
+@SQLITE_ONLY
 def test_load_tomo_splits_large_arrays(scan, counting_client, monkeypatch):
     """Arrays above tiled's response limit come in blocks of rows, as ArrayClient.read splits them."""
     from tiled.client.array import ArrayClient

@@ -18,6 +18,11 @@ Layout of a data folder, the same for :func:`~xfct_bluesky.storage.server.embedd
     <data>/tiled/storage.duckdb  Tiled's tables (DuckDB), writable storage
     <data>/tiled/folder.json     the folder's own path when its catalog was last used, and an id
 
+With a PostgreSQL catalog (``prepare_data_folder(catalog="postgresql://...")``,
+``xfct-bluesky serve --catalog``; see :mod:`.postgres`) the catalog and the
+tables are in that database: ``catalog.db`` and ``storage.duckdb`` are not
+used, and the arrays' URIs in the database are not rewritten if the folder moves.
+
 Tiled records absolute URIs in its catalog (``assets.data_uri``), so the
 folder records where it was: opened at another path (``mv``, ``cp -r``), the
 URIs that point under the old path are rewritten to the new one, in one
@@ -56,6 +61,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse, urlunparse
 
+from .errors import DataFolderError
+
 logger = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "XFCT_BLUESKY_DATA"
@@ -75,16 +82,6 @@ MARKER_NAME = "folder.json"
 _MARKER_FORMAT = 1
 #: Written by ``xfct-bluesky serve`` while it serves the folder: ``{"uri": ..., "pid": ...}``
 SERVER_NAME = "server.json"
-
-
-class DataFolderError(ValueError):
-    """The data folder (or a file in it) cannot be used as it is; the message names the file and the fix.
-
-    Raised by the storage functions for a folder that is not a directory,
-    is read-only where writing is needed, holds a corrupt catalog, does not
-    match its catalog, or lacks an asset file a run points to. The CLI
-    prints it in one line.
-    """
 
 
 @contextlib.contextmanager
@@ -164,12 +161,17 @@ class DataFolder:
         ``temporary``.
     temporary : pathlib.Path or None
         A folder to remove when the server stops.
+    database : str or None
+        The URI of a PostgreSQL catalog (:mod:`.postgres`), which then holds
+        the catalog and the tables (``catalog`` is unused); None for the
+        folder's SQLite catalog.
     """
 
     root: Path
     read_only: bool = False
     catalog: Path | None = None
     temporary: Path | None = None
+    database: str | None = None
 
     @property
     def tiled_dir(self) -> Path:
@@ -202,7 +204,8 @@ class DataFolder:
             shutil.rmtree(self.temporary, ignore_errors=True)
 
 
-def prepare_data_folder(data_dir: str | Path | None = None, *, read_only: bool | None = None) -> DataFolder:
+def prepare_data_folder(data_dir: str | Path | None = None, *, read_only: bool | None = None,
+                        catalog: str | None = None) -> DataFolder:
     """Check a data folder and make its catalog point into it, before a Tiled server opens it.
 
     Parameters
@@ -215,6 +218,15 @@ def prepare_data_folder(data_dir: str | Path | None = None, *, read_only: bool |
         ``False``: the folder must be writable. Default ``None``: read-only
         when the folder holds a catalog that this process may not write
         (``os.access``), else writable.
+    catalog : str, optional
+        A PostgreSQL catalog, ``postgresql://USER@HOST:PORT/DATABASE`` (see
+        :mod:`.postgres`: the password from ``PGPASSWORD`` or ``~/.pgpass``),
+        instead of the folder's SQLite ``tiled/catalog.db``: its form, its
+        server, the database and the credentials are checked before anything
+        is written; its schema is checked, and a new one initialised, where
+        the server starts (:func:`~.postgres.prepare_catalog`). The folder
+        then holds the arrays and the assets only; it must be writable, and
+        is not rewritten if moved.
 
     Returns
     -------
@@ -228,7 +240,9 @@ def prepare_data_folder(data_dir: str | Path | None = None, *, read_only: bool |
         is read-only where writing is needed, if ``tiled/catalog.db`` is
         damaged, was made by another version of tiled, or belongs to another
         data folder (none of the files it points to are in this one), or if
-        ``tiled/folder.json`` is damaged.
+        ``tiled/folder.json`` is damaged; a
+        :class:`~xfct_bluesky.storage.postgres.CatalogURIError` (a subclass)
+        if the PostgreSQL ``catalog`` cannot be used.
 
     Notes
     -----
@@ -247,6 +261,16 @@ def prepare_data_folder(data_dir: str | Path | None = None, *, read_only: bool |
     then belongs to another folder. A read-only folder is never written: the
     rewrite goes to a temporary copy of the catalog.
     """
+    database = None
+    if catalog is not None:  # its form and its server, before anything is written
+        from . import postgres
+
+        database = postgres.check_catalog_uri(catalog)
+        if read_only:
+            raise DataFolderError(f"catalog {database}: a PostgreSQL catalog is served writable only; leave "
+                                  "read_only out (the database's own permissions decide who may write it)")
+        postgres.check_server(database)
+        read_only = False
     raw = Path(data_dir if data_dir is not None else default_data_dir()).expanduser()
     try:
         root = raw.resolve()
@@ -259,14 +283,14 @@ def prepare_data_folder(data_dir: str | Path | None = None, *, read_only: bool |
                 f"data folder {root}: {path} is a file, not a folder; move that file away, or give another "
                 f"data folder (--data-dir or ${DATA_DIR_ENV})"
             )
-    catalog = folder.catalog_path
+    catalog_file = folder.catalog_path
     blocked = _first_unwritable(folder)
     if read_only is None:
-        read_only = blocked is not None and catalog.is_file()
+        read_only = blocked is not None and catalog_file.is_file()
     if read_only:
-        if not catalog.is_file():
+        if not catalog_file.is_file():
             raise DataFolderError(
-                f"data folder {root} has no catalog to read ({catalog} is missing); give the folder that holds "
+                f"data folder {root} has no catalog to read ({catalog_file} is missing); give the folder that holds "
                 f"the runs (--data-dir or ${DATA_DIR_ENV})"
             )
         logger.info("Opening the data folder %s read-only%s", root, f" ({blocked} is not writable)" if blocked else "")
@@ -289,9 +313,11 @@ def prepare_data_folder(data_dir: str | Path | None = None, *, read_only: bool |
                     f"cannot create the data folder {root} ({detail}); give a data folder you may write "
                     f"(--data-dir or ${DATA_DIR_ENV})"
                 ) from None
-    if catalog.exists():
-        _check_catalog(catalog, read_only=read_only)
-    return _relocate(dataclasses.replace(folder, read_only=read_only, catalog=catalog))
+    if database is not None:  # checked and initialised where the server starts (tiled's imports: 6 s of CPU)
+        return dataclasses.replace(folder, database=database)  # its URIs are not rewritten if the folder moves
+    if catalog_file.exists():
+        _check_catalog(catalog_file, read_only=read_only)
+    return _relocate(dataclasses.replace(folder, read_only=read_only, catalog=catalog_file))
 
 
 def _first_unwritable(folder: DataFolder) -> Path | None:

@@ -12,6 +12,10 @@
   by URI and API key, :data:`API_KEY_FILE`), stopping it with this process
   and keeping the key out of its output.
 
+Both take a PostgreSQL catalog instead of the folder's SQLite one
+(``catalog=`` / ``folder.database``: the catalog and the tables in the
+database, the arrays and assets in the folder; see :mod:`.postgres`).
+
 The data folder itself (its layout, :func:`default_data_dir`,
 :func:`prepare_data_folder`, :class:`DataFolderError`, the rewrite of a moved
 folder's catalog) is in :mod:`.folder`; those names are importable from here
@@ -41,10 +45,11 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from ._catalog_init import in_own_thread, initialize_catalog  # noqa: F401 (importable from here)
 
 # The data folder's names stay importable from here (other modules import them from this one).
 from .folder import (  # noqa: F401
@@ -91,7 +96,8 @@ def _register_bluesky_run_exporter() -> None:
 
 
 @contextlib.contextmanager
-def embedded_server(data_dir: str | Path | None = None, *, read_only: bool | None = None) -> Iterator[Any]:
+def embedded_server(data_dir: str | Path | None = None, *, read_only: bool | None = None,
+                    catalog: str | None = None) -> Iterator[Any]:
     """Run a Tiled server in this process for as long as the ``with`` block lasts.
 
     Parameters
@@ -106,6 +112,11 @@ def embedded_server(data_dir: str | Path | None = None, *, read_only: bool | Non
         ``True``: serve the folder read-only; ``False``: it must be writable.
         Default ``None``: read-only if this process may not write the folder's
         catalog (see :func:`prepare_data_folder`).
+    catalog : str, optional
+        A PostgreSQL catalog, ``postgresql://USER@HOST:PORT/DATABASE``, the
+        password from ``PGPASSWORD`` or ``~/.pgpass`` (:mod:`.postgres`):
+        the catalog and the tables go there, the arrays and assets stay in
+        ``data_dir``. Default: the folder's SQLite ``tiled/catalog.db``.
 
     Yields
     ------
@@ -142,15 +153,15 @@ def embedded_server(data_dir: str | Path | None = None, *, read_only: bool | Non
     >>> with embedded_server(tmp_path) as server:
     ...     cat = runs_container(from_uri(server.uri))
     """
-    folder = prepare_data_folder(data_dir, read_only=read_only)
+    folder = prepare_data_folder(data_dir, read_only=read_only, catalog=catalog)
     try:
         _register_bluesky_run_exporter()
         server = _start_server(folder)
     except BaseException:
         folder.cleanup()
         raise
-    logger.info("Tiled server for %s running%s at %s", folder.root, " read-only" if folder.read_only else "",
-                server.uri.split("?", 1)[0])
+    logger.info("Tiled server for %s running%s at %s%s", folder.root, " read-only" if folder.read_only else "",
+                server.uri.split("?", 1)[0], f", catalog {folder.database}" if folder.database else "")
     try:
         yield server
     finally:
@@ -159,67 +170,13 @@ def embedded_server(data_dir: str | Path | None = None, *, read_only: bool | Non
         logger.info("Tiled server for %s stopped", folder.root)
 
 
-def initialize_catalog(path: Path) -> None:
-    """Create a new catalog at ``path``: tables and alembic stamp, as ``tiled catalog init`` does, in this process.
-
-    The steps and tiled functions of tiled's ``commandline/_catalog.py``
-    ``init``, run in a thread of their own (its event loop, and alembic's
-    ``asyncio.run``, must not meet a running loop such as IPython's).
-    """
-    failure: list[BaseException] = []
-
-    def init() -> None:
-        import asyncio
-
-        from sqlalchemy.ext.asyncio import create_async_engine
-        from tiled.alembic_utils import (
-            UninitializedDatabase,
-            check_database,
-            stamp_head,
-        )
-        from tiled.catalog.alembic_constants import (
-            ALEMBIC_DIR,
-            ALEMBIC_INI_TEMPLATE_PATH,
-        )
-        from tiled.catalog.core import (
-            ALL_REVISIONS,
-            REQUIRED_REVISION,
-            initialize_database,
-        )
-        from tiled.utils import ensure_specified_sql_driver
-
-        uri = ensure_specified_sql_driver(path)
-
-        async def setup() -> None:
-            engine = create_async_engine(uri)
-            try:
-                await check_database(engine, REQUIRED_REVISION, ALL_REVISIONS)
-            except UninitializedDatabase:
-                await initialize_database(engine)
-            finally:
-                await engine.dispose()
-
-        try:
-            asyncio.run(setup())
-            with warnings.catch_warnings():  # alembic on tiled's alembic.ini template (its subprocess shows none)
-                warnings.filterwarnings("ignore", "No path_separator found", DeprecationWarning)
-                stamp_head(ALEMBIC_INI_TEMPLATE_PATH, ALEMBIC_DIR, uri)
-        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
-            failure.append(err)
-
-    thread = threading.Thread(target=init, name="xfct-tiled-catalog-init")
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-
-
 _FROM_URI_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _catalog_already_initialized() -> Iterator[None]:
-    """While a SimpleTiledServer starts: open its catalog without ``init_if_not_exists``.
+def _catalog_already_initialized(database: str | None = None) -> Iterator[None]:
+    """While a SimpleTiledServer starts: open its catalog without ``init_if_not_exists``; with ``database``
+    (a PostgreSQL catalog), open that catalog instead of the folder's SQLite one.
 
     SimpleTiledServer always asks ``tiled.catalog.from_uri`` to initialise the
     catalog if missing, which tiled does by running ``python -m tiled catalog
@@ -227,13 +184,25 @@ def _catalog_already_initialized() -> Iterator[None]:
     every start, even of a catalog years old. The folder's catalog is already
     initialised (:func:`initialize_catalog`) and its schema checked
     (:func:`prepare_data_folder`), so that step is skipped here.
+
+    With ``database``, SimpleTiledServer's catalog path is replaced by that URI
+    and the database is put first among the writable storage, so that tiled
+    writes the tables there (it takes the first storage a structure
+    supports); its DuckDB file stays listed, unused (SimpleTiledServer looks
+    it up after the start), and is never created.
     """
     import tiled.catalog
+
+    from .postgres import tables_uri
 
     original = tiled.catalog.from_uri
 
     def from_uri(*args, **kwargs):
         kwargs["init_if_not_exists"] = False
+        if database is not None:
+            arrays, *others = kwargs["writable_storage"]
+            kwargs["writable_storage"] = [arrays, tables_uri(database), *others]
+            args = (database, *args[1:])
         return original(*args, **kwargs)
 
     with _FROM_URI_LOCK:
@@ -248,20 +217,25 @@ def _start_server(folder: DataFolder) -> Any:
     from tiled.server import SimpleTiledServer
 
     error_log = folder.tiled_dir / "error.log"
+    if folder.database is not None:  # its own one-line errors (CatalogURIError), before the server starts
+        from .postgres import prepare_catalog
+
+        prepare_catalog(folder.database)
     try:
         if folder.read_only:
             return ReadOnlyTiledServer(folder, _PROCESS_API_KEY)
-        if not folder.catalog_path.exists():
+        if folder.database is None and not folder.catalog_path.exists():
             initialize_catalog(folder.catalog_path)
-        with _catalog_already_initialized():
+        with _catalog_already_initialized(folder.database):
             return SimpleTiledServer(directory=folder.tiled_dir, readable_storage=[folder.assets_dir],
                                      api_key=_PROCESS_API_KEY)
     except Exception as err:
         first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
         where = "" if folder.read_only else f"; details in {error_log}"
+        damaged = folder.database or folder.catalog_path
         raise DataFolderError(
             f"the Tiled server for {folder.root} did not start ({type(err).__name__}: {first[:200]}){where}; "
-            f"if {folder.catalog_path} is damaged, move it aside and restore it from a backup"
+            f"if {damaged} is damaged, move it aside and restore it from a backup"
         ) from err
 
 
@@ -401,12 +375,21 @@ _TILED_CHILD = "import sys; from xfct_bluesky.storage.server import run_tiled; s
 
 
 def run_tiled(argv: list[str]) -> int:
-    """tiled's command line, in this process, on ``["serve", "catalog", CATALOG, ...]``: a missing catalog is
-    created first (:func:`initialize_catalog`, whose imports the server shares: 6-7 s less than doing it in
-    another interpreter before the server starts)."""
+    """tiled's command line, in this process, on ``["serve", "catalog", CATALOG, ...]``: a missing SQLite catalog
+    is created first (:func:`initialize_catalog`, whose imports the server shares: 6-7 s less than doing it in
+    another interpreter before the server starts); a PostgreSQL one is checked, and initialised if new
+    (:func:`~.postgres.prepare_catalog`: a refusal is one line on stderr, exit status 1)."""
     from tiled.commandline.main import main
 
-    if argv[:2] == ["serve", "catalog"] and not Path(argv[2]).exists():
+    from .postgres import CatalogURIError, is_postgres, prepare_catalog
+
+    if argv[:2] == ["serve", "catalog"] and is_postgres(argv[2]):
+        try:
+            prepare_catalog(argv[2])
+        except CatalogURIError as err:
+            print(f"xfct-bluesky serve: {err}", file=sys.stderr)
+            return 1
+    elif argv[:2] == ["serve", "catalog"] and not Path(argv[2]).exists():
         initialize_catalog(Path(argv[2]))
     sys.argv = ["tiled", *argv]
     return main()
@@ -449,8 +432,9 @@ def serve_standalone(folder: DataFolder, *, host: str, port: int, api_key: str) 
     """Run ``tiled serve catalog`` over ``folder`` until it exits or this process is asked to stop.
 
     The server reads and writes the folder's catalog, arrays and tables and
-    reads its ``assets`` (the layout of :func:`embedded_server`). Returns its
-    exit status (0 after a requested stop).
+    reads its ``assets`` (the layout of :func:`embedded_server`); with a
+    PostgreSQL catalog (``folder.database``), the catalog and the tables are
+    in that database. Returns its exit status (0 after a requested stop).
 
     Notes
     -----
@@ -462,11 +446,18 @@ def serve_standalone(folder: DataFolder, *, host: str, port: int, api_key: str) 
     tiled, which is killed if still running :data:`STOP_GRACE` seconds later;
     on Linux the kernel also stops it if this process dies by SIGKILL. Call
     from the main thread of a process without other threads (the signal
-    handlers, and the child's set-up between fork and exec).
+    handlers, and the child's set-up between fork and exec). A PostgreSQL
+    catalog's URI holds no password (:func:`~.postgres.check_catalog_uri`):
+    tiled reads it from ``PGPASSWORD`` or ``~/.pgpass``, never its arguments.
     """
-    cmd = [sys.executable, "-c", _TILED_CHILD, "serve", "catalog", str(folder.catalog_path),
-           "-w", str(folder.arrays_dir), "-w", f"duckdb:///{folder.tables_path}",
-           "-r", str(folder.assets_dir), "--host", host, "--port", str(port)]
+    from .postgres import tables_uri
+
+    if folder.database is not None:
+        catalog, tables = folder.database, tables_uri(folder.database)
+    else:
+        catalog, tables = str(folder.catalog_path), f"duckdb:///{folder.tables_path}"
+    cmd = [sys.executable, "-c", _TILED_CHILD, "serve", "catalog", catalog, "-w", str(folder.arrays_dir),
+           "-w", tables, "-r", str(folder.assets_dir), "--host", host, "--port", str(port)]
     env = dict(os.environ, TILED_SINGLE_USER_API_KEY=api_key)
     asked: list[int] = []  # the signals received
     passed_on: list[int] = []  # ... and those passed on to tiled
