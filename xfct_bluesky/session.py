@@ -212,6 +212,11 @@ class Session:
         Journal every document in ``<data dir>/journal`` before Tiled sees it
         (a crash loses at most the map in flight), and store what a dead
         session left there when this one opens.
+    batch_size : int, optional
+        Events the scans' writer gathers before it stores them. Default: 1 on a
+        given server (``uri``, ``client``: other processes read the scan while it
+        runs, e.g. ``xfct-bluesky view``), else TiledWriter's (a run is stored at
+        its stop: the embedded server is this process's alone).
     beamline : str or pathlib.Path, optional
         A beamline configuration (default $XFCT_BLUESKY_BEAMLINE): its records connected as
         :attr:`beamline` when the session opens (checked here, before anything connects).
@@ -240,16 +245,19 @@ class Session:
                  client: Any = None, store: bool = True, microprobe: str | Any | Callable | None = None,
                  live: bool = True, elements: Sequence[str] = ("Zn",), plots: bool = False, progress: bool = False,
                  persistent_md: bool = True, journal: bool = True, beam_loss: dict | bool = False,
-                 read_only: bool = False, beamline: str | Path | None = None):
+                 read_only: bool = False, beamline: str | Path | None = None, batch_size: int | None = None):
         from .reconstruction import check_elements
         from .storage import default_data_dir
+        from .validate import integer
 
         self.data_dir = Path(data_dir).expanduser().resolve() if data_dir else default_data_dir()
         self._options = dict(uri=uri if uri is not None else os.environ.get("XFCT_BLUESKY_TILED_URI"),
                              api_key=api_key if api_key is not None else os.environ.get("XFCT_BLUESKY_TILED_API_KEY"),
                              client=client, store=store, live=live, elements=check_elements(elements),
                              plots=plots, progress=progress, persistent_md=persistent_md, journal=journal,
-                             beam_loss=beam_loss, read_only=read_only)
+                             beam_loss=beam_loss, read_only=read_only,
+                             batch_size=None if batch_size is None else integer(
+                                 "batch_size", batch_size, low=1, fix="Give 1 to store each projection at once."))
         if read_only and (live or microprobe is not None):
             raise ValueError("read_only=True reads the catalog only: give live=False and no microprobe")
         if microprobe is None:
@@ -402,7 +410,11 @@ class Session:
         if journal is not None:
             _recover_dead_runs(journal, self.catalog)
             _recover_dead_runs(journal / DERIVED_CONTAINER, self.derived)
-        self.writer = SerialEmitter(make_tiled_writer(self.catalog, backup, journal_directory=journal))
+        batch = opts["batch_size"]
+        if batch is None and self.server is None:  # a shared server: others read the scan while it runs
+            batch = 1
+        self.writer = SerialEmitter(make_tiled_writer(self.catalog, backup, journal_directory=journal,
+                                                      batch_size=batch))
         # one lock for both writers: tiled 0.2.20 serves every table through one DuckDB connection, and two
         # appends at once (a scan's events, a derived run's) crash the server or duplicate rows
         self.derived_writer = SerialEmitter(make_tiled_writer(
