@@ -280,8 +280,9 @@ def test_prefer_fitted_replaces_only_what_the_fit_covers():
 def test_the_dose_study_reconstructs_zn_from_fitted_spectra_when_asked():
     from xfct_bluesky.dose_study import dose_study, format_study
 
-    res = dose_study(schedules=((4, 2e-3),), alignments=("truth",), size=36, rows=4, margin=2, iterations=2,
-                     fit=True)
+    kw = {"schedules": ((4, 2e-3),), "alignments": ("truth",), "size": 36, "rows": 7, "margin": 1,
+          "cell_diameter": 5e-6, "iterations": 2, "fit": True}
+    res = dose_study(pipeline="bluesky", **kw)  # xfct_tomo in a Session, its spectra fitted live
     assert res.settings["zn_maps"] == FITTED
     assert "Zn from fitted spectra; MLEM (2 iterations)" in format_study(res)
     (case,) = res.cases

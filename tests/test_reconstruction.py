@@ -1,4 +1,4 @@
-"""From a stored tomography to volumes: the pipeline, the live callback, the CLI, the dose study."""
+"""From a stored tomography to volumes: the pipeline, the live callback, the CLI (the dose study: test_dose_study.py)."""
 
 from __future__ import annotations
 
@@ -209,18 +209,3 @@ def test_cli_reconstruct_refuses_bad_options_before_reading(argv, message, capsy
     assert message in capsys.readouterr().err
     assert not (tmp_path / "nothing").exists()  # nothing opened, nothing written
 
-
-# ------------------------------------------------------------------ the dose study
-def test_dose_study_small(tmp_path):
-    from xfct_bluesky.dose_study import dose_study, format_study, study_figure
-
-    res = dose_study(schedules=((8, 15e-3), (24, 5e-3)), size=32, rows=8, margin=2, cell_diameter=6e-6)
-    by = {(c.n_angles, c.align): c for c in res.cases}
-    assert len(res.cases) == 8 and {c.total_dose for c in res.cases} == {res.cases[0].total_dose}  # equal dose
-    for n in (8, 24):
-        assert by[(n, "none")].nrmse > by[(n, "truth")].nrmse  # the runout must be corrected
-        assert by[(n, "dpc")].nrmse < 1.2 * by[(n, "truth")].nrmse
-        assert by[(n, "dpc")].alignment_error[1] < 0.5
-    text = format_study(res)
-    assert len(text.splitlines()) == 1 + 8 + 1 and "NRMSE" in text  # header, a line per case, footer
-    assert study_figure(res, tmp_path / "study.png").read_bytes()[:4] == b"\x89PNG"

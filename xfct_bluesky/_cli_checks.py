@@ -215,12 +215,35 @@ def check_fit(args) -> None:
             read_maps_override(path)
 
 
-def check_dose_study(args) -> None:
-    """``dose-study``: ``dose_study``'s own checks and, per schedule, the checks ``xfct_tomo`` meets."""
-    import inspect
+def int_list(option: str, text: str) -> tuple[int, ...]:
+    """``"24,72,240"`` as (24, 72, 240), or an OptionError naming ``option``."""
+    try:
+        values = tuple(int(v) for v in str(text).split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values:
+        raise OptionError(f"{_opt(option, text)}: give integers separated by commas, e.g. 24,72,240,720")
+    return values
 
-    from .dose_study import PIXEL, dose_study
-    from .plans.planning import MAX_DWELL, MIN_DWELL, estimate_tomo, tomo_angles
+
+def dose_schedules(args) -> tuple[tuple[int, float], ...]:
+    """``dose-study``'s schedules: each of ``--angles`` with ``--total-dwell`` shared out among them."""
+    return tuple((n, args.total_dwell / n if n else args.total_dwell) for n in int_list("--angles", args.angles))
+
+
+def dose_alignments(args) -> tuple[str, ...]:
+    """``dose-study``'s ``--alignments`` as a tuple of names (checked by :func:`check_dose_study`)."""
+    names = tuple(a.strip().lower() for a in str(args.alignments).split(",") if a.strip())
+    if not names:
+        raise OptionError(f"{_opt('--alignments', args.alignments)}: give one or more of auto, dpc, zn, none, "
+                          "truth, separated by commas")
+    return names
+
+
+def check_dose_study(args) -> None:
+    """``dose-study``: every option as ``dose_study`` checks it (schedules, field, cell), before any work."""
+    from .dose_study import PIXEL
+    from .dose_study.study import MARGIN, check_study
     from .reconstruction import check_options
 
     _check_output(args, "dose-study")
@@ -228,22 +251,27 @@ def check_dose_study(args) -> None:
         check_options(args.algorithm, None, 1, "dpc")
     with _option(_opt("--iterations", args.iterations)):
         check_options(args.algorithm, args.iterations, 1, "dpc")
-    check_seed(args.seed)
+    for name in dose_alignments(args):
+        with _option(_opt("--alignments", args.alignments)):
+            check_options(args.algorithm, args.iterations, 1, name)
+    for seed in int_list("--seeds", args.seeds):
+        with _option(_opt("--seeds", args.seeds)):
+            validate.seed("seed", seed)
+    with _option(_opt("--pipeline", args.pipeline)):
+        validate.one_of("pipeline", args.pipeline, ("simulator", "bluesky"))
     with _option():
-        validate.integer("--rows", args.rows, low=1, fix="The central rows compared, e.g. 16")
-    margin = inspect.signature(dose_study).parameters["margin"].default  # the CLI leaves it at its default
-    field = (args.rows + 2 * margin, args.size)
+        validate.integer("--rows", args.rows, low=7, fix="The central rows compared, e.g. 16 (3D SSIM needs 7)")
+    with _option(_opt("--total-dwell", args.total_dwell)):
+        validate.positive("total_dwell", args.total_dwell, unit=" s", fix="e.g. 0.72 (240 x 3 ms)")
+    schedules = dose_schedules(args)
+    field = (args.rows + 2 * MARGIN, args.size)
     with _option(f"{_opt('--rows', args.rows)} and {_opt('--size', args.size)} (a field of {field[0]}x{field[1]} px)"):
-        mp = _field(field, args.seed, pixel_size=PIXEL, spectra=False)
-    for count, n, dwell_name, dwell in (("--few", args.few, "--few-dwell", args.few_dwell),
-                                        ("--many", args.many, "--many-dwell", args.many_dwell)):
-        with _option(_opt(count, n)):
-            tomo_angles(n, order="golden")
-        with _option():
-            validate.between(dwell_name, dwell, MIN_DWELL, MAX_DWELL, unit=" s per pixel",
-                             fix="The scanner's dwell range; e.g. 0.003 for 3 ms")
-        with _option(f"{_opt(count, n)} at {_opt(dwell_name, dwell)}"):
-            estimate_tomo(mp, shape=field, pixel_size=PIXEL, n_angles=n, dwell=dwell, order="golden")
+        _field(field, 0, pixel_size=PIXEL, spectra=False)
+    label = (f"{_opt('--angles', args.angles)} with {_opt('--total-dwell', args.total_dwell)}, "
+             f"{_opt('--size', args.size)}, {_opt('--rows', args.rows)}, "
+             f"{_opt('--cell-diameter', args.cell_diameter)}")
+    with _option(label):
+        check_study(schedules, size=args.size, rows=args.rows, margin=MARGIN, cell_diameter=args.cell_diameter)
 
 
 def check_paper_table(args) -> None:
