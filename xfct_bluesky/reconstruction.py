@@ -127,7 +127,7 @@ def align_maps(maps: Mapping[str, np.ndarray], theta, align: str = "auto", *, tr
     from .analysis.align import AlignmentWarning, align_projections
 
     n = len(theta)
-    ny, nx = next(iter(maps.values())).shape[1:]
+    _, nx = next(iter(maps.values())).shape[1:]
     if align == "none":
         return np.zeros((n, 2)), float("nan"), None
     if align == "truth":
@@ -174,6 +174,8 @@ def reconstruct_maps(
     align_method: str = "auto",
     channel: str | None = None,
     projector: str = "auto",
+    client=None,
+    sources: Mapping | None = None,
 ) -> Reconstruction:
     """Align and reconstruct projections given as arrays (see :func:`reconstruct_tomo`)."""
     from .analysis import tomo
@@ -251,16 +253,23 @@ def reconstruct_maps(
             ref = aligned.get("phase", next(iter(aligned.values())))
             say("searching the rotation axis")
             center = float(tomo.find_center(ref, theta))
-        volumes = {}
-        for name, stack in aligned.items():
-            say(f"reconstructing {name} ({'fbp' if name == 'phase' else algorithm})")
-            if name == "phase" or algorithm == "fbp":
-                volumes[name] = tomo.fbp(stack, theta, center=center, filter="shepp-logan", projector=projector)
-            elif algorithm == "sirt":
-                volumes[name] = tomo.sirt(stack, theta, iterations=iterations, center=center, projector=projector)
-            else:  # linear interpolation of counts >= 0 stays >= 0, but for float32 rounding
-                volumes[name] = tomo.mlem(np.clip(stack, 0, None), theta, iterations=iterations, subsets=subsets,
-                                          center=center, projector=projector)
+        from .distributed import reconstruct_one, reconstruct_stacks
+
+        options = {"center": center, "algorithm": algorithm, "iterations": iterations, "subsets": subsets,
+                   "projector": projector}
+        if client is not None:  # the workers read (sources) or are sent their rows, and shift them themselves
+            say(f"reconstructing {', '.join(stacks)} on Dask ({algorithm}; the phase by fbp)")
+            raw = {name: (sources or {}).get(name, stack) for name, stack in stacks.items()}
+            volumes, report = reconstruct_stacks(raw, theta, shifts=shifts, client=client, progress=say,
+                                                 angle_index=np.setdiff1d(np.arange(given.size), left_out),
+                                                 **options)
+            logger.info("distributed reconstruction: %d blocks on %d workers, %.1f s", len(report.blocks),
+                        len(report.workers), report.seconds)
+        else:
+            volumes = {}
+            for name, stack in aligned.items():
+                say(f"reconstructing {name} ({'fbp' if name == 'phase' else algorithm})")
+                volumes[name] = reconstruct_one(name, stack, theta, **options)
     return Reconstruction(volumes, aligned, theta, np.asarray(shifts, float), float(center), algorithm,
                           iterations, subsets, align, alignment, excluded=tuple(int(k) for k in left_out))
 
@@ -282,6 +291,8 @@ def reconstruct_tomo(
     align_method: str = "auto",
     channel: str | None = None,
     projector: str = "auto",
+    client=None,
+    sources: Mapping | None = None,
 ) -> Reconstruction:
     """Align and reconstruct a stored tomography (:class:`~xfct_bluesky.storage.TomoData`).
 
@@ -332,6 +343,16 @@ def reconstruct_tomo(
         fly (numba, all cores, memory of the data only), or "auto": the
         matrix where its estimate fits under
         ``xfct_bluesky.analysis.projector.MATRIX_BUDGET`` (2 GiB), logged.
+    client : "local", distributed.Client or str, optional
+        Reconstruct on a Dask cluster, one task per element and block of
+        ~128 MB of sinogram rows (:func:`xfct_bluesky.distributed.reconstruct_stacks`;
+        the same volumes as serial): "local" (a LocalCluster here), a Client
+        (any cluster) or a scheduler address. The alignment runs here.
+    sources : dict of str to source, optional
+        With ``client``: per element, where the workers read the raw stack
+        themselves (:func:`xfct_bluesky.distributed.tiled_sources` of the run,
+        or :class:`xfct_bluesky.distributed.HDF5Array`); the others are sent
+        from here by block.
 
     Notes
     -----
@@ -347,7 +368,8 @@ def reconstruct_tomo(
     rec = reconstruct_maps(tomo_data.maps, tomo_data.theta, elements=elements, algorithm=algorithm,
                            iterations=iterations, subsets=subsets, align=align, shifts=shifts, center=center,
                            phase=phase, refine=refine, true_offsets=true_offsets, progress=progress,
-                           align_method=align_method, channel=channel, projector=projector)
+                           align_method=align_method, channel=channel, projector=projector, client=client,
+                           sources=sources)
     rec.raw_uid = tomo_data.uid
     rec.metadata = raw_metadata(tomo_data.metadata)
     return rec
