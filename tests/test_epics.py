@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import ast
 import inspect
-import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -25,8 +21,9 @@ import h5py
 import numpy as np
 import pytest
 from ophyd.utils import LimitError
-from servers import socket_addresses
+from servers import running_ioc, socket_addresses
 
+from xfct_bluesky.callbacks.fit import energy_axis
 from xfct_bluesky.devices.sim import MAP_DTYPES, make_sim_microprobe
 from xfct_bluesky.physics import ELEMENT_SYMBOLS
 from xfct_bluesky.plans import dwell_pair_series, xfct_tomo, xrf_fly_map
@@ -39,21 +36,6 @@ COMPONENTS = ("rotation", "zone_plate", "shutter", "mca", "dpc", "scanner")
 
 
 # --------------------------------------------------------------------------- the IOC
-def _free_port() -> int:
-    """A port free for both TCP and UDP on loopback (CA serves searches on UDP, channels on TCP)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError("no free port for the test IOC")
-
-
 def _signal(suffix: str, **kwargs):
     from ophyd import EpicsSignal
 
@@ -66,53 +48,17 @@ def ioc(tmp_path_factory):
     from xfct_bluesky.devices.epics import use_control_layer
 
     data_dir = tmp_path_factory.mktemp("ioc-data")
-    log_path = data_dir.parent / "ioc.log"
-    port = _free_port()
-    ca_env = {
-        "EPICS_CA_ADDR_LIST": "127.0.0.1",
-        "EPICS_CA_AUTO_ADDR_LIST": "NO",
-        "EPICS_CA_SERVER_PORT": str(port),
-    }
-    saved = {key: os.environ.get(key) for key in ca_env}
-    os.environ.update(ca_env)
-    cmd = [sys.executable, "-m", "xfct_bluesky.ioc", "--prefix", PREFIX, "--seed", "0",
-           "--shape", str(SHAPE[0]), str(SHAPE[1]), "--pixel-size", str(PIXEL), "--dwell", str(DWELL),
-           "--data-dir", str(data_dir)]  # no --interfaces: the default must be loopback
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        # first its TCP port (searching before the IOC is up only makes the CA client back off)
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the IOC exited with {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"the IOC did not listen on port {port} within 30 s:\n{log_path.read_text()}")
-                time.sleep(0.05)
+    args = ["--prefix", PREFIX, "--seed", "0", "--shape", str(SHAPE[0]), str(SHAPE[1]), "--pixel-size", str(PIXEL),
+            "--dwell", str(DWELL), "--data-dir", str(data_dir)]  # no --interfaces: the default must be loopback
+    with running_ioc(args, data_dir.parent / "ioc.log") as info:
         use_control_layer("caproto")
         probe = _signal("Fly:NumRows")
         try:
             probe.wait_for_connection(timeout=10)
         except TimeoutError:
-            pytest.fail(f"no PV of the IOC connected:\n{log_path.read_text()}")
+            pytest.fail(f"no PV of the IOC connected:\n{info['log'].read_text()}")
         probe.destroy()
-        yield {"prefix": PREFIX, "data_dir": data_dir, "port": port, "log": log_path, "pid": proc.pid}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        yield {"prefix": PREFIX, "data_dir": data_dir, **info}
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +135,8 @@ def _assert_same_run(epics_docs, sim_docs, n_maps):
             e_dk = e_desc["data_keys"][key]
             for field in ("dtype", "shape", "dtype_numpy", "external"):
                 assert e_dk.get(field) == s_dk.get(field), (key, field)
+            if "energy_calibration" in s_dk:  # the EPICS spectra's, from the mca record's CALO/CALS/CALQ/EGU PVs
+                assert e_dk.get("energy_calibration") == s_dk["energy_calibration"], key
     for e_ev, s_ev in zip(_of(epics_docs, "event"), _of(sim_docs, "event"), strict=True):
         assert set(e_ev["data"]) == set(s_ev["data"])
         for key, s_value in s_ev["data"].items():
@@ -376,6 +324,12 @@ def test_xrf_fly_map_same_as_simulation(RE, docs, mp, tmp_path):
     assert path.parent == Path(mp.scanner.hdf5.file_path.get()).resolve()
     # the ROI maps are sums of the spectra over the element windows
     vortex = sim.simulator.vortex
+    # the descriptor says how channels map to keV, read over Channel Access, as the live fit reads it
+    (desc,) = [d for d in _of(epics_docs, "descriptor") if d["name"] == "primary"]
+    axis, where = energy_axis({}, desc["data_keys"][mp.scanner.spectra_key], vortex.n_channels)
+    assert where.startswith("the data key's energy_calibration")
+    np.testing.assert_allclose(axis, vortex.energies, atol=1e-12)
+    assert mp.scanner.calibration_units.get() == "keV"
     for sym in ELEMENT_SYMBOLS:
         lo, hi = vortex.roi_window(sym)
         np.testing.assert_array_equal(spectra[0, :, :, lo:hi].sum(axis=-1), event["data"][f"{mp.scanner.name}_{sym}"])

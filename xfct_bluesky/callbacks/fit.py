@@ -456,7 +456,7 @@ class _FitRun(RunState):
         for seq_num in sorted(self.unread):
             try:
                 frame = self._frame(seq_num)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - logged and kept in .errors, never raised into the RunEngine
                 self.owner._failed(exc, f"could not read the spectra of run {self.uid[:8]}, seq_num {seq_num}")
                 del self.unread[seq_num]
                 continue
@@ -531,7 +531,7 @@ class _FitRun(RunState):
             with caught_warnings() as caught, _numba_threads(owner.threads):
                 fit = fit_spectra(frame, self.energy, self.elements, calibration=self.calibration, refine=False,
                                   method=owner.method, energy_range=owner.energy_range)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - logged and kept in .errors, never raised into the RunEngine
             owner._failed(exc, f"could not fit projection seq_num {projection.seq_num} of run {self.uid[:8]}")
             return
         if self.calibration_info is not None:  # calibrated on these spectra: the calibration said how it fits them

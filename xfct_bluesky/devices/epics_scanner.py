@@ -83,6 +83,11 @@ class FlyRaster(map_components("EpicsMapSignals", MapSignal, pv_prefix="Map:")):
     line_overhead = Cpt(EpicsSignalRO, "LineOverhead_RBV", kind="omitted")  # s per line
     max_pixels = Cpt(EpicsSignalRO, "MaxPixels_RBV", kind="omitted")
     num_channels = Cpt(EpicsSignalRO, "NumChannels_RBV", kind="omitted")
+    # the spectra's energy calibration, the mca record's fields: E(i) = CALO + CALS i + CALQ i^2, in EGU
+    calibration_offset = Cpt(EpicsSignalRO, "mca1.CALO", kind="omitted")
+    calibration_slope = Cpt(EpicsSignalRO, "mca1.CALS", kind="omitted")
+    calibration_quadratic = Cpt(EpicsSignalRO, "mca1.CALQ", kind="omitted")
+    calibration_units = Cpt(EpicsSignalRO, "mca1.EGU", string=True, kind="omitted")
     hdf5 = Cpt(FlyHDF5, "HDF1:", kind="omitted")
 
     def __init__(self, *args, hdf5_directory=None, **kwargs):
@@ -178,8 +183,21 @@ class FlyRaster(map_components("EpicsMapSignals", MapSignal, pv_prefix="Map:")):
                 "dtype": "array",
                 "dtype_numpy": np.dtype("<u4").str,
                 "external": "STREAM:",
+                "energy_calibration": self.energy_calibration(),
             }
         return with_units(desc, self)
+
+    def energy_calibration(self) -> dict:
+        """``{offset, gain, quadratic, units}`` (keV) of the spectra's channels, from the mca record's
+        CALO/CALS/CALQ/EGU: the data-key metadata the simulated FlyRaster records (:func:`.spec.mca_description`)."""
+        units = str(self.calibration_units.get(use_monitor=False)).strip()
+        scale = {"keV": 1.0, "eV": 1e-3}.get(units)
+        if scale is None:
+            raise ValueError(f"{self.calibration_units.pvname} = {units!r}; allowed: 'keV' or 'eV' (the units "
+                             "of the MCA's energy calibration); set the mca record's EGU")
+        values = [float(s.get(use_monitor=False)) * scale
+                  for s in (self.calibration_offset, self.calibration_slope, self.calibration_quadratic)]
+        return {"offset": values[0], "gain": values[1], "quadratic": values[2], "units": "keV"}
 
     def collect_asset_docs(self, index=None):
         """StreamResource once per file, then a StreamDatum for the frames not yet announced."""

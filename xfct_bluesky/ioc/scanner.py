@@ -144,7 +144,9 @@ class ScannerGroup(PVGroup):
 
     The map is taken at the stage positions of the moment (rotation, zone
     plate), with the configured shape, pixel size and dwell, the shutter and
-    the ring current deciding whether there is beam. A map that cannot be
+    the ring current deciding whether there is beam; the spectra's channel
+    calibration is served as the mca record's ``mca1.CALO``, ``CALS``, ``CALQ``
+    and ``EGU``. A map that cannot be
     taken (bad configuration) ends with ``DetectorState_RBV`` = Error and the
     reason in ``StatusMessage_RBV``; a put of 0 to ``Acquire`` while flying
     aborts the map (Aborted: nothing published or written).
@@ -166,6 +168,11 @@ class ScannerGroup(PVGroup):
     line_overhead = pvproperty(name="LineOverhead_RBV", value=0.0, units="s", read_only=True)
     max_pixels = pvproperty(name="MaxPixels_RBV", value=MAX_MAP_PIXELS, read_only=True)
     num_channels = pvproperty(name="NumChannels_RBV", value=2048, read_only=True)
+    # how the spectra's channels map to energy, as the mca record's fields: E(i) = CALO + CALS i + CALQ i^2 (EGU)
+    calibration_offset = pvproperty(name="mca1.CALO", value=0.0, precision=6, read_only=True)
+    calibration_slope = pvproperty(name="mca1.CALS", value=0.01, precision=6, read_only=True)
+    calibration_quadratic = pvproperty(name="mca1.CALQ", value=0.0, precision=9, read_only=True)
+    calibration_units = pvproperty(name="mca1.EGU", value="keV", dtype=ChannelType.STRING, read_only=True)
 
     maps = SubGroup(MapWaveforms, prefix="Map:")
     hdf5 = SubGroup(HDF5Group, prefix="HDF1:")

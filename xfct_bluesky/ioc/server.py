@@ -94,6 +94,11 @@ class MicroprobeIOC(PVGroup):
         await self.dpc.central_stop_ratio.write(float(sim.dpc.central_stop_ratio))
         await self.scanner.line_overhead.write(float(sim.line_overhead))
         await self.scanner.num_channels.write(int(sim.vortex.n_channels))
+        cal = sim.vortex.energy_calibration  # keV
+        await self.scanner.calibration_offset.write(float(cal["offset"]))
+        await self.scanner.calibration_slope.write(float(cal["gain"]))
+        await self.scanner.calibration_quadratic.write(float(cal.get("quadratic", 0.0)))
+        await self.scanner.calibration_units.write("keV")
         await self.sim_control.seed.write(int(sim.seed))
         await self.sim_control.specimen.write(str(sim.specimen.name))
         await self.sim_control.num_maps.write(len(sim.truth.thetas))

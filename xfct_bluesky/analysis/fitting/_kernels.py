@@ -234,6 +234,14 @@ def _fit_one(B, c, row, a0, start, max_iter, tol, a, idx, yv, Bn, mu, mu_new, g,
     return dev, it, flag
 
 
+@numba.njit(cache=True, nogil=True)
+def workspace(n_fit, K):
+    """A thread's arrays for :func:`_fit_one`: idx, yv, Bn, mu, mu_new, g, H, L, d, a_new, free, and ``a``."""
+    return (np.empty(n_fit, np.int64), np.empty(n_fit), np.empty((n_fit, K)), np.empty(n_fit), np.empty(n_fit),
+            np.empty(K), np.empty((K, K)), np.empty((K, K)), np.empty(K), np.empty(K), np.empty(K, np.int64),
+            np.empty(K))
+
+
 @numba.njit(cache=True, parallel=True, nogil=True)
 def poisson_fit(B, c, Y, a0, start, max_iter, tol, A, dev, iters, flags):
     """Poisson ML of every row of ``Y`` (N, n_fit) on ``B`` (n_fit, K), from ``start`` (N, K) (or ``a0``
@@ -244,18 +252,7 @@ def poisson_fit(B, c, Y, a0, start, max_iter, tol, A, dev, iters, flags):
     block = 64
     n_blocks = (N + block - 1) // block
     for b in numba.prange(n_blocks):
-        idx = np.empty(n_fit, np.int64)
-        yv = np.empty(n_fit)
-        Bn = np.empty((n_fit, K))
-        mu = np.empty(n_fit)
-        mu_new = np.empty(n_fit)
-        g = np.empty(K)
-        H = np.empty((K, K))
-        L = np.empty((K, K))
-        d = np.empty(K)
-        a_new = np.empty(K)
-        free = np.empty(K, np.int64)
-        a = np.empty(K)
+        idx, yv, Bn, mu, mu_new, g, H, L, d, a_new, free, a = workspace(n_fit, K)
         for p in range(b * block, min(N, (b + 1) * block)):
             dv, it, fl = _fit_one(B, c, Y[p], a0, start[p], max_iter, tol, a, idx, yv, Bn, mu, mu_new, g, H, L,
                                   d, a_new, free)

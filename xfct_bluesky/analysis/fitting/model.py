@@ -44,6 +44,7 @@ gives a tail to K-beta lines only), escape peaks on every line.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -379,6 +380,21 @@ class SpectrumBasis:
         return out
 
 
+@functools.lru_cache(maxsize=16)
+def _line_columns(cal: Calibration, elements: tuple[str, ...], pileup: tuple[str, ...], start: int,
+                  stop: int) -> np.ndarray:
+    """(n_fit, n_lines) read-only shapes of the line families, elastic, Compton and pile-up over channels
+    start:stop: cached, as a live fit builds the same basis for every projection."""
+    idx = np.arange(start, stop)
+    edges = cal.energy(np.append(idx - 0.5, idx[-1] + 0.5))
+    cols = [element_shape(edges, cal, name) for name in elements]
+    cols += [elastic_shape(edges, cal), compton_shape(edges, cal)]
+    cols += [pileup_shape(edges, cal, *parse_pileup(name)) for name in pileup]
+    out = np.stack(cols, axis=1)
+    out.flags.writeable = False
+    return out
+
+
 def build_basis(calibration: Calibration, elements: Sequence[str], n_channels: int, channels: slice, *,
                 pileup: Sequence[str] = (), background: int | np.ndarray = 1) -> SpectrumBasis:
     """The fixed basis for ``elements`` (line-family names) at ``calibration`` over ``channels``.
@@ -392,21 +408,10 @@ def build_basis(calibration: Calibration, elements: Sequence[str], n_channels: i
     cal = calibration
     idx = np.arange(channels.start, channels.stop)
     edges = cal.energy(np.append(idx - 0.5, idx[-1] + 0.5))
-    cols, names, kinds = [], [], []
-    for name in elements:
-        cols.append(element_shape(edges, cal, name))
-        names.append(name)
-        kinds.append("element")
-    cols.append(elastic_shape(edges, cal))
-    names.append("elastic")
-    kinds.append("elastic")
-    cols.append(compton_shape(edges, cal))
-    names.append("compton")
-    kinds.append("compton")
-    for name in pileup:
-        cols.append(pileup_shape(edges, cal, *parse_pileup(name)))
-        names.append(name)
-        kinds.append("pileup")
+    lines = _line_columns(cal, tuple(elements), tuple(pileup), int(channels.start), int(channels.stop))
+    cols, names, kinds = list(lines.T), list(elements), ["element"] * len(elements)
+    names += ["elastic", "compton", *pileup]
+    kinds += ["elastic", "compton", *["pileup"] * len(pileup)]
     if isinstance(background, int | np.integer):
         splines = background_splines(cal.energy(idx), int(background))
         for j in range(splines.shape[1]):

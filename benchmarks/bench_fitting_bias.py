@@ -1,0 +1,46 @@
+"""Bias and spread of the per-pixel fits against the Cramer-Rao bound, at ~0.3 and ~3 Zn counts per pixel.
+
+The draw and the bound of ``tests/test_fitting.py`` (photons drawn from the exact basis with the simulated
+egg's composition at 3 ms, seed 11), for the three methods of ``fit_spectra``: bias of the fitted minus the
+drawn photons (+- its standard error), standard deviation over the Cramer-Rao bound, rms of the per-pixel
+errors over the observed spread. The README's table. Run: python benchmarks/bench_fitting_bias.py (minutes).
+"""
+
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_fitting import ELEMENTS, ENERGY, N_CHANNELS, TRUTH, cramer_rao, draw, scaled
+
+from xfct_bluesky.analysis.fitting import build_basis, fit_spectra
+from xfct_bluesky.physics import MicroprobeSimulator, mouse_egg
+
+
+def main() -> None:
+    warnings.simplefilter("ignore")
+    sim = MicroprobeSimulator(mouse_egg(seed=0), seed=0)
+    res = sim.simulate_map((3, 3), 300e-9, 3e-3, 0.0, spectra=False, record=False)
+    v = sim.vortex
+    rates = v.rates(res.expected.elements, res.expected.mass, sim.probe.flux)
+    lam = rates * (3e-3 * v.live_fraction(rates))[None]
+    rates = dict(zip(v.component_names, lam[:, 1, 1], strict=True))
+    basis = build_basis(TRUTH, ELEMENTS, N_CHANNELS, slice(0, N_CHANNELS), background=1)
+    for factor, n in ((0.1, 60000), (1.0, 20000)):
+        truth = scaled(rates, factor)
+        spectra, drawn = draw(basis, truth, n, np.random.default_rng(11))
+        for method in ("poisson", "linear", "nnls"):
+            fit = fit_spectra(spectra, ENERGY, ELEMENTS, calibration=TRUTH, method=method)
+            crb = cramer_rao(fit, truth)
+            for el in ("Zn", "Ca"):
+                z = fit.counts[el]
+                d = z - drawn[el]
+                print(f"{truth[el]:6.3f} {el} per px, {n:6d} px, {method:8s}: bias {100 * d.mean() / truth[el]:+.2f} "
+                      f"+- {100 * d.std() / np.sqrt(n) / truth[el]:.2f} %, std/CRB {z.std() / crb[el]:.3f}, "
+                      f"rms sigma/std {np.sqrt(np.mean(fit.sigma[el] ** 2)) / z.std():.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
