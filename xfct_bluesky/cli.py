@@ -2,6 +2,7 @@
 
 demo    a small simulated low-dose tomography end to end, stored in Tiled
 serve   a standalone Tiled server on the data folder (loopback, API key)
+view    watch a scan from a browser: progress, dose, the latest maps, the live shifts and slice (loopback, token)
 shell   IPython with the beamline profile (simulated hardware by default)
 import  store the field's files (synApps MDA, flyXRF, XRF-Maps, PyXRF, DXchange) in Tiled as runs
 ls      recent runs: plan, source format, sample, angles, dose
@@ -10,7 +11,7 @@ replay  store runs kept in the backup folder (the server was away) into Tiled
 recover store the runs of an acquisition that died (kill -9, power) from the journal into Tiled
 fit     fit a stored run's full spectra (ours or imported): element maps, their errors, the calibration
 reconstruct  align and reconstruct a stored tomography; store the volumes in Tiled (and DXchange HDF5)
-dose-study   many low-dose projections against few high-dose ones, at equal dose
+dose-study   resolution at equal dose: few long against many short projections
 ioc     the microprobe's caproto IOC (simulated hardware over Channel Access, loopback by default)
 check   every PV of a beamline configuration (--beamline FILE), answering or not, before anything moves
 paper-table  the founding paper's CC peak widths of Zn and DPC, on the simulated egg
@@ -98,14 +99,24 @@ def cmd_serve(args) -> int:
     from .storage.server import API_KEY_FILE, serve_standalone
 
     data_dir = _data_dir(args)
-    # Checks the folder, creates tiled/data and assets, and points a moved folder's catalog into it.
-    folder = prepare_data_folder(data_dir, read_only=False)
+    if args.catalog is not None:  # its form first: a bad option, before anything is written
+        from .storage.postgres import CatalogURIError, check_catalog_uri
+
+        try:
+            check_catalog_uri(args.catalog, option="--catalog")
+        except CatalogURIError as err:
+            raise OptionError(str(err)) from None
+    # Checks the folder, creates tiled/data and assets, and points a moved folder's catalog into it;
+    # a PostgreSQL --catalog: its server answers (before that; tiled's child checks, or initialises, its schema).
+    folder = prepare_data_folder(data_dir, read_only=False, catalog=args.catalog)
     try:
         key = _api_key(data_dir, args.api_key)
     except OSError as err:
         raise CommandError(f"cannot set up the data folder {data_dir} ({err.strerror}: {err.filename}); "
                            "give a writable --data-dir") from None
     print(f"Tiled server on http://{args.host}:{args.port} for {data_dir}\n"
+          + (f"catalog and tables in {folder.database} (arrays and assets in the data folder)\n"
+             if folder.database else "") +
           f"API key in {data_dir / API_KEY_FILE} (or the one given); clients:\n"
           f"  from tiled.client import from_uri\n"
           f"  c = from_uri('http://{args.host}:{args.port}', api_key=open('{data_dir / API_KEY_FILE}').read().strip())",
@@ -330,6 +341,17 @@ def cmd_recover(args) -> int:
     return _store_kept(args, recover_journal, JOURNAL_SUBDIR, "journal")
 
 
+def _on_dask(args, run, tomo, element_maps) -> dict:
+    """``client`` and ``sources`` for ``reconstruct --scheduler``: the workers read the run's own maps from Tiled."""
+    if not args.scheduler:
+        return {}
+    from .analysis.fitting.maps import FITTED
+    from .distributed import tiled_sources
+
+    own = [e for e, src in element_maps.items() if not str(src).startswith(FITTED) and e in tomo.maps]
+    return {"client": args.scheduler, "sources": tiled_sources(run, own, maps=tomo.maps)}
+
+
 def cmd_reconstruct(args) -> int:
     from .analysis.fitting.maps import FITTED
     from .analysis.tomo import center_from_tomopy
@@ -360,7 +382,8 @@ def cmd_reconstruct(args) -> int:
                                    channel=args.channel, refine=args.refine,
                                    center=(center_from_tomopy(args.tomopy_center) if args.tomopy_center is not None
                                            else args.center),
-                                   progress=lambda text: print(f"  {text}", flush=True))
+                                   progress=lambda text: print(f"  {text}", flush=True),
+                                   **_on_dask(args, run, tomo, element_maps))
         except ValueError as err:
             print(f"xfct-bluesky reconstruct: {err}", file=sys.stderr)
             return 1
@@ -461,16 +484,17 @@ def cmd_fit(args) -> int:
 
 
 def cmd_dose_study(args) -> int:
-    from .dose_study import dose_study, format_study, study_figure
+    from .dose_study import dose_study, format_study, markdown_table, study_figure
 
-    res = dose_study(size=args.size, rows=args.rows, seed=args.seed, algorithm=args.algorithm,
-                     iterations=args.iterations,
-                     schedules=((args.few, args.few_dwell), (args.many, args.many_dwell)), fit=args.fit,
-                     progress=lambda text: print(f"  {text}", flush=True))
+    res = dose_study(size=args.size, rows=args.rows, seeds=checks.int_list("--seeds", args.seeds),
+                     algorithm=args.algorithm, iterations=args.iterations, cell_diameter=args.cell_diameter,
+                     schedules=checks.dose_schedules(args), alignments=checks.dose_alignments(args),
+                     fit=args.fit, pipeline=args.pipeline, progress=lambda text: print(f"  {text}", flush=True))
     table = format_study(res)
     output = checks.output_dir(args, "dose-study")
     output.mkdir(parents=True, exist_ok=True)
     (output / "dose-study.txt").write_text(table + "\n")
+    (output / "dose-study.md").write_text(markdown_table(res) + "\n")
     figure = study_figure(res, output / "dose-study.png")
     print(table)
     print(f"\n{res.seconds:.0f} s; table {output / 'dose-study.txt'}, figure {figure}")
@@ -521,6 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", help="default: generated once and kept in <data dir>/api_key (mode 0600)")
     p.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
+    p.add_argument("--catalog", help="a PostgreSQL catalog, postgresql://USER@HOST:PORT/DATABASE, for the catalog "
+                   "and the tables (the password from PGPASSWORD or ~/.pgpass, never in the URI; a new database is "
+                   "initialised); default the data folder's SQLite tiled/catalog.db")
     p.set_defaults(func=cmd_serve, check=checks.check_serve)
 
     p = with_data_dir(sub.add_parser(
@@ -558,23 +585,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-store", action="store_true", help="do not store the maps in Tiled")
     p.set_defaults(func=cmd_paper_table, check=checks.check_paper_table)
 
-    p = with_data_dir(sub.add_parser("dose-study", help="many low-dose against few high-dose projections"))
-    p.add_argument("--few", type=int, default=24, help="projections of the long-dwell tomography")
-    p.add_argument("--few-dwell", type=float, default=30e-3, help="its dwell, s per pixel (default 0.03)")
-    p.add_argument("--many", type=int, default=240, help="projections of the short-dwell tomography")
-    p.add_argument("--many-dwell", type=float, default=3e-3, help="its dwell, s per pixel (default 0.003)")
-    p.add_argument("--size", type=int, default=56, help="field width, px of 300 nm")
+    p = with_data_dir(sub.add_parser("dose-study", help="resolution at equal dose, few long to many short "
+                                     "projections (at the defaults 15-20 min per seed on 2 cores)"))
+    p.add_argument("--angles", default="24,72,240,720", help="projections of each schedule, comma-separated")
+    p.add_argument("--total-dwell", type=float, default=0.72, help="dwell per pixel summed over the projections "
+                   "(s), the same for every schedule: equal dose (0.72: the paper's 2.3e7 Gy, 240 x 3 ms)")
+    p.add_argument("--size", type=int, default=128, help="field width, px of 300 nm")
     p.add_argument("--rows", type=int, default=16, help="rows compared")
+    p.add_argument("--cell-diameter", type=float, default=25e-6, help="the cell, m (whole in the field)")
+    p.add_argument("--alignments", default="auto,zn,none,truth", help="auto (DPC and every map), dpc, zn, none, "
+                   "truth (the simulator's runout), comma-separated")
     p.add_argument("--algorithm", default="mlem", help="fbp, sirt, mlem or osem")
     p.add_argument("--iterations", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", help="folder for the table and figure (default <data dir>/dose-study)")
-    p.add_argument("--fit", action="store_true", help="take full spectra and reconstruct Zn from their live fit "
+    p.add_argument("--seeds", default="0", help="seeds (noise and runout), comma-separated: e.g. 0,1,2")
+    p.add_argument("--pipeline", default="simulator", help="simulator (driven directly) or bluesky (xfct_tomo "
+                   "through a Session; slow)")
+    p.add_argument("--output", help="folder for the tables and figure (default <data dir>/dose-study)")
+    p.add_argument("--fit", action="store_true", help="take full spectra and reconstruct Zn from their fit "
                    "(default: the counts in Zn's energy window); slower")
     p.set_defaults(func=cmd_dose_study, check=checks.check_dose_study)
 
+    from . import view
     from .ioc import add_arguments as add_ioc_arguments
     from .ioc import main_from_args as ioc_main
+
+    p = with_data_dir(sub.add_parser("view", help="watch a scan from a browser (loopback, a token per start)",
+                                     description=view.__doc__.split("\n\n")[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter))
+    view.add_arguments(p)
+    p.set_defaults(func=view.main_from_args, check=view.check)
 
     from .beamline import check as beamline_check
 
@@ -631,6 +670,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--refine", action="store_true",
                            help="refine the DPC alignment by projection matching (thick specimens seen whole)")
             p.add_argument("--dxchange", help="also write a DXchange HDF5 file here")
+            p.add_argument("--scheduler", help="reconstruct on Dask: 'local' (a LocalCluster here) or a scheduler "
+                           "address (tcp://host:8786); the workers read the run's maps from Tiled by row block")
         elif name == "recover":
             p.add_argument("directory", nargs="?", help="journal folder (default <data dir>/journal)")
         else:
