@@ -29,7 +29,7 @@ from xfct_bluesky.view.app import TOKEN_FILE
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 CHROMIUM_FIX = "install Debian's chromium (`make services`, as root) to run the live view's browser test"
-N_ANGLES = 6
+N_ANGLES = 4
 #: Seconds the RunEngine waits after each projection: a beamline's projection takes seconds, the simulated
 #: one milliseconds; the page must have the time to see the scan part-done.
 PACE = 0.3
