@@ -30,21 +30,25 @@ import numpy as np
 _MIN_WEIGHT = 1e-6
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _overlap(s, half, width):
+    """(j, a0, a1): the first bin a pixel centred at detector position ``s`` covers, and the fractions of its
+    footprint (``width``, ``half`` its half) on bins j and j + 1 (the matrix's formulas, see the module)."""
+    left = s - half
+    right = s + half
+    j0 = math.floor(left + 0.5)
+    edge = j0 + 0.5
+    return int(j0), (min(right, edge) - left) / width, max(right - edge, 0.0) / width
+
+
 @numba.njit(cache=True, nogil=True)
 def _row_weights(cos, sin, center, iy, n, i0, i1, w0, w1):
-    """Bins and weights of the pixels of row ``iy`` at one angle (the matrix's formulas, see the module)."""
+    """Bins and weights of the pixels of row ``iy`` at one angle (:func:`_overlap`)."""
     c_vol = (n - 1) / 2
     width = max(abs(cos), abs(sin))
     half = width / 2
     for ix in range(n):
-        s = center + (ix - c_vol) * cos + (c_vol - iy) * sin
-        left = s - half
-        right = s + half
-        j0 = math.floor(left + 0.5)
-        edge = j0 + 0.5
-        a0 = (min(right, edge) - left) / width
-        a1 = max(right - edge, 0.0) / width
-        j = int(j0)
+        j, a0, a1 = _overlap(center + (ix - c_vol) * cos + (c_vol - iy) * sin, half, width)
         if a0 > _MIN_WEIGHT and 0 <= j < n:
             i0[ix] = j
             w0[ix] = np.float32(a0)
@@ -90,7 +94,7 @@ _FLUSH = 16
 
 @numba.njit(cache=True, nogil=True)
 def _tile_weights(cos, sin, center, n, y0, x0, ny, nx, i0, w0, w1):
-    """Bins and weights of the pixels of one tile at one angle (the formulas of :func:`_row_weights`)."""
+    """Bins and weights of the pixels of one tile at one angle (:func:`_overlap`)."""
     c_vol = (n - 1) / 2
     width = max(abs(cos), abs(sin))
     half = width / 2
@@ -98,14 +102,7 @@ def _tile_weights(cos, sin, center, n, y0, x0, ny, nx, i0, w0, w1):
         base = center + (c_vol - (y0 + py)) * sin - c_vol * cos
         for px in range(nx):
             p = py * _TILE + px
-            s = base + (x0 + px) * cos
-            left = s - half
-            right = s + half
-            j0 = math.floor(left + 0.5)
-            edge = j0 + 0.5
-            a0 = (min(right, edge) - left) / width
-            a1 = max(right - edge, 0.0) / width
-            j = int(j0)
+            j, a0, a1 = _overlap(base + (x0 + px) * cos, half, width)
             # the bin pair (j, j + 1) read as row[i0], row[i0 + 1]: a bin off the detector gets weight 0 and
             # the pair is moved inside it (j = -1 -> 0 with w0 the weight of bin 0; j = n - 1 -> n - 2)
             g0 = np.float32(a0) if (a0 > _MIN_WEIGHT and 0 <= j < n) else np.float32(0.0)
