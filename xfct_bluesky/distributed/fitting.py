@@ -86,7 +86,8 @@ def fit_on_cluster(client, spectra, energy, elements, *, block_bytes: int = BLOC
     """
     from distributed import as_completed
 
-    from ..analysis.fitting.fit import SpectrumFit, SpectrumFitWarning, fit_spectra
+    from ..analysis.fitting import fit
+    from ..analysis.fitting.fit import SpectrumFitWarning, fit_spectra
 
     shape = shape_of(spectra)
     if len(shape) < 2:
@@ -112,8 +113,7 @@ def fit_on_cluster(client, spectra, energy, elements, *, block_bytes: int = BLOC
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         basis = first.basis
         n_pix = int(np.prod(map_shape))
-        a0 = np.array([first.summed_amplitudes[n] for n in basis.names], float) / max(n_pix, 1)
-        a0 = np.maximum(a0, 1e-3 * max(float(a0.max()), 1e-12))
+        a0 = fit.pixel_start(first.summed_amplitudes, basis, n_pix)
         K = len(basis.names)
         amplitudes, deviance = np.empty((n_pix, K)), np.empty(n_pix)
         iterations, flags = np.zeros(n_pix, np.int64), np.zeros(n_pix, np.int64)
@@ -129,20 +129,10 @@ def fit_on_cluster(client, spectra, energy, elements, *, block_bytes: int = BLOC
             amplitudes[p0:p1], deviance[p0:p1], iterations[p0:p1], flags[p0:p1] = A, dev, its, flg
             if sigma:
                 errors[p0:p1] = err
-    converged = flags == 0
-    if not converged.all():
-        bad = np.flatnonzero(~converged)
-        warnings.warn(f"{bad.size} of {n_pix} pixels stopped before the solver's tolerance (the first at flat "
-                      f"index {int(bad[0])}, {int(iterations[bad[0]])} iterations); raise max_iter, or check "
-                      "those spectra", SpectrumFitWarning, stacklevel=3)
-    names = first.elements
-    amps = {n: amplitudes[:, k].reshape(map_shape) for k, n in enumerate(basis.names)}
-    sig = {n: errors[:, k].reshape(map_shape) for k, n in enumerate(basis.names)} if sigma else {}
-    return SpectrumFit(counts={n: amps[n] for n in names}, sigma=sig, amplitudes=amps,
-                       deviance=deviance.reshape(map_shape), calibration=first.calibration,
-                       calibration_fit=first.calibration_fit, basis=basis, method=method,
-                       iterations=iterations.reshape(map_shape), converged=converged.reshape(map_shape),
-                       summed_amplitudes=first.summed_amplitudes)
+    return fit.fit_of_pixels(amplitudes, deviance, iterations, flags, errors, map_shape=map_shape, basis=basis,
+                             names=first.elements, calibration=first.calibration,
+                             calibration_fit=first.calibration_fit, method=method,
+                             summed_amplitudes=first.summed_amplitudes, stacklevel=2)
 
 
 def _local(block: tuple[int, int], spectra) -> tuple[int, int]:

@@ -390,23 +390,37 @@ def fit_spectra(spectra, energy, elements: Sequence[str], *, calibration: Calibr
         a0 = summed_a[~is_bg]
     n_pix = a2.shape[0]
     summed_components = dict(zip(basis.names, np.asarray(a0, float).tolist(), strict=True))
-    a0 = np.asarray(a0, float) / max(n_pix, 1)
-    a0 = np.maximum(a0, 1e-3 * max(float(a0.max()), 1e-12))
-    amplitudes, deviance, iterations, flags, errors = _fit_pixels(a2, basis, a0, method, sigma, max_iter, tol,
-                                                                 chunk)
+    pixels = _fit_pixels(a2, basis, pixel_start(summed_components, basis, n_pix), method, sigma, max_iter, tol,
+                         chunk)
+    return fit_of_pixels(*pixels, map_shape=map_shape, basis=basis, names=names, calibration=cal,
+                         calibration_fit=cal_fit, method=method, summed_amplitudes=summed_components, stacklevel=2)
+
+
+def pixel_start(summed_amplitudes: dict[str, float], basis: SpectrumBasis, n_pix: int) -> np.ndarray:
+    """Each pixel's starting amplitudes: the summed spectrum's per pixel, none below 1e-3 of the largest."""
+    a0 = np.array([summed_amplitudes[n] for n in basis.names], float) / max(n_pix, 1)
+    return np.maximum(a0, 1e-3 * max(float(a0.max()), 1e-12))
+
+
+def fit_of_pixels(amplitudes, deviance, iterations, flags, errors, *, map_shape, basis: SpectrumBasis, names,
+                  calibration, calibration_fit, method: str, summed_amplitudes, stacklevel: int = 2) -> SpectrumFit:
+    """The :class:`SpectrumFit` of the per-pixel solver's flat results (pixels, ...), in ``map_shape``; warns
+    (:class:`SpectrumFitWarning`, ``stacklevel`` as the caller would give ``warnings.warn``) of pixels that stopped before the
+    tolerance. Serial fits and fits over blocks of rows (:mod:`xfct_bluesky.distributed`) end here."""
+    n_pix = amplitudes.shape[0]
     converged = flags == 0
     if not converged.all():
         bad = np.flatnonzero(~converged)
         warnings.warn(f"{bad.size} of {n_pix} pixels stopped before the solver's tolerance (the first at flat "
                       f"index {int(bad[0])}, {int(iterations[bad[0]])} iterations); raise max_iter, or check "
-                      "those spectra", SpectrumFitWarning, stacklevel=2)
+                      "those spectra", SpectrumFitWarning, stacklevel=stacklevel + 1)
     amps = {n: amplitudes[:, k].reshape(map_shape) for k, n in enumerate(basis.names)}
-    sig = {n: errors[:, k].reshape(map_shape) for k, n in enumerate(basis.names)} if sigma else {}
+    sig = {n: errors[:, k].reshape(map_shape) for k, n in enumerate(basis.names)} if errors is not None else {}
     return SpectrumFit(
         counts={n: amps[n] for n in names}, sigma=sig, amplitudes=amps, deviance=deviance.reshape(map_shape),
-        calibration=cal, calibration_fit=cal_fit, basis=basis, method=method,
+        calibration=calibration, calibration_fit=calibration_fit, basis=basis, method=method,
         iterations=iterations.reshape(map_shape), converged=converged.reshape(map_shape),
-        summed_amplitudes=summed_components)
+        summed_amplitudes=summed_amplitudes)
 
 
 def _fit_pixels(a2, basis: SpectrumBasis, a0, method, want_sigma, max_iter, tol, chunk):
