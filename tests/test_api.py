@@ -26,7 +26,6 @@ KNOWN_FUNCTION_LEVEL = {
     # found while the Session, the plans and the live fit were being reworked (issue 14 items 2 and 4):
     frozenset({"xfct_bluesky.session", "xfct_bluesky.plans", "xfct_bluesky.plans._checks",
                "xfct_bluesky.plans.planning", "xfct_bluesky.plans.resume", "xfct_bluesky.plans.xrf"}),
-    frozenset({"xfct_bluesky.callbacks.fit", "xfct_bluesky.reconstruction"}),
 }
 
 

@@ -15,7 +15,6 @@ import os
 import subprocess
 import threading
 import time
-from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlparse
 
@@ -116,7 +115,7 @@ def test_the_view_reads_the_derived_runs_the_live_callbacks_publish():
     from xfct_bluesky.callbacks import alignment, reconstruction
     from xfct_bluesky.view import reader
 
-    assert reader.ALIGNMENT_PLAN == alignment.ALIGNMENT_PLAN  # kept apart: the view need not import the analysis
+    assert reader.ALIGNMENT_PLAN == alignment.ALIGNMENT_PLAN  # one name (quantities), the view without the analysis
     assert reader.RECONSTRUCTION_PLAN == reconstruction.RECONSTRUCTION_PLAN
     values = np.array([[1.5, np.nan], [-2.0, 3.25]], np.float32)
     np.testing.assert_array_equal(reader.decode_array(reader.encode_array(values)), values)

@@ -295,9 +295,10 @@ def cmd_show(args) -> int:
         if not isinstance(summary, dict):  # a raw run: the newest dpc_alignment run derived from it
             summary, label = None, "alignment"
             try:
+                from .quantities import ALIGNMENT_PLAN
                 from .storage import derived_runs
 
-                found = derived_runs(session.derived, start["uid"], "dpc_alignment") if session.derived else []
+                found = derived_runs(session.derived, start["uid"], ALIGNMENT_PLAN) if session.derived else []
                 if found:
                     derived = found[-1].metadata["start"]
                     summary, label = derived.get("alignment"), f"alignment (run {derived['uid'][:8]})"

@@ -38,6 +38,11 @@ logger = logging.getLogger(__name__)
 
 #: The start-document key of the mapping {quantity name: data key}.
 START_KEY = "quantities"
+#: ``plan_name`` of the derived runs the live callbacks publish, linked to their scan by ``raw_uid``: the spectrum
+#: fit's, the DPC alignment's, the reconstruction's (named once here for the callbacks and for their readers).
+FIT_PLAN = "live_spectrum_fit"
+ALIGNMENT_PLAN = "dpc_alignment"
+RECONSTRUCTION_PLAN = "xfct_reconstruction"
 
 #: The standard quantity names but the elements, each with what its data key holds.
 STANDARD_NAMES: dict[str, str] = {

@@ -26,6 +26,7 @@ import numpy as np
 from . import validate
 from .analysis.channels import find_map
 from .analysis.exceptions import ReconstructionWarning
+from .quantities import FIT_PLAN, RECONSTRUCTION_PLAN
 
 logger = logging.getLogger(__name__)
 
@@ -426,7 +427,6 @@ def use_fitted_maps(tomo_data, derived, elements: Sequence[str] | None = None):
     from dataclasses import replace
 
     from .analysis.fitting.maps import FITTED, ROI, prefer_fitted
-    from .callbacks.fit import FIT_PLAN
     from .storage import derived_runs, load_theta
     from .storage.reading import Maps
 
@@ -462,7 +462,7 @@ def publish(rec: Reconstruction, emit: Callable[[str, dict], object], *, extra_m
     from .quantities import is_quantity
 
     md = {
-        "plan_name": "xfct_reconstruction", "raw_uid": rec.raw_uid, "algorithm": rec.algorithm,
+        "plan_name": RECONSTRUCTION_PLAN, "raw_uid": rec.raw_uid, "algorithm": rec.algorithm,
         "iterations": rec.iterations, "subsets": rec.subsets, "align": rec.align, "center": rec.center,
         "volumes": sorted(rec.volumes), "purpose": "reconstructed volumes of a tomography (derived run)",
         "quantities": {**{name: name for name in rec.volumes if is_quantity(name)}, "theta": "theta"},

@@ -56,7 +56,7 @@ from ..analysis.channels import is_element_key
 from ..analysis.fitting.maps import prefer_fitted
 from ..analysis.pairwise import solve_shifts
 from ..analysis.registration import is_blank, register
-from ..quantities import CHEMICAL_SYMBOLS, quantities_of
+from ..quantities import ALIGNMENT_PLAN, CHEMICAL_SYMBOLS, quantities_of
 from ._base import LiveCallback, RunState, caught_warnings, is_tomography, theta_key_of
 from ._emit import send_run, sinks_of
 from ._plotting import FigureQueue, live_figures
@@ -65,8 +65,6 @@ from .fit import FIT_PLAN, FitInbox, FittedMapsReader
 
 logger = logging.getLogger(__name__)
 
-#: ``plan_name`` of the derived run.
-ALIGNMENT_PLAN = "dpc_alignment"
 #: Quantities (or, for a key without a quantity name, endings) of the 2D data keys kept for the final
 #: alignment, besides the aligned field and the element maps.
 MAP_ENDINGS = ("dpc_diag", "dpc_x", "dpc_y", "transmission", "i0", "live_time")

@@ -59,7 +59,7 @@ from ..analysis.fitting import (
 from ..analysis.fitting.calibrate import FITTABLE
 from ..analysis.fitting.lines import parse_family
 from ..analysis.fitting.maps import element_names
-from ..quantities import quantities_of, theta_key
+from ..quantities import FIT_PLAN, quantities_of, theta_key
 from ..validate import integer, one_of, positive
 from ._base import LiveCallback, RunState, caught_warnings
 from ._emit import send_run, sinks_of
@@ -70,8 +70,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["CALIBRATION_COUNTS", "FIT_PLAN", "FittedMaps", "FittedMapsReader", "LiveSpectrumFit", "energy_axis",
            "spectra_key"]
 
-#: ``plan_name`` of the derived run.
-FIT_PLAN = "live_spectrum_fit"
 #: The calibration is fitted once the summed spectra hold this many counts (else at the stop, on all of them).
 CALIBRATION_COUNTS = 1e5
 #: Summed counts from which the calibration also fits the tails and the step (DEFAULT_FREE); below, BASIC_FREE.

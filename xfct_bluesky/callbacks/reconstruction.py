@@ -44,7 +44,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..analysis.fitting.maps import prefer_fitted
-from ..quantities import quantities_of
+from ..quantities import ALIGNMENT_PLAN, RECONSTRUCTION_PLAN, quantities_of  # noqa: F401 (importable here too)
 from ._base import LiveCallback, RunState, is_tomography, theta_key_of
 from ._emit import send_run, sinks_of
 from ._plotting import FigureQueue, live_figures
@@ -53,9 +53,6 @@ from .fit import FIT_PLAN, FitInbox, FittedMapsReader
 
 logger = logging.getLogger(__name__)
 
-#: ``plan_name`` of the derived run; and of the alignment runs this callback takes.
-RECONSTRUCTION_PLAN = "xfct_reconstruction"
-ALIGNMENT_PLAN = "dpc_alignment"
 #: Alignment runs kept for raw runs not (yet) reconstructed: at most this many.
 MAX_ALIGNMENTS = 16
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..quantities import quantities_of
+from ..quantities import ALIGNMENT_PLAN, RECONSTRUCTION_PLAN, quantities_of
 from ..quantities import theta_key as resolve_theta_key
 from ..storage import derived_runs
 from ..storage._fetch import stream_parts
@@ -35,9 +35,6 @@ logger = logging.getLogger(__name__)
 
 #: The maps of the latest projection the page shows: the DPC pair and an element.
 DPC_MAPS = ("dpc_x", "dpc_y")
-#: ``plan_name`` of the live alignment's and the live reconstruction's derived runs.
-ALIGNMENT_PLAN = "dpc_alignment"
-RECONSTRUCTION_PLAN = "xfct_reconstruction"
 #: Tries of a Tiled read that answers HTTP 5xx, and the pause between them (s).
 TRIES = 4
 PAUSE = 0.25
