@@ -522,6 +522,26 @@ def test_load_tomo_with_a_dask_client(scan, server):
     np.testing.assert_array_equal(data.maps["det_fe"], np.stack(scan["det"].produced["fe"]))
 
 
+def test_the_server_reuses_its_request_dependants_and_keeps_its_settings(scan, server, client):
+    """The FastAPI workaround (storage/_fastapi.py): the second and later requests of a route build no new
+    dependant, and what the override injects (the server's settings: its API key) still rules."""
+    import httpx
+    from fastapi.dependencies import utils
+
+    built = utils.get_dependant.built
+    url = f"{server.uri.split('?')[0].rstrip('/')}/metadata/{runs_container(client).item['id']}/{scan['uid']}"
+    key = {"Authorization": f"Apikey {client.context.api_key}"}
+    assert httpx.get(url, headers=key).status_code == 200
+    before = len(built)
+    assert before > 0  # the per-request rebuilds went through the cache
+    for _ in range(3):
+        response = httpx.get(url, headers=key)
+        assert response.status_code == 200 and response.json()["data"]["id"] == scan["uid"]
+    assert len(built) == before  # ... and built nothing new
+    assert httpx.get(url).status_code == 401  # the settings' single-user key is still required
+    assert httpx.get(url, headers={"Authorization": "Apikey wrong"}).status_code == 401
+
+
 def test_run_documents_replay(scan, catalog):
     """The server-side json-seq exporter was registered: stored runs replay as documents."""
     names = collections.Counter(name for name, _ in catalog[scan["uid"]].documents())

@@ -30,7 +30,8 @@ version 3.0, that selects bluesky-tiled-plugins' client class; and
 ``tiled.catalog.from_uri``, which SimpleTiledServer calls by that name with
 ``init_if_not_exists=True`` (a subprocess per start), replaced for the
 duration of a start by a call without it, the catalog being initialised by
-tiled's own functions in this process beforehand.
+tiled's own functions in this process beforehand. Both servers answer requests
+without FastAPI rebuilding their dependency graph each time (:mod:`._fastapi`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from ._catalog_init import in_own_thread, initialize_catalog  # noqa: F401 (importable from here)
+from ._fastapi import reuse_request_dependants
 
 # The data folder's names stay importable from here (other modules import them from this one).
 from .folder import (  # noqa: F401
@@ -216,6 +218,7 @@ def _catalog_already_initialized(database: str | None = None) -> Iterator[None]:
 def _start_server(folder: DataFolder) -> Any:
     from tiled.server import SimpleTiledServer
 
+    reuse_request_dependants()
     error_log = folder.tiled_dir / "error.log"
     if folder.database is not None:  # its own one-line errors (CatalogURIError), before the server starts
         from .postgres import prepare_catalog
@@ -383,6 +386,7 @@ def run_tiled(argv: list[str]) -> int:
 
     from .postgres import CatalogURIError, is_postgres, prepare_catalog
 
+    reuse_request_dependants()
     if argv[:2] == ["serve", "catalog"] and is_postgres(argv[2]):
         try:
             prepare_catalog(argv[2])
