@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import fft as _fft
 from scipy import ndimage
-from scipy.signal import windows as _windows
 
 from ..validate import integer, one_of, positive, real
 from .metrics import nrmse as _nrmse
@@ -306,6 +305,10 @@ def _window(kind, shape) -> np.ndarray | None:
     """The separable apodisation window of ``shape``, or None."""
     if kind is None:
         return None
+    # Imported here: scipy.signal takes 1.2 s to import (its docstrings parsed), and every process that imports
+    # xfct_bluesky.analysis (the simulator's DPC, each command) would pay it for a window it may never draw.
+    from scipy.signal import windows as _windows
+
     w = np.ones(shape)
     for axis, n in enumerate(shape):
         one = _windows.tukey(n, TUKEY_ALPHA) if kind == "tukey" else _windows.hann(n + 2)[1:-1]
