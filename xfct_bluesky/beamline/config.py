@@ -9,11 +9,12 @@ The file (YAML)::
       rotation: {motor: "2xfm:m53", source: "..."}
       i0: {counter: "2xfm:scaler3_cts1.B", fly: "2xfm:mcs:mca2.VAL"}
       fluorescence: {xmap: "dxpXMAP2xfm3:", elements: 4}
+      # or an Xspress3 through areaDetector (NSLS-II's layout): {xspress3: "XF:05IDD-ES{Xsp:1}:", channels: 4}
       ...
 
 Each role names exactly one *kind* of record (:data:`KINDS`), among those
 :data:`ROLES` allows for it, and may add ``fly`` (counters: the fly scan's
-MCS array), ``elements`` (an XIA system: its detector elements),
+MCS array), ``elements`` (an XIA system: its detector elements), ``channels`` (an Xspress3: its channels),
 ``source`` and ``note`` (free text). The PV names a kind uses are
 :meth:`BeamlineConfig.pvs`.
 """
@@ -30,7 +31,7 @@ from typing import Any
 from ..validate import integer
 
 __all__ = ["CONFIGS", "KINDS", "ROLES", "BeamlineConfig", "BeamlineConfigError", "RoleSpec", "config_path",
-           "load_beamline"]
+           "fast_axis", "load_beamline", "mcs_layout"]
 
 
 class BeamlineConfigError(ValueError):
@@ -60,7 +61,7 @@ ROLES: MappingProxyType[str, RoleSpec] = MappingProxyType({
     "dpc_b": RoleSpec(_COUNT, True, "segment B"),
     "dpc_c": RoleSpec(_COUNT, True, "segment C"),
     "dpc_d": RoleSpec(_COUNT, True, "segment D"),
-    "fluorescence": RoleSpec(("xmap", "mca"), True, "the fluorescence detector's electronics"),
+    "fluorescence": RoleSpec(("xmap", "mca", "xspress3"), True, "the fluorescence detector's electronics"),
     "scaler": RoleSpec(("scaler",), False, "the scaler record counted at each step of a step scan"),
     "ring_current": RoleSpec(("signal",), False, "storage-ring current (mA)"),
     "shutter": RoleSpec(("signal",), False, "the shutter's command PV"),
@@ -74,10 +75,11 @@ KINDS: MappingProxyType[str, str] = MappingProxyType({
     "scaler": "an EPICS scaler record (ophyd ScalerCH): its name, without a field",
     "xmap": "an XIA xMAP/DXP system (ophyd EpicsDXPMultiElementSystem): its prefix, with 'elements'",
     "mca": "one EPICS mca record (ophyd EpicsMCA): its name, without a field",
+    "xspress3": "an Xspress3 through areaDetector, NSLS-II's layout: its prefix, with 'channels'",
 })
 """Every kind of record a role may name, as the file spells it."""
 
-_EXTRAS = {"counter": ("fly",), "signal": ("fly",), "xmap": ("elements",)}
+_EXTRAS = {"counter": ("fly",), "signal": ("fly",), "xmap": ("elements",), "xspress3": ("channels",)}
 _FREE_TEXT = ("source", "note")
 _TOP = ("beamline", "prefix", "sources", "roles")
 _PV = re.compile(r"^[A-Za-z0-9_:.\-\[\]<>;{}$]+$")
@@ -89,6 +91,10 @@ SCALER_FIELDS = (".CNT", ".TP", ".CONT")
 MCA_FIELDS = (".VAL", ".ELTM", ".ERTM", ".PRTM", ".NUSE", ".CALO", ".CALS", ".CALQ")
 XMAP_SYSTEM = ("EraseStart", "StopAll", "Acquiring", "ElapsedReal", "PresetReal", "CollectMode")
 XMAP_ELEMENT = ("dxp{n}:InputCountRate", "dxp{n}:OutputCountRate")
+XSPRESS3_SYSTEM = ("det1:Acquire", "det1:Acquire_RBV", "det1:AcquireTime", "det1:NumImages", "det1:TriggerMode",
+                   "det1:ERASE", "det1:DetectorState_RBV")
+XSPRESS3_CHANNEL = ("MCA{n}:ArrayData", "MCASUM{n}:ArrayData", "C{n}SCA:3:Value_RBV", "C{n}SCA:4:Value_RBV",
+                    "C{n}SCA:9:Value_RBV", "MCA{n}ROI:1:Total_RBV")
 
 CONFIGS: MappingProxyType[str, str] = MappingProxyType({
     "aps-2ide": "APS 2-ID-E (XFM), from the PV names of its own scan files",
@@ -131,6 +137,10 @@ class BeamlineConfig:
                 for n in range(1, extras["elements"] + 1):
                     names += [record + s.format(n=n) for s in XMAP_ELEMENT]
                     names += [f"{record}mca{n}{f}" for f in MCA_FIELDS]
+            elif kind == "xspress3":
+                names = [record + s for s in XSPRESS3_SYSTEM]
+                for n in range(1, extras["channels"] + 1):
+                    names += [record + s.format(n=n) for s in XSPRESS3_CHANNEL]
             else:  # counter, signal: the PV itself, and the fly scan's array if given
                 names = [record] + ([extras["fly"]] if "fly" in extras else [])
             out += [(name, pv) for pv in names]
@@ -185,6 +195,14 @@ def _role(path, role: str, entry, prefix: str) -> tuple[str, str, dict[str, Any]
         try:
             extras["elements"] = integer(f"{where}.elements", entry["elements"], low=1, high=64,
                                          fix="Give the number of detector elements (a whole number).")
+        except (TypeError, ValueError) as err:
+            raise BeamlineConfigError(f"{path}: {err}") from None
+    if kind == "xspress3":
+        if "channels" not in entry:
+            raise _fail(path, f"{where}.channels", "missing", "give the Xspress3's number of channels, e.g. 4")
+        try:
+            extras["channels"] = integer(f"{where}.channels", entry["channels"], low=1, high=16,
+                                         fix="Give the Xspress3's number of channels (a whole number).")
         except (TypeError, ValueError) as err:
             raise BeamlineConfigError(f"{path}: {err}") from None
     if "fly" in entry:
@@ -253,3 +271,42 @@ def load_beamline(name_or_path: str | Path, *, prefix: str | None = None) -> Bea
     return BeamlineConfig(beamline=data["beamline"].strip(), path=path, roles=roles,
                           sources=tuple(str(s) for s in sources), prefix=used_prefix,
                           notes={r: e["note"] for r, (_, _, e) in roles.items() if "note" in e})
+
+
+_FLY_ARRAY = re.compile(r"^(?P<prefix>.+:)mca(?P<n>\d+)\.VAL$")
+
+
+def mcs_layout(config) -> tuple[str, dict[str, int]] | None:
+    """(MCS prefix, {role: channel}) from the counters' ``fly`` arrays (``2xfm:mcs:mca2.VAL``: channel 2 of
+    the MCS ``2xfm:mcs:``); None if no role has one.
+
+    Raises
+    ------
+    ValueError
+        A ``fly`` array that is not an MCS channel's ``mca<n>.VAL``, channels of different MCSs, a
+        channel outside 2..32 (1 is the clock) or used twice.
+    """
+    found = {role: extras["fly"] for role, (_, _, extras) in config.roles.items() if "fly" in extras}
+    if not found:
+        return None
+    prefixes, channels = set(), {}
+    for role, pv in found.items():
+        m = _FLY_ARRAY.match(pv)
+        if m is None:
+            raise ValueError(f"{config.path}: roles.{role}.fly = {pv!r}: allowed an MCS channel's array "
+                             "'<mcs>mca<n>.VAL', e.g. '2xfm:mcs:mca2.VAL'")
+        n = int(m["n"])
+        if not 2 <= n <= 32 or n in channels.values():
+            raise ValueError(f"{config.path}: roles.{role}.fly = {pv!r}: channel {n} is the clock, out of "
+                             f"2..{32} or used twice; give each counter its own MCS channel")
+        prefixes.add(m["prefix"])
+        channels[role] = n
+    if len(prefixes) != 1:
+        raise ValueError(f"{config.path}: the fly arrays name {len(prefixes)} MCSs ({', '.join(sorted(prefixes))}); "
+                         "the fly scan reads one: give every counter's fly array on the same MCS")
+    return prefixes.pop(), channels
+
+
+def fast_axis(config) -> str:
+    """The motor role the fly scan moves at constant speed: the sample stage's x, else the zone plate's."""
+    return "sample_x" if "sample_x" in config.roles else "zone_plate_x"

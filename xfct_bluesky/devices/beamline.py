@@ -14,11 +14,17 @@ xmap         :class:`XMAPSystem`: ``EpicsDXPMultiElementSystem`` with ``EpicsDXP
              xMAP's mapping mode), one :class:`CalibratedMCA` (``EpicsMCARecord`` with ``.NUSE`` and
              the energy calibration ``.CALO``/``.CALS``/``.CALQ``) and one ``EpicsDXP`` per element;
              ``trigger()`` puts ``EraseStart`` and completes with the acquisition
+xspress3     :func:`~.xspress3.xspress3_class`: ophyd's ``Xspress3Detector`` (driver ``det1:``) with NSLS-II's
+             channels (``MCA<n>:ArrayData``, ROIs, SCAs); ``trigger()`` acquires one frame
 ===========  ==================================================================================
 
-These are the records; the microprobe the plans drive (:class:`~xfct_bluesky.devices.epics.Microprobe`,
-with its fly raster) is not yet assembled from them: a step scan runs on them with bluesky's own plans
-(``bp.grid_scan([dev.scaler, dev.fluorescence], dev.sample_y, ..., dev.sample_x, ...)``).
+With MCS ``fly`` arrays and an xMAP, a component ``fly`` (:class:`~.beamline_fly.BeamlineFlyRaster`)
+flies maps line by line on the MCS and the xMAP's mapping mode (``bp.count([dev.fly])``).
+
+These are the records. A step scan runs on them with bluesky's own plans
+(``bp.grid_scan([dev.scaler, dev.fluorescence], dev.sample_y, ..., dev.sample_x, ...)``); the plans of
+:mod:`xfct_bluesky.plans` run on the microprobe :func:`~.beamline_fly.make_beamline_microprobe` assembles
+from them (rotation, zone plate, the fly raster).
 """
 
 from __future__ import annotations
@@ -104,6 +110,25 @@ def xmap_class(elements: int) -> type[XMAPSystem]:
     return type(f"XMAPSystem{elements}", (XMAPSystem,), {"mcas": mcas, "dxps": dxps})
 
 
+def fly_raster_component(config, *, kind: str = "omitted", **kwargs):
+    """A component :class:`~.beamline_fly.BeamlineFlyRaster` on ``config``'s MCS (its counters' ``fly`` arrays)
+    and xMAP, the fast axis :func:`~xfct_bluesky.beamline.config.fast_axis`; None without MCS arrays or xMAP.
+    ``kwargs`` go to the flyer (``i0_efficiency``, ``line_margin``, ``hdf5_directory`` ...)."""
+    from ..beamline.config import fast_axis, mcs_layout
+    from ..ioc.beamline_fly import TRIGGER_PREFIX
+    from .beamline_fly import BeamlineFlyRaster
+
+    layout = mcs_layout(config)
+    if layout is None or config.roles.get("fluorescence", ("",))[0] != "xmap":
+        return None
+    fast = fast_axis(config)
+    slow = "sample_y" if fast == "sample_x" else "zone_plate_y"
+    _, xmap, extras = config.roles["fluorescence"]
+    return Cpt(BeamlineFlyRaster, "", kind=kind, mcs_prefix=layout[0], channels=layout[1], xmap_prefix=xmap,
+               trigger_prefix=kwargs.pop("trigger_prefix", TRIGGER_PREFIX), fast_motor=config.record(fast),
+               slow_motor=config.record(slow), elements=min(extras["elements"], 4), **kwargs)
+
+
 def make_beamline_devices(config, *, name: str = "beamline", connect: float | None = 10.0) -> Device:
     """One Device with a component per role of ``config``, on ophyd's classes (see the module docstring).
 
@@ -134,8 +159,15 @@ def make_beamline_devices(config, *, name: str = "beamline", connect: float | No
             components[role] = Cpt(xmap_class(extras["elements"]), record, kind="normal")
         elif kind == "mca":
             components[role] = Cpt(CalibratedMCA, record, kind="normal")
+        elif kind == "xspress3":
+            from .xspress3 import xspress3_class
+
+            components[role] = Cpt(xspress3_class(extras["channels"]), record, kind="normal")
         else:  # counter, signal: the whole PV name as the suffix of an empty prefix
             components[role] = Cpt(EpicsSignalRO, record, kind="config" if role == "ring_current" else "normal")
+    fly = fly_raster_component(config)
+    if fly is not None:
+        components["fly"] = fly
     cls = type("Beamline", (Device,), {"__doc__": f"{config.beamline}: {', '.join(config.roles)}", **components})
     device = cls("", name=name)
     if connect is not None:

@@ -19,6 +19,11 @@ role kind          served as
                    and the energy calibration ``.CALO``, ``.CALS``, ``.CALQ``) and its ``dxp<n>:``
                    input and output count rates; ``EraseStart`` acquires ``PresetReal`` seconds
 ``signal``         one PV (the ring current: 100 mA)
+``xspress3``       an Xspress3 in NSLS-II's areaDetector layout (``det1:``, ``MCA<n>:ArrayData``,
+                   ``MCA<n>ROI:<i>:``, ``C<n>SCA:<k>:Value_RBV``): :mod:`.xspress3`
+fly arrays         the counters' ``fly`` PVs (``2xfm:mcs:mca2.VAL``) as the mca records of an SIS3820 MCS
+                   (``2xfm:mcs:``), the xMAP's MCA-mapping mode and buffers, a trigger source and
+                   fault injection: :mod:`.beamline_fly`
 =================  ==================================================================================
 
 The PVs a class reads are taken from ophyd's classes themselves (:func:`ophyd_suffixes`), so those
@@ -40,6 +45,7 @@ from caproto import ChannelType
 from caproto.server import PVGroup, SubGroup, pvproperty
 
 from ._common import in_thread, ioc_root, to_wire
+from .beamline_fly import FlyBeamline, XmapMapping, fly_groups, mapping_properties
 from .motor import MotorRecord
 
 logger = logging.getLogger("xfct_bluesky.ioc")
@@ -80,7 +86,7 @@ def ophyd_suffixes(cls) -> list[tuple[str, bool]]:
             out.append((name, bool(kwargs.get("string", False))))
             if issubclass(kind, EpicsSignalWithRBV):
                 out.append((name + "_RBV", bool(kwargs.get("string", False))))
-        elif isinstance(kind, type):
+        elif isinstance(kind, type) and hasattr(kind, "component_names"):  # a Device (not a soft signal)
             walk(kind, prefix + (suffix or ""))
 
     def walk(device_cls, prefix):
@@ -169,8 +175,8 @@ def _xmap_group(elements: int) -> type[PVGroup]:
         EpicsMCARecord,
     )
 
-    mca_fields = [*ophyd_suffixes(EpicsMCARecord), (".NUSE", False), (".CALO", False), (".CALS", False),
-                  (".CALQ", False)]
+    mca_fields = [(suffix, string or suffix.endswith("NM")) for suffix, string in ophyd_suffixes(EpicsMCARecord)]
+    mca_fields += [(".NUSE", False), (".CALO", False), (".CALS", False), (".CALQ", False)]
     mca_ns = {"spectrum": pvproperty(name=".VAL", value=np.zeros(N_CHANNELS, "<i4"), dtype=ChannelType.LONG,
                                      max_length=N_CHANNELS, read_only=True)}
     mca_cls = _group("McaRecord", mca_fields, mca_ns)
@@ -178,13 +184,37 @@ def _xmap_group(elements: int) -> type[PVGroup]:
 
     class _System(PVGroup):
         erase_start = pvproperty(name="EraseStart", value=0)
+        stop_all = pvproperty(name="StopAll", value=0)
         preset_real = pvproperty(name="PresetReal", value=1.0, precision=3, units="s")
         acquiring = pvproperty(name="Acquiring", value=0, read_only=True)
         elapsed_real = pvproperty(name="ElapsedReal", value=0.0, read_only=True)
 
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.mapping_state = XmapMapping(self)
+
+        @erase_start.startup
+        async def erase_start(self, instance, async_lib):
+            """Each element's ROIs (``.R<i>NM``/``LO``/``HI``, channels LO..HI inclusive) and calibration, as a
+            beamline sets them: one ROI per element of the simulator's windows."""
+            vortex = ioc_root(self).simulator.vortex
+            cal = vortex.energy_calibration
+            for k in range(1, self.elements + 1):
+                mca = getattr(self, f"mca{k}")
+                for i, sym in enumerate(vortex.elements):
+                    lo, hi = vortex.roi_window(sym)
+                    await _by_name(mca, f".R{i}NM").write(sym)
+                    await _by_name(mca, f".R{i}LO").write(float(lo))
+                    await _by_name(mca, f".R{i}HI").write(float(hi - 1))
+                for suffix, value in ((".CALO", cal["offset"]), (".CALS", cal["gain"]),
+                                      (".CALQ", cal.get("quadratic", 0.0)), (".NUSE", vortex.n_channels)):
+                    await _by_name(mca, suffix).write(float(value))
+
         @erase_start.putter
         async def erase_start(self, instance, value):
-            if value:
+            if value and XmapMapping.mapping(self):  # mapping mode: the run starts, the trigger steps it
+                await self.mapping_state.start()
+            elif value:
                 try:
                     await self.acquiring.write(1)
                     await ioc_root(self).acquire_xmap(self)
@@ -194,16 +224,26 @@ def _xmap_group(elements: int) -> type[PVGroup]:
                     await self.acquiring.write(0)
             return 0
 
+        @stop_all.putter
+        async def stop_all(self, instance, value):
+            if value and XmapMapping.mapping(self):
+                await self.mapping_state.stop()
+            return 0
+
     ns = {f"mca{n}": SubGroup(mca_cls, prefix=f"mca{n}") for n in range(1, elements + 1)}
     ns.update({f"dxp{n}": SubGroup(dxp_cls, prefix=f"dxp{n}:") for n in range(1, elements + 1)})
+    mapping = mapping_properties()  # the mapping mode's PVs (dxpXMAP.template) behave: .beamline_fly
+    served = {"EraseStart", "StopAll", "PresetReal", "Acquiring", "ElapsedReal",
+              *(p.pvspec.name for p in mapping.values() if isinstance(p, pvproperty))}
     system_fields = [s for s in ophyd_suffixes(EpicsDXPMultiElementSystem) + ophyd_suffixes(EpicsDXPMapping)
-                     if s[0] not in ("EraseStart", "PresetReal", "Acquiring", "ElapsedReal")]
+                     if s[0] not in served]
+    ns.update(mapping)
     ns["elements"] = elements
     return type("XmapSystem", (_System, _group("XmapFields", system_fields, {})), ns)
 
 
 # ----------------------------------------------------------------- the IOC ---
-class _BeamlineBase(PVGroup):
+class _BeamlineBase(FlyBeamline, PVGroup):
     """The behaviour the record groups call: counts of the simulator where the motors stand."""
 
     def __init__(self, *args, config, seed: int = 0, **kwargs):
@@ -216,25 +256,27 @@ class _BeamlineBase(PVGroup):
         self._focus: float | None = None
         self._rng = np.random.default_rng(seed + 1)
 
-    def _position(self, role: str) -> float:
+    def _position(self, role: str, override: dict | None = None) -> float:
         group = getattr(self, role, None)
         if group is None:
             return 0.0
         scale = MOTOR_UNITS[role][3]
-        return group.readback * (scale if scale is not None else 1.0)
+        value = group.readback if not override or role not in override else float(override[role])
+        return value * (scale if scale is not None else 1.0)
 
-    def probe_geometry(self) -> tuple[float, tuple[float, float], float]:
-        """(theta deg, beam (y, x) m on the sample, defocus m) from the motor readbacks."""
+    def probe_geometry(self, override: dict | None = None) -> tuple[float, tuple[float, float], float]:
+        """(theta deg, beam (y, x) m on the sample, defocus m) from the motor readbacks (or ``override``:
+        role -> position in the motor's units, for a pixel of a fly scan)."""
         if self._focus is None:
             self._focus = self._position("zone_plate_z")
-        beam = (self._position("zone_plate_y") - self._position("sample_y"),
-                self._position("zone_plate_x") - self._position("sample_x"))
-        return self._position("rotation"), beam, self._position("zone_plate_z") - self._focus
+        pos = lambda role: self._position(role, override)
+        beam = (pos("zone_plate_y") - pos("sample_y"), pos("zone_plate_x") - pos("sample_x"))
+        return pos("rotation"), beam, pos("zone_plate_z") - self._focus
 
-    async def _point(self, dwell: float, spectra: bool):
+    async def _point(self, dwell: float, spectra: bool, override: dict | None = None):
         if self._lock is None:
             self._lock = asyncio.Lock()
-        theta, beam, defocus = self.probe_geometry()
+        theta, beam, defocus = self.probe_geometry(override)
         async with self._lock:
             return await in_thread(self.simulator.point, dwell, theta, map_center=beam, defocus=defocus,
                                    spectra=spectra)
@@ -275,6 +317,17 @@ class _BeamlineBase(PVGroup):
         await system.elapsed_real.write(preset)
 
 
+    async def acquire_xspress3(self, system, preset: float) -> None:
+        """One Xspress3 frame of ``preset`` s where the stages stand (:mod:`.xspress3`)."""
+        from ..devices._sim_common import mca_statistics
+        from .xspress3 import publish_frame
+
+        res = await self._point(preset, spectra=True)
+        stats = mca_statistics(self.simulator, res)
+        await publish_frame(system, res.spectra[0, 0], float(res.maps["live_time"][0, 0]), preset,
+                            float(stats["icr"][0, 0]), self._rng)
+
+
 def _by_name(group: PVGroup, suffix: str):
     return group.pvdb[group.prefix + suffix]
 
@@ -288,7 +341,7 @@ def beamline_ioc(config, *, seed: int = 0) -> PVGroup:
         A role whose kind this IOC does not serve (``mca``: the simulated microprobe's own layout,
         served by ``xfct-bluesky ioc``).
     """
-    ns: dict = {}
+    ns: dict = fly_groups(config)  # the MCS, the trigger source, the fault injection (.beamline_fly)
     for role, (kind, record, extras) in config.roles.items():
         if kind == "motor":
             egu, limits, velocity, _ = MOTOR_UNITS[role]
@@ -298,14 +351,40 @@ def beamline_ioc(config, *, seed: int = 0) -> PVGroup:
             ns[role] = SubGroup(_scaler_group(), prefix=record)
         elif kind == "xmap":
             ns[role] = SubGroup(_xmap_group(extras["elements"]), prefix=record)
+        elif kind == "xspress3":
+            from ..physics.specimen import ELEMENT_SYMBOLS
+            from .xspress3 import xspress3_group
+
+            ns[role] = SubGroup(xspress3_group(extras["channels"], len(ELEMENT_SYMBOLS)), prefix=record)
         elif kind in ("counter", "signal"):
             value = 100.0 if role == "ring_current" else 0.0
             ns[role] = pvproperty(name=record, value=value, units="mA" if role == "ring_current" else "")
-            if "fly" in extras:
+            if "fly" in extras and "mcs" not in ns:
                 ns[f"{role}_fly"] = pvproperty(name=extras["fly"], value=np.zeros(1, "<i4"),
                                                dtype=ChannelType.LONG, max_length=8192)  # one line of a fly scan
         else:
             raise ValueError(f"{config.path}: roles.{role}: a {kind} record is served by `xfct-bluesky ioc` "
                              "(the simulated microprobe's own layout), not by the beamline IOC")
     cls = type("BeamlineIOC", (_BeamlineBase,), ns)
-    return cls(prefix="", config=config, seed=seed)
+    return cls(prefix="", config=config, seed=seed, macros=_literal_braces(config))
+
+
+class _Braces:
+    """A caproto macro that formats back to itself: caproto expands ``{name}`` in PV names (str.format),
+    and NSLS-II's names carry braces (``XF:05IDD-ES{Xsp:1}:``) that are part of the name."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __format__(self, spec: str) -> str:
+        return "{" + self.name + (":" + spec if spec else "") + "}"
+
+
+def _literal_braces(config) -> dict:
+    import re
+
+    names = set()
+    for _, record, extras in config.roles.values():
+        for text in (record, extras.get("fly", "")):
+            names.update(re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)", text))
+    return {name: _Braces(name) for name in names}
