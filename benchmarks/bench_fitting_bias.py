@@ -6,7 +6,9 @@ drawn photons (+- its standard error), standard deviation over the Cramer-Rao bo
 errors over the observed spread. The README's table. Run: python benchmarks/bench_fitting_bias.py (minutes).
 """
 
+import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from xfct_bluesky.physics import MicroprobeSimulator, mouse_egg
 
 def main() -> None:
     warnings.simplefilter("ignore")
+    print("load average", " ".join(f"{v:.2f}" for v in os.getloadavg()), flush=True)
     sim = MicroprobeSimulator(mouse_egg(seed=0), seed=0)
     res = sim.simulate_map((3, 3), 300e-9, 3e-3, 0.0, spectra=False, record=False)
     v = sim.vortex
@@ -32,14 +35,19 @@ def main() -> None:
         truth = scaled(rates, factor)
         spectra, drawn = draw(basis, truth, n, np.random.default_rng(11))
         for method in ("poisson", "linear", "nnls"):
+            t0 = time.perf_counter()
             fit = fit_spectra(spectra, ENERGY, ELEMENTS, calibration=TRUTH, method=method)
+            seconds = time.perf_counter() - t0
             crb = cramer_rao(fit, truth)
             for el in ("Zn", "Ca"):
                 z = fit.counts[el]
                 d = z - drawn[el]
                 print(f"{truth[el]:6.3f} {el} per px, {n:6d} px, {method:8s}: bias {100 * d.mean() / truth[el]:+.2f} "
                       f"+- {100 * d.std() / np.sqrt(n) / truth[el]:.2f} %, std/CRB {z.std() / crb[el]:.3f}, "
-                      f"rms sigma/std {np.sqrt(np.mean(fit.sigma[el] ** 2)) / z.std():.3f}", flush=True)
+                      f"rms sigma/std {np.sqrt(np.mean(fit.sigma[el] ** 2)) / z.std():.3f}, {n / seconds:.0f} px/s", flush=True)
+
+
+    print("load average", " ".join(f"{v:.2f}" for v in os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Compiled per-pixel kernels of the spectrum fit (numba): Poisson maximum likelihood, NNLS, Fisher inverse.
+"""Compiled per-pixel kernels of the spectrum fit (numba): Poisson maximum likelihood, NNLS, standard errors.
 
 Poisson maximum likelihood on a fixed non-negative basis B (n_fit x K)
 minimises, for counts y >= 0,
@@ -19,7 +19,22 @@ stops when the Newton decrement -g . d (the decrease of f still available,
 in units of log-likelihood) is below ``tol`` (1e-8 puts each amplitude within
 1e-4 of a standard error of the optimum), or when no step lowers f and the
 projected gradient vanishes (an optimum along directions no count
-constrains).
+constrains). The last Hessian is often not needed: after a step of local
+norm lambda on an unchanged free set, the decrement at the new point is
+bounded from the last factor (the Hessian of the self-concordant f / min(y, 1)
+changes by at most (1 - lambda)^-2 over the step; the damping by the ratio
+of the old to the new amplitudes), and when that bound is below ``tol`` the
+pixel is done without forming it (about one Hessian in five saved; the
+estimates are those of the full test, to rounding).
+
+A pixel's sums over its counted channels run over arrays laid out
+component-major (``BnT``: K x nnz), so that they vectorise; its standard
+errors (:func:`_sigma_one`, the Fisher information at the estimate over every
+fitted channel) are computed in the same pass over the map
+(:func:`poisson_fit_raw`), each pair of components summed over the channels
+both are nonzero on (a line and its tail end well below the Compton peak):
+no matrix product over all channels, no second pass, and no BLAS threads
+competing with numba's.
 
 NNLS (``method="nnls"``) minimises |B a - y|^2 over a >= 0 through the normal
 equations: Lawson & Hanson's active-set algorithm (Solving Least Squares
@@ -37,6 +52,8 @@ import numpy as np
 _DAMPING = 1e-3
 _ARMIJO = 1e-4
 _MIN_STEP = 1e-12
+#: Sums over channels may be reordered (vectorised): rounding-level differences only, no NaN/inf shortcuts.
+_FAST = {"reassoc", "contract"}
 #: Flags of a pixel's fit.
 CONVERGED, MAX_ITER, LINE_SEARCH = 0, 1, 2
 
@@ -69,108 +86,180 @@ def _cholesky_solve(H, g, free, nf, L, d):
     return True
 
 
-@numba.njit(cache=True, nogil=True)
-def _objective(Bn, c, yv, nnz, a, mu):
-    """f(a) = c . a - sum y log(B a) over the counted channels, filling ``mu``; inf if some mu <= 0."""
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _objective(BnT, c, yv, nnz, a, mu):
+    """f(a) = c . a - sum y log(B a) over the counted channels (``BnT`` (K, nnz): their rows of B, transposed),
+    filling ``mu``; inf if some mu <= 0."""
     K = a.size
-    f = 0.0
     for n in range(nnz):
-        s = 0.0
-        for k in range(K):
-            s += Bn[n, k] * a[k]
-        if s <= 0.0:
-            return math.inf
-        mu[n] = s
-        f -= yv[n] * math.log(s)
+        mu[n] = 0.0
+    f = 0.0
     for k in range(K):
-        f += c[k] * a[k]
+        ak = a[k]
+        f += c[k] * ak
+        if ak != 0.0:  # most amplitudes of a weak pixel are 0: their columns cost nothing
+            for n in range(nnz):
+                mu[n] += ak * BnT[k, n]
+    for n in range(nnz):
+        s = mu[n]
+        if not s > 0.0:
+            return math.inf
+        f -= yv[n] * math.log(s)
     return f
 
 
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _gradient(BnT, c, yv, nnz, mu, g, r):
+    """g = c - B^T (y / mu) over the counted channels, leaving y / mu in ``r``."""
+    K = g.size
+    for n in range(nnz):
+        r[n] = yv[n] / mu[n]
+    for k in range(K):
+        s = 0.0
+        for n in range(nnz):
+            s += r[n] * BnT[k, n]
+        g[k] = c[k] - s
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _hessian(BnT, nnz, mu, r, free, nf, H, w, wb):
+    """H_kl = sum_n B_nk B_nl y_n / mu_n^2 for the free components k, l (indices free[:nf]; ``r`` = y / mu)."""
+    for n in range(nnz):
+        w[n] = r[n] / mu[n]
+    for i in range(nf):
+        k = free[i]
+        for n in range(nnz):
+            wb[n] = w[n] * BnT[k, n]
+        for j in range(i + 1):
+            m = free[j]
+            s = 0.0
+            for n in range(nnz):
+                s += wb[n] * BnT[m, n]
+            H[k, m] = s
+            H[m, k] = s
+
+
 @numba.njit(cache=True, nogil=True)
-def _em_steps(Bn, c, yv, nnz, a, mu, r, n_steps):
+def _em_steps(BnT, c, yv, nnz, a, mu, r, n_steps):
     """``n_steps`` EM (multiplicative) updates a_k <- a_k sum_j (y_j / mu_j) B_jk / c_k; returns f."""
     K = a.size
     for _ in range(n_steps):
-        for k in range(K):
-            r[k] = 0.0
         for n in range(nnz):
-            q = yv[n] / mu[n]
-            for k in range(K):
-                r[k] += q * Bn[n, k]
+            r[n] = yv[n] / mu[n]
         for k in range(K):
-            a[k] *= r[k] / c[k]
-        _objective(Bn, c, yv, nnz, a, mu)
-    return _objective(Bn, c, yv, nnz, a, mu)
+            s = 0.0
+            for n in range(nnz):
+                s += r[n] * BnT[k, n]
+            a[k] *= s / c[k]
+        _objective(BnT, c, yv, nnz, a, mu)
+    return _objective(BnT, c, yv, nnz, a, mu)
 
 
-@numba.njit(cache=True, fastmath=False, nogil=True)
-def _fit_one(B, c, row, a0, start, max_iter, tol, a, idx, yv, Bn, mu, mu_new, g, H, L, d, a_new, free):
-    """Poisson ML for one spectrum ``row`` (n_fit,) into ``a`` (K,), from ``start`` (K,) where it fits every
-    counted channel, else from the composition ``a0`` scaled to the counts; returns (deviance, iterations,
-    flag)."""
-    n_fit, K = B.shape
+@numba.njit(cache=True, nogil=True)
+def _counted(row, ch0, n_fit, idx, yv):
+    """The counted channels of ``row[ch0:ch0 + n_fit]`` (any dtype, read in place) into ``idx`` and ``yv``
+    (float64); returns (their number, the total counts)."""
     nnz = 0
     total = 0.0
-    for j in range(n_fit):
-        v = row[j]
+    counts = row[ch0:ch0 + n_fit]  # a slice from 0: no wraparound test per index
+    for j in range(counts.size):
+        v = counts[j]
         if v > 0:
             idx[nnz] = j
-            yv[nnz] = v
-            total += v
+            y = float(v)
+            yv[nnz] = y
+            total += y
             nnz += 1
+    return nnz, total
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather(B, idx, nnz, BnT):
+    """The counted channels' rows of ``B`` (n_fit, K), transposed into ``BnT`` (K, >= nnz): each component's
+    values contiguous, for the sums over channels."""
+    K = B.shape[1]
+    for n in range(nnz):
+        j = idx[n]
+        for k in range(K):
+            BnT[k, n] = B[j, k]
+
+
+@numba.njit(cache=True, nogil=True)
+def _newton(BnT, c, yv, nnz, total, a0, max_iter, tol, a, ws):
+    """Poisson ML of one pixel's counted channels (``BnT`` (K, nnz) their basis rows, ``yv`` their counts),
+    from ``a`` (K,) where it fits every counted channel, else from the composition ``a0`` scaled to the
+    counts; the estimate into ``a``. Returns (deviance, iterations, flag)."""
+    mu, mu_new, g, H, L, d, a_new, free, r, w, wb, z, damped = ws
+    K = a.size
     if nnz == 0:
         for k in range(K):
             a[k] = 0.0
         return 0.0, 0, CONVERGED
-    for n in range(nnz):
-        for k in range(K):
-            Bn[n, k] = B[idx[n], k]
     floor = 1e-9 * total
     tol = max(tol, 1e-13 * total)  # f is a sum of ~total terms: its rounding error
-    for k in range(K):
-        a[k] = start[k]
-    f = _objective(Bn, c, yv, nnz, a, mu)
+    # f / min(y, 1) is self-concordant (Nesterov & Nemirovski: -y log is, for y >= 1): the Hessian moves by
+    # at most (1 - lambda)^2 over a step of local norm lambda, which bounds the decrement after a step
+    scale = 1.0
+    for n in range(nnz):
+        scale = min(scale, yv[n])
+    f = _objective(BnT, c, yv, nnz, a, mu)
     if not math.isfinite(f):
         ca0 = 0.0
         for k in range(K):
             ca0 += c[k] * a0[k]
         for k in range(K):
             a[k] = a0[k] * total / ca0
-        f = _objective(Bn, c, yv, nnz, a, mu)
+        f = _objective(BnT, c, yv, nnz, a, mu)
+    _gradient(BnT, c, yv, nnz, mu, g, r)
     flag = MAX_ITER
+    nf = 0
+    factored = False  # L holds the factor of the last step's (damped) Hessian on the same free set
+    step_norm = math.inf
     it = 0
-    for it in range(1, max_iter + 1):
-        # gradient, and the Hessian of the counted channels
-        for k in range(K):
-            g[k] = c[k]
-            for m in range(K):
-                H[k, m] = 0.0
-        for n in range(nnz):
-            r = yv[n] / mu[n]
-            w = r / mu[n]
-            for k in range(K):
-                bk = Bn[n, k]
-                if bk == 0.0:
-                    continue
-                g[k] -= r * bk
-                wk = w * bk
-                for m in range(k + 1):
-                    H[k, m] += wk * Bn[n, m]
-        nf = 0
+    for it in range(1, max_iter + 2):
+        same = factored
+        count = 0
         for k in range(K):
             if a[k] > 0.0 or g[k] < 0.0:
-                free[nf] = k
-                nf += 1
-        for i in range(nf):
-            k = free[i]
-            for j in range(i):
-                H[free[j], k] = H[k, free[j]]
-            H[k, k] += _DAMPING * c[k] / max(a[k], floor) + 1e-300
+                if count >= nf or free[count] != k:
+                    same = False
+                free[count] = k
+                count += 1
+        same = same and count == nf
+        nf = count
         if nf == 0:
             flag = CONVERGED
             break
-        if not _cholesky_solve(H, g, free, nf, L, d):
+        if same and step_norm < 0.5:
+            # the decrement here from the last step's factor: g' (H + D)^-1 g with H and the damping D of
+            # the last point. This point's Hessian is at least (1 - lambda)^2 times that one's
+            # (self-concordance) and its damping at least rho times, rho the smallest ratio of the
+            # components' old to new values; x2 for safety. Below tol, the Newton step this point would take
+            # changes nothing within the tolerance: it is not computed
+            est = 0.0
+            rho = 1.0
+            for i in range(nf):
+                k = free[i]
+                s = g[k]
+                for m in range(i):
+                    s -= L[i, m] * z[m]
+                z[i] = s / L[i, i]
+                est += z[i] * z[i]
+                rho = min(rho, damped[k] / max(a[k], floor))
+            if 2.0 * est / (rho * (1.0 - step_norm) ** 2) < tol:
+                it -= 1
+                flag = CONVERGED
+                break
+        if it > max_iter:
+            it -= 1
+            break
+        _hessian(BnT, nnz, mu, r, free, nf, H, w, wb)
+        for i in range(nf):
+            k = free[i]
+            damped[k] = max(a[k], floor)
+            H[k, k] += _DAMPING * c[k] / damped[k] + 1e-300
+        factored = _cholesky_solve(H, g, free, nf, L, d)
+        if not factored:
             for i in range(nf):  # not positive definite (rounding): a scaled gradient step
                 k = free[i]
                 d[i] = -g[k] / H[k, k]
@@ -183,14 +272,19 @@ def _fit_one(B, c, row, a0, start, max_iter, tol, a, idx, yv, Bn, mu, mu_new, g,
         # projected backtracking line search
         alpha = 1.0
         accepted = False
+        clipped = False
         while alpha > _MIN_STEP:
             for k in range(K):  # held components stay where they are (at 0)
                 a_new[k] = a[k]
+            clipped = False
             for i in range(nf):
                 k = free[i]
                 v = a[k] + alpha * d[i]
-                a_new[k] = max(0.0, v)
-            f_new = _objective(Bn, c, yv, nnz, a_new, mu_new)  # inf where some channel's model is <= 0
+                if v < 0.0:
+                    v = 0.0
+                    clipped = True
+                a_new[k] = v
+            f_new = _objective(BnT, c, yv, nnz, a_new, mu_new)  # inf where some channel's model is <= 0
             if f_new < math.inf:
                 slope = 0.0
                 for k in range(K):
@@ -200,17 +294,13 @@ def _fit_one(B, c, row, a0, start, max_iter, tol, a, idx, yv, Bn, mu, mu_new, g,
                     break
             alpha *= 0.5
         if not accepted:
+            factored = False
             # no Newton step lowers f (a projection against the bounds): EM steps, which always do
-            f_em = _em_steps(Bn, c, yv, nnz, a, mu, g, 10)
+            f_em = _em_steps(BnT, c, yv, nnz, a, mu, r, 10)
+            _gradient(BnT, c, yv, nnz, mu, g, r)
             if not f_em < f - 1e-12 * abs(f):
                 # at an optimum along a direction no count constrains: converged if the projected
                 # gradient vanishes (KKT), else a genuine failure
-                for k in range(K):
-                    g[k] = c[k]
-                for n in range(nnz):
-                    r = yv[n] / mu[n]
-                    for k in range(K):
-                        g[k] -= r * Bn[n, k]
                 worst = 0.0
                 for k in range(K):
                     pg = g[k] if a[k] > floor else min(g[k], 0.0)
@@ -224,6 +314,11 @@ def _fit_one(B, c, row, a0, start, max_iter, tol, a, idx, yv, Bn, mu, mu_new, g,
         for n in range(nnz):
             mu[n] = mu_new[n]
         f = f_new
+        _gradient(BnT, c, yv, nnz, mu, g, r)
+        # the step's local norm (in f / scale), for the next iteration's estimate; a clipped step is not
+        # the Newton step whose factor L holds
+        factored = factored and not clipped
+        step_norm = alpha * math.sqrt(decrement / scale)
     dev = 0.0
     for n in range(nnz):
         dev += yv[n] * math.log(yv[n] / mu[n])
@@ -236,10 +331,12 @@ def _fit_one(B, c, row, a0, start, max_iter, tol, a, idx, yv, Bn, mu, mu_new, g,
 
 @numba.njit(cache=True, nogil=True)
 def workspace(n_fit, K):
-    """A thread's arrays for :func:`_fit_one`: idx, yv, Bn, mu, mu_new, g, H, L, d, a_new, free, and ``a``."""
-    return (np.empty(n_fit, np.int64), np.empty(n_fit), np.empty((n_fit, K)), np.empty(n_fit), np.empty(n_fit),
-            np.empty(K), np.empty((K, K)), np.empty((K, K)), np.empty(K), np.empty(K), np.empty(K, np.int64),
-            np.empty(K))
+    """A thread's arrays: ``idx``, ``yv`` (n_fit,), ``BnT`` (K, n_fit), ``a`` (K,) and the tuple :func:`_newton`
+    takes (mu, mu_new, g, H, L, d, a_new, free, r, w, wb, z, damped)."""
+    ws = (np.empty(n_fit), np.empty(n_fit), np.empty(K), np.empty((K, K)), np.empty((K, K)), np.empty(K),
+          np.empty(K), np.empty(K, np.int64), np.empty(n_fit), np.empty(n_fit), np.empty(n_fit), np.empty(K),
+          np.empty(K))
+    return np.empty(n_fit, np.int64), np.empty(n_fit), np.empty((K, n_fit)), np.empty(K), ws
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
@@ -252,10 +349,13 @@ def poisson_fit(B, c, Y, a0, start, max_iter, tol, A, dev, iters, flags):
     block = 64
     n_blocks = (N + block - 1) // block
     for b in numba.prange(n_blocks):
-        idx, yv, Bn, mu, mu_new, g, H, L, d, a_new, free, a = workspace(n_fit, K)
+        idx, yv, BnT, a, ws = workspace(n_fit, K)
         for p in range(b * block, min(N, (b + 1) * block)):
-            dv, it, fl = _fit_one(B, c, Y[p], a0, start[p], max_iter, tol, a, idx, yv, Bn, mu, mu_new, g, H, L,
-                                  d, a_new, free)
+            nnz, total = _counted(Y[p], 0, n_fit, idx, yv)
+            _gather(B, idx, nnz, BnT)
+            for k in range(K):
+                a[k] = start[p, k]
+            dv, it, fl = _newton(BnT, c, yv, nnz, total, a0, max_iter, tol, a, ws)
             for k in range(K):
                 A[p, k] = a[k]
             dev[p] = dv
@@ -363,52 +463,189 @@ def nnls_fit(G, Hy, A, iters):
             A[p, k] = x[k]
 
 
+@numba.njit(cache=True, nogil=True)
+def _inverse_diagonal(F, K, L, col, out):
+    """diag(F^-1) of the symmetric positive ``F`` (its lower triangle read) into ``out`` (K,), by Cholesky; inf
+    where F is singular."""
+    for i in range(K):
+        for j in range(i + 1):
+            s = F[i, j]
+            for k in range(j):
+                s -= L[i, k] * L[j, k]
+            if i == j:
+                if s <= 0.0:
+                    for m in range(K):
+                        out[m] = math.inf
+                    return
+                L[i, i] = math.sqrt(s)
+            else:
+                L[i, j] = s / L[j, j]
+    # diag(F^-1)_k = sum_i (L^-1)_{ik}^2 ; columns of L^-1 by forward substitution
+    for k in range(K):
+        for i in range(K):
+            col[i] = 0.0
+        col[k] = 1.0 / L[k, k]
+        acc = col[k] * col[k]
+        for i in range(k + 1, K):
+            s = 0.0
+            for m in range(k, i):
+                s -= L[i, m] * col[m]
+            col[i] = s / L[i, i]
+            acc += col[i] * col[i]
+        out[k] = acc
+
+
+#: Channels per tile of :func:`_sigma_one`: a tile of every component's values stays in L1.
+_TILE = 128
+
+
+@numba.njit(cache=True, nogil=True)
+def sigma_workspace(n_fit, K):
+    """A thread's arrays for :func:`_sigma_one`: w (tile,), u (K, tile), F, L (K, K), col (K,)."""
+    return np.empty(_TILE), np.empty((K, _TILE)), np.empty((K, K)), np.empty((K, K)), np.empty(K)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _sigma_one(BT, lo, hi, a, mu_floor, sw, out):
+    """Standard errors sqrt(diag(I^-1)) at the estimate ``a``, I = B^T diag(1 / mu) B over every fitted channel
+    with mu = max(B a, ``mu_floor``), into ``out`` (K,). ``BT`` (K, n_fit) is B transposed and component k is
+    nonzero only on channels lo[k] .. hi[k] - 1, so a pair costs the overlap of their supports.
+
+    By tiles of channels: each tile's mu, 1 / mu and B_k / mu are formed and all pairs summed over it while
+    it is in L1 (a pass over all channels per pair would stream the basis from L2 for every pair)."""
+    w, u, F, L, col = sw
+    K, n_fit = BT.shape
+    for k in range(K):
+        for m in range(k + 1):
+            F[k, m] = 0.0
+    for t0 in range(0, n_fit, _TILE):
+        n = min(_TILE, n_fit - t0)
+        # loops over slices from 0: numba then knows no index is negative (no wraparound test) and vectorises
+        for j in range(n):
+            w[j] = 0.0
+        for k in range(K):
+            ak = a[k]
+            j0, j1 = max(lo[k] - t0, 0), min(hi[k] - t0, n)
+            if ak != 0.0 and j1 > j0:
+                src = BT[k, t0 + j0:t0 + j1]
+                dst = w[j0:j1]
+                for j in range(src.size):
+                    dst[j] += ak * src[j]
+        for j in range(n):
+            w[j] = 1.0 / max(w[j], mu_floor)
+        for k in range(K):
+            j0, j1 = max(lo[k] - t0, 0), min(hi[k] - t0, n)
+            if j1 <= j0:
+                continue
+            src = BT[k, t0 + j0:t0 + j1]
+            ww = w[j0:j1]
+            uk = u[k, j0:j1]
+            for j in range(src.size):
+                uk[j] = src[j] * ww[j]
+            for m in range(k + 1):
+                m0, m1 = max(j0, lo[m] - t0), min(j1, hi[m] - t0)
+                if m1 <= m0:
+                    continue
+                x = u[k, m0:m1]
+                y = BT[m, t0 + m0:t0 + m1]
+                acc = 0.0
+                for j in range(x.size):
+                    acc += x[j] * y[j]
+                F[k, m] += acc
+    _inverse_diagonal(F, K, L, col, out)
+    for k in range(K):
+        out[k] = math.sqrt(out[k])
+
+
 @numba.njit(cache=True, parallel=True, nogil=True)
-def inverse_diagonal(F_flat, K, out):
-    """diag(F^-1) per pixel from the packed lower triangle (N, K(K+1)/2) of symmetric positive F; inf where
-    F is singular."""
-    N = F_flat.shape[0]
-    for p in numba.prange(N):
-        L = np.zeros((K, K))
-        ok = True
-        q = 0
-        M = np.empty((K, K))
-        for i in range(K):
-            for j in range(i + 1):
-                M[i, j] = F_flat[p, q]
-                M[j, i] = F_flat[p, q]
-                q += 1
-        for i in range(K):
-            for j in range(i + 1):
-                s = M[i, j]
-                for k in range(j):
-                    s -= L[i, k] * L[j, k]
-                if i == j:
-                    if s <= 0.0:
-                        ok = False
-                        break
-                    L[i, i] = math.sqrt(s)
-                else:
-                    L[i, j] = s / L[j, j]
-            if not ok:
-                break
-        if not ok:
+def fisher_sigma(BT, lo, hi, A, mu_floor, errors):
+    """:func:`_sigma_one` of every row of ``A`` (N, K) into ``errors`` (N, K)."""
+    N, K = A.shape
+    n_fit = BT.shape[1]
+    block = 64
+    for b in numba.prange((N + block - 1) // block):
+        sw = sigma_workspace(n_fit, K)
+        for p in range(b * block, min(N, (b + 1) * block)):
+            _sigma_one(BT, lo, hi, A[p], mu_floor, sw, errors[p])
+
+
+# ---- the fits of the raw counts (re-exported by ._sparse) ----
+@numba.njit(cache=True, parallel=True, nogil=True)
+def poisson_fit_raw(B, c, Wt, a0, Y, ch0, max_iter, tol, want_sigma, BT, lo, hi, mu_floor, A, dev, iters, flags,
+                errors):
+    """Non-negative Poisson ML of every row of the raw ``Y`` (N, n_channels) over channels ch0 .. ch0 + n_fit
+    on ``B`` (n_fit, K) (:func:`._kernels._newton`), from the linear estimate of weights ``Wt`` (n_fit, K),
+    clipped at 0 and blended with the mean composition ``a0``; into ``A`` (N, K), ``dev``, ``iters``,
+    ``flags`` (N,), and with ``want_sigma`` the standard errors into ``errors`` (N, K)
+    (:func:`._kernels._sigma_one`, on ``BT`` = B^T and the components' supports ``lo``, ``hi``).
+
+    One pass per pixel: its counts are read once, in place, and all it needs stays in the thread's cache."""
+    N = Y.shape[0]
+    n_fit, K = B.shape
+    ca0 = 0.0
+    for k in range(K):
+        ca0 += c[k] * a0[k]
+    block = 64
+    n_blocks = (N + block - 1) // block
+    for b in numba.prange(n_blocks):
+        idx, yv, BnT, a, ws = workspace(n_fit, K)
+        sw = sigma_workspace(n_fit, K)
+        for p in range(b * block, min(N, (b + 1) * block)):
+            nnz, total = _counted(Y[p], ch0, n_fit, idx, yv)
+            _gather(B, idx, nnz, BnT)
             for k in range(K):
-                out[p, k] = math.inf
-            continue
-        # diag(F^-1)_k = sum_i (L^-1)_{ik}^2 ; columns of L^-1 by forward substitution
-        for k in range(K):
-            out[p, k] = 0.0
-        col = np.empty(K)
-        for k in range(K):
-            for i in range(K):
-                col[i] = 0.0
-            col[k] = 1.0 / L[k, k]
-            acc = col[k] * col[k]
-            for i in range(k + 1, K):
-                s = 0.0
-                for m in range(k, i):
-                    s -= L[i, m] * col[m]
-                col[i] = s / L[i, i]
-                acc += col[i] * col[i]
-            out[p, k] = acc
+                a[k] = 0.0
+            for n in range(nnz):
+                j = idx[n]
+                y = yv[n]
+                for k in range(K):
+                    a[k] += Wt[j, k] * y
+            for k in range(K):
+                a[k] = max(a[k], 0.0) + 0.1 * total / ca0 * a0[k]
+            dv, it, fl = _newton(BnT, c, yv, nnz, total, a0, max_iter, tol, a, ws)
+            for k in range(K):
+                A[p, k] = a[k]
+            dev[p] = dv
+            iters[p] = it
+            flags[p] = fl
+            if want_sigma:
+                _sigma_one(BT, lo, hi, a, mu_floor, sw, errors[p])
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def linear_fit_raw(B, Wt, W2t, c, Y, ch0, want_sigma, A, dev, errors):
+    """a = W y of every raw row of ``Y`` (counted channels only; ``Wt`` = W^T (n_fit, K)), its deviance, and
+    sqrt(W^2 y) as sigma (``W2t`` = (W^2)^T)."""
+    N = Y.shape[0]
+    n_fit, K = B.shape
+    block = 64
+    for b in numba.prange((N + block - 1) // block):
+        idx = np.empty(n_fit, np.int64)
+        yv = np.empty(n_fit)
+        a = np.empty(K)
+        e = np.empty(K)
+        for p in range(b * block, min(N, (b + 1) * block)):
+            nnz, total = _counted(Y[p], ch0, n_fit, idx, yv)
+            for k in range(K):
+                a[k] = 0.0
+                e[k] = 0.0
+            for n in range(nnz):
+                j = idx[n]
+                y = yv[n]
+                for k in range(K):
+                    a[k] += Wt[j, k] * y
+                    e[k] += W2t[j, k] * y
+            s = 0.0
+            for n in range(nnz):
+                j = idx[n]
+                y = yv[n]
+                m = 0.0
+                for k in range(K):
+                    m += B[j, k] * a[k]
+                s += y * math.log(y / m) if m > 0 else math.inf
+            for k in range(K):
+                s += c[k] * a[k]
+                A[p, k] = a[k]
+                if want_sigma:
+                    errors[p, k] = math.sqrt(max(e[k], 0.0))
+            dev[p] = 2.0 * (s - total)

@@ -21,10 +21,11 @@ pixel also gets standard errors, from the Fisher information at its estimate
 
     I_kl = sum_j B_jk B_jl / mu_j,    sigma_k = sqrt((I^-1)_kk),
 
-over all fitted channels (one matrix product for a block of pixels), and its
-Poisson deviance. ``method="nnls"`` gives the unweighted non-negative least
-squares of PyXRF / scikit-beam (without their SNIP background) on the same
-basis, for comparison; ``method="linear"`` the fixed-weight linear estimator
+over all fitted channels (computed with the fit, each pair of components over
+the channels both are nonzero on), and its Poisson deviance.
+``method="nnls"`` gives the unweighted non-negative least squares of PyXRF /
+scikit-beam (without their SNIP background) on the same basis, for
+comparison; ``method="linear"`` the fixed-weight linear estimator
 (the Poisson ML linearised at the map's mean spectrum), exactly unbiased at
 any count, for pixels summed downstream.
 
@@ -289,12 +290,11 @@ def fit_spectra(spectra, energy, elements: Sequence[str], *, calibration: Calibr
     free : sequence of str
         Calibration parameters the summed-spectrum fit adjusts (:data:`.calibrate.DEFAULT_FREE`).
     sigma : bool
-        Compute the standard errors (a matrix product per block of pixels; skip for speed).
+        Compute the standard errors (about 40 % of a Poisson fit's time with them; skip for speed).
     max_iter, tol : int, float
         Per-pixel solver limits: iterations, and the Newton decrement (log-likelihood) at which to stop.
     chunk : int
-        Pixels per block of ``method="nnls"`` and of the standard errors (at most 2048 for these; memory:
-        about chunk x n_fit x 24 bytes).
+        Pixels per block of ``method="nnls"`` (memory: about chunk x n_fit x 16 bytes).
 
     Returns
     -------
@@ -423,11 +423,20 @@ def fit_of_pixels(amplitudes, deviance, iterations, flags, errors, *, map_shape,
         summed_amplitudes=summed_amplitudes)
 
 
+def _supports(B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's first and one-past-last nonzero row (0, 0 for a zero column): the channels it lives on."""
+    nonzero = B != 0
+    any_ = nonzero.any(axis=0)
+    lo = np.where(any_, nonzero.argmax(axis=0), 0)
+    hi = np.where(any_, B.shape[0] - nonzero[::-1].argmax(axis=0), 0)
+    return lo.astype(np.int64), hi.astype(np.int64)
+
+
 def _fit_pixels(a2, basis: SpectrumBasis, a0, method, want_sigma, max_iter, tol, chunk):
     # numba: compiled (or loaded from its cache) on first use
     from . import _kernels, _sparse
 
-    B = basis.matrix
+    B = np.ascontiguousarray(basis.matrix, dtype=np.float64)
     K = B.shape[1]
     c = B.sum(axis=0)
     n_pix = a2.shape[0]
@@ -437,6 +446,10 @@ def _fit_pixels(a2, basis: SpectrumBasis, a0, method, want_sigma, max_iter, tol,
     flags = np.zeros(n_pix, np.int64)
     errors = np.full((n_pix, K), np.nan) if want_sigma else np.empty((0, K))
     ch0 = basis.channels.start
+    # the standard errors, I = B' diag(1 / mu) B over every fitted channel at the estimate, per pixel in the
+    # kernels: each pair of components summed over the channels both live on (lines and their tails end)
+    BT = np.ascontiguousarray(B.T)
+    lo, hi = _supports(B)
     if method in ("linear", "poisson"):
         # weights from the mean spectrum: W = (B' M^-1 B)^-1 B' M^-1, M = diag(B a0); the Poisson fit starts
         # from this linear estimate (clipped, blended with the mean composition)
@@ -446,11 +459,12 @@ def _fit_pixels(a2, basis: SpectrumBasis, a0, method, want_sigma, max_iter, tol,
             weights = np.linalg.solve(scaled @ B, scaled)
         except np.linalg.LinAlgError:  # components the mean spectrum cannot tell apart: the least-norm weights
             weights = np.linalg.lstsq(scaled @ B, scaled, rcond=None)[0]
+        Wt = np.ascontiguousarray(weights.T)
     if method == "poisson":
-        _sparse.poisson_fit(B, c, np.ascontiguousarray(weights.T), a0, a2, ch0, max_iter, tol, A, dev, iters, flags)
+        _sparse.poisson_fit(B, c, Wt, np.asarray(a0, np.float64), a2, ch0, max_iter, tol, want_sigma, BT, lo, hi,
+                            MU_FLOOR, A, dev, iters, flags, errors)
     elif method == "linear":  # var(a_k) = sum_j W_kj^2 mu_j, estimated without bias by sum_j W_kj^2 y_j
-        weights = np.ascontiguousarray(weights)
-        _sparse.linear_fit(B, c, weights, weights**2, a2, ch0, want_sigma, A, dev, errors)
+        _sparse.linear_fit(B, Wt, Wt**2, c, a2, ch0, want_sigma, A, dev, errors)
     else:
         gram = B.T @ B
         for i0 in range(0, n_pix, chunk):
@@ -458,18 +472,6 @@ def _fit_pixels(a2, basis: SpectrumBasis, a0, method, want_sigma, max_iter, tol,
             Y = np.ascontiguousarray(a2[i0:i1, basis.channels], dtype=np.float64)
             _kernels.nnls_fit(gram, Y @ B, A[i0:i1], iters[i0:i1])
             _kernels.poisson_deviance(B, Y, A[i0:i1], dev[i0:i1])
-    if want_sigma and method != "linear":
-        # the Fisher information at the estimate, I = B' diag(1 / mu) B over every fitted channel, by BLAS on
-        # blocks of pixels: 1 / mu times the packed products B_jk B_jl (k >= l)
-        rows, cols = np.tril_indices(K)
-        pairs = np.ascontiguousarray(B[:, rows] * B[:, cols])
-        step = min(chunk, 2048)
-        for i0 in range(0, n_pix, step):
-            i1 = min(i0 + step, n_pix)
-            mu = A[i0:i1] @ B.T
-            np.maximum(mu, MU_FLOOR, out=mu)
-            np.reciprocal(mu, out=mu)
-            var = np.empty((i1 - i0, K))
-            _kernels.inverse_diagonal(mu @ pairs, K, var)
-            errors[i0:i1] = np.sqrt(var)
+        if want_sigma:
+            _kernels.fisher_sigma(BT, lo, hi, A, MU_FLOOR, errors)
     return A, dev, iters, flags, (errors if want_sigma else None)
