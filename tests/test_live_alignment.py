@@ -68,6 +68,16 @@ def test_live_alignment_tracks_the_runout(RE, docs, mp):
     assert replay.wait(60)
     np.testing.assert_allclose(replay.results[uid]["shifts"], shifts, atol=1e-9)
 
+    # a run that names no sample (a beamline's records: only the simulated microprobes set one) gets a
+    # derived run without it; regression: its start document carried sample=None, which event-model refuses
+    assert docs.of("start")[0]["sample"] is not None
+    anonymous = []
+    unnamed = LiveDPCAlignment(emit=_validated(anonymous))
+    for name, doc in docs:
+        unnamed(name, {k: v for k, v in doc.items() if k != "sample"} if name == "start" else doc)
+    assert unnamed.wait(60) and unnamed.errors == []
+    assert anonymous[0][0] == "start" and "sample" not in anonymous[0][1] and anonymous[-1][0] == "stop"
+
 
 def test_live_alignment_refuses_an_unknown_method():
     with pytest.raises(ValueError, match=r"method='bogus'.*'auto', 'pairwise', 'matching'"):

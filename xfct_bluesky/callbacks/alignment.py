@@ -362,11 +362,14 @@ class _AlignmentRun(RunState):
     def _derived(self, theta, shifts, summary) -> list[tuple[str, dict]]:
         """The derived run's documents: start (linked by raw_uid), one event per projection, stop."""
         owner = self.owner
-        bundle = compose_run(metadata={
+        metadata = {
             "plan_name": ALIGNMENT_PLAN, "raw_uid": self.uid, "field": owner.field, "quantities": {"theta": "theta"},
-            "sample": self.start_doc.get("sample"), "upsample": owner.upsample, "alignment": summary,
+            "upsample": owner.upsample, "alignment": summary,
             "purpose": "DPC alignment shifts of a tomography (shift moves each projection onto the axis)",
-        })
+        }
+        if self.start_doc.get("sample") is not None:  # a run on a beamline's records may name none: no null
+            metadata["sample"] = self.start_doc["sample"]  # (event-model's start schema refuses sample: None)
+        bundle = compose_run(metadata=metadata)
         docs: list[tuple[str, dict]] = [("start", bundle.start_doc)]
         desc = bundle.compose_descriptor(name="primary", data_keys={
             "theta": {"dtype": "number", "shape": [], "source": "derived", "units": "deg"},
