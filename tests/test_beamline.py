@@ -97,6 +97,11 @@ def test_the_2ide_fluorescence_pvs_are_the_xmap_records_its_files_read(mda_names
         assert pv.split(".")[0] in records or pv.startswith(prefix), (role, pv)
 
 
+def _beam(energy="10.2", flux="5.0e+9", spot="[7.0e-7, 5.0e-7]") -> str:
+    """A file whose beam section has these figures (checked before its roles)."""
+    return f"beamline: X\nbeam: {{energy_kev: {energy}, flux: {flux}, spot_fwhm: {spot}}}\nroles: {{}}\n"
+
+
 @pytest.mark.parametrize(("text", "key", "fix"), [
     ("beamline: X\nroles: {}\nextra: 1\n", "extra: unknown key", "allowed at the top level"),
     ("roles: {}\n", "beamline: missing", "name the beamline"),
@@ -111,6 +116,18 @@ def test_the_2ide_fluorescence_pvs_are_the_xmap_records_its_files_read(mda_names
     ("beamline: X\nroles:\n  rotation: {motor: 'a:m1', speed: 3}\n", "roles.rotation.speed: unknown key",
      "allowed here: motor, source, note"),
     ("beamline: X\nroles: [1, 2\n", "not YAML", "fix the line"),
+    (_beam(energy="0.5"), "beam.energy_kev=0.5: allowed 1..100 keV", "Give the beam energy in keV"),
+    (_beam(energy="'ten'"), "beam.energy_kev='ten' is a string, not a number; allowed: 1..100 keV",
+     "Give the beam energy"),
+    (_beam(flux="5"), "beam.flux=5: allowed 1000..1e+15 photons/s", "in photons/s, e.g. 5.0e+9"),
+    (_beam(spot="[700, 500]"), "beam.spot_fwhm[0]=700: allowed 1e-09..0.001 m", "in metres, horizontal then"),
+    (_beam(spot="7.0e-7"), "beam.spot_fwhm: 7e-07 is not two numbers (horizontal, vertical)",
+     "allowed [h, v], each 1e-09..0.001 m"),
+    ("beamline: X\nbeam: {energy_kev: 10.2, flux: 5.0e+9}\nroles: {}\n", "beam.spot_fwhm: missing",
+     "the beam section gives energy_kev, flux, spot_fwhm"),
+    ("beamline: X\nbeam: {energy: 10.2}\nroles: {}\n", "beam.energy: unknown key",
+     "allowed here: energy_kev, flux, spot_fwhm, source, note"),
+    ("beamline: X\nbeam: 10.2\nroles: {}\n", "beam: 10.2 is not a mapping", "write e.g. 'beam: {energy_kev"),
 ])
 def test_a_bad_file_is_refused_naming_the_key_and_the_fix(tmp_path, text, key, fix):
     path = tmp_path / "bad.yaml"
@@ -137,13 +154,82 @@ def test_the_prefix_of_the_simulated_ioc_is_replaced():
     assert load_beamline("sim-ioc").record("rotation") == "XFCT:Rot"
 
 
-def test_the_plans_microprobe_is_not_claimed_on_records_it_cannot_drive(monkeypatch, tmp_path):
+def test_the_2ide_beam_is_the_founding_papers_and_its_files_agree(mda_names, override):
+    """The beam section of aps-2ide.yaml: the founding paper's beam at 2-ID-E (10.2 keV, 5e9 photons/s, a 700 x 500 nm
+    spot: the simulator's constants, from the same paper); the scan files' undulator readout and the fit file's
+    incident energy agree with the energy."""
+    from xfct_bluesky.beamline.config import check_microprobe
+    from xfct_bluesky.physics import constants as C
+
+    config = load_beamline("aps-2ide")
+    assert config.beam == {"energy_kev": C.BEAM_ENERGY_KEV, "flux": C.FLUX, "spot_fwhm": list(C.PROBE_FWHM)}
+    assert check_microprobe(config) == {"energy_kev": 10.2, "flux": 5e9, "spot_fwhm": (700e-9, 500e-9)}
+    undulator = float(mda_names["extra"]["ID02ds:Energy.VAL"][0])  # keV, "Average Energy Readout"
+    assert undulator == pytest.approx(config.beam["energy_kev"], rel=0.02)
+    text = (DATA / "maps_fit_parameters_override.txt").read_text(errors="replace")
+    low, high = (float(re.search(rf"^COHERENT_SCT_ENERGY_{k}:\s*(\S+)", text, re.MULTILINE).group(1))
+                 for k in ("MIN", "MAX"))
+    assert low <= config.beam["energy_kev"] <= high
+
+
+def test_plain_yaml_numbers_are_numbers(tmp_path):
+    """PyYAML reads ``5e9`` (no dot) as a string: the beam section takes it as the number it is written as."""
+    text = load_beamline("aps-2ide").path.read_text()
+    text = text.replace("flux: 5.0e+9", "flux: 5e9").replace("[700.0e-9, 500.0e-9]", "[700e-9, 0.5e-6]")
+    (tmp_path / "b.yaml").write_text(text)
+    assert load_beamline(tmp_path / "b.yaml").beam == {"energy_kev": 10.2, "flux": 5e9, "spot_fwhm": [700e-9, 500e-9]}
+
+
+def test_the_plans_microprobe_is_refused_on_records_without_a_beam_or_a_fly_raster(monkeypatch, tmp_path):
+    """Session(microprobe="beamline") checks the configuration when it is made, before anything connects: no beam
+    section, no MCS fly arrays, no xMAP, no configuration at all are each refused naming the key and the fix."""
+    from xfct_bluesky.session import Session, make_microprobe
+
+    for name in ("XFCT_BLUESKY_BEAMLINE", "XFCT_BLUESKY_HARDWARE", "XFCT_BLUESKY_PREFIX"):
+        monkeypatch.delenv(name, raising=False)
+    text = load_beamline("aps-2ide").path.read_text()
+    no_beam = tmp_path / "no-beam.yaml"
+    no_beam.write_text(text[:text.index("beam:\n")] + text[text.index("roles:\n"):])
+    assert load_beamline(no_beam).beam is None  # optional for the records (session.beamline, step scans) ...
+    with pytest.raises(BeamlineConfigError) as err:  # ... needed for the plans' microprobe
+        Session(tmp_path / "data", store=False, beamline=no_beam, microprobe="beamline")
+    said = str(err.value)
+    assert str(no_beam) in said and "the plans' microprobe (microprobe='beamline') cannot be built" in said
+    assert "beam: missing" in said and "add 'beam: {energy_kev: 10.2, flux: 5.0e+9, spot_fwhm:" in said
+    assert "fly" not in said.split("beam: missing")[1]  # the records are complete: only the beam is named
+
+    no_fly = tmp_path / "no-fly.yaml"
+    no_fly.write_text(text.replace(', fly: "2xfm:mcs:mca12.VAL"', "").replace(', fly: "2xfm:mcs:mca13.VAL"', ""))
+    with pytest.raises(BeamlineConfigError, match=re.escape("roles.dpc_b.fly: missing, also roles.dpc_c.fly (the "
+                                                            "plans' fly raster reads I0 and the four DPC segments")):
+        Session(tmp_path / "data", store=False, beamline=no_fly, microprobe="beamline")
+
+    with pytest.raises(BeamlineConfigError) as err:  # the simulated IOC's layout: its own microprobe is "epics"
+        Session(tmp_path / "data", store=False, beamline="sim-ioc", microprobe="beamline")
+    said = str(err.value)
+    assert "beam: missing" in said and "roles.i0.fly: missing" in said
+    assert "roles.fluorescence: an mca (the plans' fly raster reads an xMAP's mapping mode)" in said
+    assert "its own microprobe is microprobe='epics'" in said
+
+    with pytest.raises(ValueError, match=r"microprobe='beamline' builds the plans' microprobe on a beamline "
+                                         r"configuration's records, and none is given: give beamline='aps-2ide'"):
+        Session(tmp_path / "data", store=False, microprobe="beamline")
+    with pytest.raises(ValueError, match=r"XFCT_BLUESKY_HARDWARE=beamline .* set XFCT_BLUESKY_BEAMLINE"):
+        make_microprobe(tmp_path, "beamline")
+    monkeypatch.setenv("XFCT_BLUESKY_BEAMLINE", str(no_beam))
+    with pytest.raises(BeamlineConfigError, match="beam: missing"):
+        make_microprobe(tmp_path, "beamline")
+    assert not (tmp_path / "data").exists() and not (tmp_path / "assets").exists()  # refused before anything
+
+
+def test_the_epics_microprobe_is_not_claimed_on_records_it_cannot_drive(monkeypatch, tmp_path):
+    """"epics" is the simulated IOC's own layout; another beamline's records take "beamline"."""
     from xfct_bluesky.session import make_microprobe
 
     monkeypatch.setenv("XFCT_BLUESKY_BEAMLINE", "aps-2ide")
     monkeypatch.delenv("XFCT_BLUESKY_PREFIX", raising=False)
-    with pytest.raises(ValueError, match=r"runs on the simulated IOC's records only; APS 2-ID-E's records are for "
-                                         r"step scans, as session.beamline"):
+    with pytest.raises(ValueError, match=r"XFCT_BLUESKY_HARDWARE=epics drives the simulated IOC's own layout .* not "
+                                         r"APS 2-ID-E's records .* set XFCT_BLUESKY_HARDWARE=beamline"):
         make_microprobe(tmp_path, "epics")
 
 
@@ -156,3 +242,20 @@ def test_shell_refuses_a_bad_configuration_before_ipython_starts(tmp_path, capsy
     err = capsys.readouterr().err
     assert "roles.rotation.speed: unknown key" in err and "allowed here: motor, source, note" in err
     assert not (tmp_path / "data").exists()  # refused before anything was made
+
+
+def test_shell_refuses_a_microprobe_the_configuration_cannot_carry_before_ipython_starts(tmp_path, capsys,
+                                                                                         monkeypatch):
+    """`shell --beamline` checks the microprobe it will make: "beamline" on the simulated IOC's layout (no beam, no
+    MCS), "epics" on 2-ID-E's records; both refused before IPython, naming the fix."""
+    from xfct_bluesky import cli
+
+    monkeypatch.delenv("XFCT_BLUESKY_PREFIX", raising=False)
+    monkeypatch.setenv("XFCT_BLUESKY_HARDWARE", "beamline")
+    assert cli.main(["shell", "--beamline", "sim-ioc", "--data-dir", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert "beam: missing" in err and "roles.i0.fly: missing" in err
+    monkeypatch.delenv("XFCT_BLUESKY_HARDWARE")
+    assert cli.main(["shell", "--epics", "--beamline", "aps-2ide", "--data-dir", str(tmp_path / "data")]) == 2
+    assert "set XFCT_BLUESKY_HARDWARE=beamline" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()

@@ -150,33 +150,6 @@ def test_the_new_classes_connect_to_the_pv_names_the_real_fly_scan_recorded(fly_
     assert not any(pv.startswith("SIM:") for pv in recorded)
 
 
-def test_xfct_tomo_runs_on_the_real_layouts(ioc, RE, docs, tmp_path):
-    """The plans' tomography on 2-ID-E's records: the rotation 2xfm:m53, the zone plate, the flyer on the MCS
-    and the xMAP mapping; one event per projection with every map, the spectra in HDF5."""
-    from xfct_bluesky.devices.beamline_fly import make_beamline_microprobe
-    from xfct_bluesky.physics import MicroprobeSimulator, mouse_egg
-    from xfct_bluesky.plans import xfct_tomo
-
-    probe = MicroprobeSimulator(mouse_egg(seed=0), seed=0).probe
-    mp = make_beamline_microprobe(load_beamline("aps-2ide"), energy_kev=probe.energy_kev, flux=probe.flux,
-                                  spot_fwhm=probe.fwhm, hdf5_directory=tmp_path, line_margin=MARGIN)
-    try:
-        RE(xfct_tomo(mp, shape=(1, 17), pixel_size=PIXEL, n_angles=2, angular_range=2.0, dwell=DWELL))
-        assert mp.rotation.position == pytest.approx(0.0)  # back where it started
-    finally:
-        mp.destroy()
-    start = docs.of("start")[0]
-    assert start["plan_name"] == "xfct_tomo" and start["shape"] == [1, 17] and len(start["angles"]) == 2
-    events = docs.events()
-    assert len(events) == 2
-    for event, theta in zip(events, start["angles"], strict=True):
-        assert event["data"]["microprobe_rotation"] == pytest.approx(theta, abs=1e-3)
-        assert np.asarray(event["data"]["microprobe_scanner_Zn"]).shape == (1, 17)
-        assert np.asarray(event["data"]["microprobe_scanner_i0"]).min() > 0
-    assert [d["indices"] for d in docs.of("stream_datum")] == [{"start": 0, "stop": 1}, {"start": 1, "stop": 2}]
-    assert start["quantities"]["Zn"] == "microprobe_scanner_Zn"
-
-
 @pytest.fixture
 def fault(fly_device):
     from ophyd import EpicsSignal
@@ -265,3 +238,47 @@ def test_the_xmap_buffer_layout_round_trips_and_refuses_what_it_is_not():
         decode_buffer(np.zeros(300, np.uint16))
     with pytest.raises(ValueError, match=r"header says 3 pixels of 320 words"):
         decode_buffer(words[:-1])
+
+
+
+def test_xfct_tomo_runs_on_the_real_layouts_through_the_session(ioc, tmp_path):
+    """``Session(beamline="aps-2ide", microprobe="beamline")``: the plans' microprobe (make_beamline_microprobe) on
+    2-ID-E's records, the rotation 2xfm:m53, the zone plate, the flyer on the MCS and the xMAP mapping, the beam
+    from the configuration's beam section, the spectra in the session's assets folder; ``xfct_tomo`` of 2 angles
+    through the session's RunEngine: one event per projection with every map, the spectra in HDF5, every document
+    valid."""
+    from conftest import DocumentCollector
+
+    from xfct_bluesky.devices.beamline_fly import BeamlineMicroprobe
+    from xfct_bluesky.plans import xfct_tomo
+    from xfct_bluesky.session import Session
+
+    docs = DocumentCollector()
+    # live=False: 2 angles 2 degrees apart on one line are no tomography to align or reconstruct
+    with Session(tmp_path, store=False, live=False, persistent_md=False, journal=False, beamline="aps-2ide",
+                 microprobe="beamline") as session:
+        mp = session.microprobe
+        assert isinstance(mp, BeamlineMicroprobe) and mp.connected and session.beamline.connected
+        assert mp.rotation.prefix == "2xfm:m53" and mp.scanner.mcs.prefix == "2xfm:mcs:"
+        assert mp.beam_parameters() == {"energy_kev": 10.2, "flux": 5e9, "spot_fwhm": [700e-9, 500e-9]}
+        assert mp.scanner.hdf5_directory == session.assets_dir
+        session.RE.subscribe(docs)
+        (uid,) = session.RE(xfct_tomo(mp, shape=(1, 17), pixel_size=PIXEL, n_angles=2, angular_range=2.0,
+                                      dwell=DWELL))
+        assert mp.rotation.position == pytest.approx(0.0)  # back where it started
+    assert not mp.connected  # closed with the session
+    assert not docs.invalid
+    start = docs.of("start")[0]
+    assert start["uid"] == uid and start["plan_name"] == "xfct_tomo" and start["shape"] == [1, 17]
+    assert (start["energy"], start["flux"], start["spot_size"]) == (10.2, 5e9, [700e-9, 500e-9])
+    events = docs.events()
+    assert len(events) == 2 and len(start["angles"]) == 2
+    for event, theta in zip(events, start["angles"], strict=True):
+        assert event["data"]["microprobe_rotation"] == pytest.approx(theta, abs=1e-3)
+        assert np.asarray(event["data"]["microprobe_scanner_Zn"]).shape == (1, 17)
+        assert np.asarray(event["data"]["microprobe_scanner_i0"]).min() > 0
+    assert [d["indices"] for d in docs.of("stream_datum")] == [{"start": 0, "stop": 1}, {"start": 1, "stop": 2}]
+    (resource,) = docs.of("stream_resource")
+    assert resource["uri"].removeprefix("file://").startswith(str(session.assets_dir))
+    assert start["quantities"]["Zn"] == "microprobe_scanner_Zn"
+    assert docs.of("stop")[0]["exit_status"] == "success"

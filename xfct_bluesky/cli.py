@@ -151,15 +151,29 @@ def cmd_shell(args) -> int:
     if not startup:
         print(f"no profile at {prof}: set XFCT_BLUESKY_PROFILE to a profile_collection folder", file=sys.stderr)
         return 2
+    hardware = "epics" if args.epics else (os.environ.get("XFCT_BLUESKY_HARDWARE") or "").lower() or None
     if args.beamline:  # checked before IPython starts: a bad file is refused naming the key and the fix
-        from .beamline import BeamlineConfigError, load_beamline
+        from .beamline import load_beamline
+        from .beamline.config import check_microprobe
 
         try:
             config = load_beamline(args.beamline)
-        except BeamlineConfigError as err:
+            if hardware is None and config.beam is not None:  # a file stating its beam: the plans run on its records
+                hardware = "beamline"
+            if hardware == "beamline":
+                check_microprobe(config)  # the beam: section and the fly raster's roles
+            elif hardware == "epics":
+                from .session import _microprobe_prefix
+
+                _microprobe_prefix(config, os.environ.get("XFCT_BLUESKY_PREFIX"))  # the simulated IOC's layout
+        except ValueError as err:  # BeamlineConfigError is one
             raise OptionError(str(err)) from None
         os.environ["XFCT_BLUESKY_BEAMLINE"] = str(config.path)
-    os.environ["XFCT_BLUESKY_HARDWARE"] = "epics" if args.epics else os.environ.get("XFCT_BLUESKY_HARDWARE", "sim")
+        what = {"beamline": "the plans' microprobe on these records, the beam from the file's beam: section",
+                None: "simulated (the file has no beam: section for the plans' microprobe on its records)"}
+        print(f"{config.beamline}: its records as `beamline`; the microprobe `mp`: {what.get(hardware, hardware)}",
+              file=sys.stderr)
+    os.environ["XFCT_BLUESKY_HARDWARE"] = hardware or "sim"
     if args.data_dir:
         os.environ["XFCT_BLUESKY_DATA"] = str(_data_dir(args))
     config = Config()
@@ -574,7 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_data_dir(sub.add_parser("shell", help="IPython with the beamline profile"))
     p.add_argument("--epics", action="store_true", help="EPICS hardware instead of the simulation")
     p.add_argument("--beamline", metavar="FILE", help="a beamline configuration (YAML, or aps-2ide, sim-ioc): its "
-                   "records as `beamline` in the shell; with --epics and sim-ioc, the microprobe's prefix too")
+                   "records as `beamline` in the shell; with a beam: section (aps-2ide), the plans' microprobe `mp` "
+                   "on them (XFCT_BLUESKY_HARDWARE=beamline); with --epics and sim-ioc, the microprobe's prefix")
     p.set_defaults(func=cmd_shell)
 
     p = with_data_dir(sub.add_parser("paper-table", help="the founding paper's CC peak widths, simulated"))

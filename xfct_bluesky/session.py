@@ -21,11 +21,16 @@ XFCT_BLUESKY_TILED_URI   a running Tiled server to write to, e.g. ``xfct-bluesky
                          serve`` (default: an embedded server over the data folder)
 XFCT_BLUESKY_TILED_API_KEY  API key for that server (default: the key ``xfct-bluesky
                          serve`` keeps in the data folder, ``<data dir>/api_key``)
-XFCT_BLUESKY_HARDWARE    "sim" (default) or "epics"
+XFCT_BLUESKY_HARDWARE    "sim" (default), "epics" (the simulated IOC's own layout) or "beamline" (the plans'
+                         microprobe on XFCT_BLUESKY_BEAMLINE's records and its ``beam:`` section)
 XFCT_BLUESKY_PREFIX      EPICS PV prefix of the microprobe (with "epics")
 XFCT_BLUESKY_BEAMLINE    a beamline configuration (a YAML file, or ``aps-2ide``, ``sim-ioc``): its records
-                         as ``session.beamline`` (:func:`~xfct_bluesky.devices.beamline.make_beamline_devices`),
-                         and, with "epics", the microprobe's prefix when its records are the simulated IOC's
+                         as ``session.beamline`` (:func:`~xfct_bluesky.devices.beamline.make_beamline_devices`);
+                         with "beamline", the microprobe's records
+                         (:func:`~xfct_bluesky.devices.beamline_fly.make_beamline_microprobe`); with "epics",
+                         the microprobe's prefix when its records are the simulated IOC's
+XFCT_BLUESKY_CONNECT_TIMEOUT  seconds the EPICS microprobe waits for its records (10 with "epics", 30 with
+                         "beamline")
 XFCT_BLUESKY_SEED        seed of the simulated microprobe (default 0)
 """
 
@@ -110,17 +115,46 @@ def _close_at_exit(stack: ExitStack) -> None:
     threading.Thread(target=watch, name="xfct-tiled-closer", daemon=True).start()
 
 
-def make_microprobe(data_dir: Path, hardware: str | None = None):
-    """The microprobe: simulated (default) or EPICS, chosen by $XFCT_BLUESKY_HARDWARE.
+def make_microprobe(data_dir: Path, hardware: str | None = None, *, config=None):
+    """The microprobe: simulated (default), EPICS or on a beamline's records, chosen by $XFCT_BLUESKY_HARDWARE.
 
-    EPICS devices take their PV prefix from $XFCT_BLUESKY_PREFIX (default
-    ``XFCT:``) and wait $XFCT_BLUESKY_CONNECT_TIMEOUT seconds (10) for it;
-    the IOC must write its HDF5 spectra into ``<data dir>/assets``
-    (``xfct-bluesky ioc --data-dir <data dir>/assets``), where Tiled reads them.
+    Parameters
+    ----------
+    data_dir : pathlib.Path
+        The data folder: spectra go to ``<data dir>/assets``, where Tiled reads them.
+    hardware : {"sim", "epics", "beamline"}, optional
+        Default $XFCT_BLUESKY_HARDWARE, else "sim". "epics": the simulated IOC's own layout, its PV
+        prefix from $XFCT_BLUESKY_PREFIX (default ``XFCT:``), waiting $XFCT_BLUESKY_CONNECT_TIMEOUT
+        seconds (10); the IOC must write its HDF5 spectra into ``<data dir>/assets`` (``xfct-bluesky ioc
+        --data-dir <data dir>/assets``). "beamline": the plans' microprobe on ``config``'s records
+        (:func:`~xfct_bluesky.devices.beamline_fly.make_beamline_microprobe`, the beam from the file's
+        ``beam:`` section), waiting $XFCT_BLUESKY_CONNECT_TIMEOUT seconds (30).
+    config : BeamlineConfig, optional
+        With "beamline": the configuration (default $XFCT_BLUESKY_BEAMLINE's).
+
+    Raises
+    ------
+    ValueError
+        Unknown hardware, or "beamline" without a configuration or on one that lacks the ``beam:`` section
+        or the fly raster's records (:func:`~xfct_bluesky.beamline.config.check_microprobe`), before
+        anything connects.
     """
     from .storage.folder import ASSETS_SUBDIR
 
     hardware = (hardware or os.environ.get("XFCT_BLUESKY_HARDWARE", "sim")).lower()
+    if hardware == "beamline":
+        from .beamline.config import check_microprobe
+
+        config = config if config is not None else beamline_config()
+        if config is None:
+            raise ValueError("XFCT_BLUESKY_HARDWARE=beamline builds the plans' microprobe on a beamline "
+                             "configuration's records, and none is given: set XFCT_BLUESKY_BEAMLINE (a YAML file, "
+                             "or aps-2ide), give Session(beamline=...), or `xfct-bluesky shell --beamline FILE`")
+        beam = check_microprobe(config)  # the beam: section and the fly raster's roles, before anything connects
+        from .devices.beamline_fly import make_beamline_microprobe
+
+        return make_beamline_microprobe(config, **beam, hdf5_directory=Path(data_dir) / ASSETS_SUBDIR,
+                                        connect=float(os.environ.get("XFCT_BLUESKY_CONNECT_TIMEOUT", "30")))
     if hardware == "sim":
         from .devices.sim import make_sim_microprobe
         from .physics import small_cell
@@ -139,7 +173,8 @@ def make_microprobe(data_dir: Path, hardware: str | None = None):
         return make_epics_microprobe(prefix or "XFCT:",
                                      hdf5_directory=Path(data_dir) / ASSETS_SUBDIR,
                                      connection_timeout=float(os.environ.get("XFCT_BLUESKY_CONNECT_TIMEOUT", "10")))
-    raise ValueError(f"XFCT_BLUESKY_HARDWARE={hardware!r}: allowed 'sim' or 'epics'")
+    raise ValueError(f"XFCT_BLUESKY_HARDWARE={hardware!r}: allowed 'sim' or 'epics', or 'beamline' with a beamline "
+                     "configuration (XFCT_BLUESKY_BEAMLINE)")
 
 
 def beamline_config(spec: str | Path | None = None):
@@ -153,12 +188,12 @@ def beamline_config(spec: str | Path | None = None):
 
 
 def _microprobe_prefix(config, prefix: str | None) -> str:
-    """The plans' microprobe on ``config``'s records: today only the simulated IOC's layout (a prefix)."""
+    """The EPICS microprobe's prefix on ``config``'s records: "epics" drives the simulated IOC's own layout only."""
     if config.record("rotation") != f"{config.prefix}Rot":
-        raise ValueError(f"XFCT_BLUESKY_BEAMLINE={config.path}: the plans' microprobe (its fly raster) runs on the "
-                         f"simulated IOC's records only; {config.beamline}'s records are for step scans, as "
-                         "session.beamline (xfct_bluesky.devices.beamline): unset XFCT_BLUESKY_HARDWARE=epics, or "
-                         "use the sim-ioc configuration")
+        raise ValueError(f"XFCT_BLUESKY_HARDWARE=epics drives the simulated IOC's own layout (<prefix>Rot, <prefix>Fly:...), "
+                         f"not {config.beamline}'s records (XFCT_BLUESKY_BEAMLINE={config.path}): for the plans' "
+                         "microprobe on them set XFCT_BLUESKY_HARDWARE=beamline (Session(microprobe='beamline'); "
+                         "the file's beam: section gives the beam), or use the sim-ioc configuration")
     if prefix is not None and prefix != config.prefix:
         raise ValueError(f"XFCT_BLUESKY_PREFIX={prefix!r} and XFCT_BLUESKY_BEAMLINE={config.path} (prefix "
                          f"{config.prefix!r}) disagree: give one of them")
@@ -188,11 +223,16 @@ class Session:
     store : bool
         False: no Tiled at all (a RunEngine and the callbacks only, for the
         in-memory studies); ``catalog`` and ``writer`` are then None.
-    microprobe : {"sim", "epics"}, Device, callable or None
-        The hardware: :func:`make_microprobe`'s ("sim" or "epics"; default
-        $XFCT_BLUESKY_HARDWARE if set, else none), a device, or a callable
-        ``f(session) -> device`` (e.g. one whose spectra go to
-        ``session.assets_dir``).
+    microprobe : {"sim", "epics", "beamline"}, Device, callable or None
+        The hardware: :func:`make_microprobe`'s ("sim", "epics" or
+        "beamline"; default $XFCT_BLUESKY_HARDWARE if set, else none), a
+        device, or a callable ``f(session) -> device`` (e.g. one whose
+        spectra go to ``session.assets_dir``). "beamline": the plans'
+        microprobe on the ``beamline`` configuration's records
+        (:func:`~xfct_bluesky.devices.beamline_fly.make_beamline_microprobe`,
+        the beam from its ``beam:`` section, spectra in ``assets_dir``); a
+        configuration without ``beam:`` or the fly raster's records is
+        refused here, before anything connects.
     live : bool
         Subscribe the live spectrum fit, DPC alignment and reconstruction:
         their derived runs (``raw_uid``) go through the same writer; the fit's
@@ -262,11 +302,19 @@ class Session:
             raise ValueError("read_only=True reads the catalog only: give live=False and no microprobe")
         if microprobe is None:
             microprobe = os.environ.get("XFCT_BLUESKY_HARDWARE") or None
-        if isinstance(microprobe, str) and microprobe.lower() not in ("sim", "epics"):
-            raise ValueError(f"microprobe={microprobe!r}: allowed 'sim', 'epics', a device, a callable "
-                             "f(session) -> device, or None")
+        if isinstance(microprobe, str) and microprobe.lower() not in ("sim", "epics", "beamline"):
+            raise ValueError(f"microprobe={microprobe!r}: allowed 'sim', 'epics', 'beamline' (with a beamline "
+                             "configuration), a device, a callable f(session) -> device, or None")
         self._microprobe_spec = microprobe
         self.beamline_config = beamline_config(beamline)  # a bad file is refused here, naming the key
+        if isinstance(microprobe, str) and microprobe.lower() == "beamline":
+            from .beamline.config import check_microprobe
+
+            if self.beamline_config is None:
+                raise ValueError("microprobe='beamline' builds the plans' microprobe on a beamline configuration's "
+                                 "records, and none is given: give beamline='aps-2ide' (or a YAML file), or set "
+                                 "XFCT_BLUESKY_BEAMLINE")
+            check_microprobe(self.beamline_config)  # the beam: section and the fly raster's roles, here
         self.beamline = None
         self._stack = ExitStack()
         self.RE = None
@@ -448,7 +496,9 @@ class Session:
         if spec is None:
             return
         if isinstance(spec, str):
-            self.microprobe = make_microprobe(self.data_dir, spec)
+            self.microprobe = make_microprobe(self.data_dir, spec, config=self.beamline_config)
+            if spec.lower() == "beamline":
+                self._stack.callback(self.microprobe.destroy)
         elif callable(spec) and not hasattr(spec, "read"):  # a factory, not a device
             self.microprobe = spec(self)
         else:

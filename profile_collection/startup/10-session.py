@@ -1,7 +1,9 @@
 # The session (xfct_bluesky.Session): RunEngine with persistent metadata, the Tiled catalog (embedded server, or
 # XFCT_BLUESKY_TILED_URI) written through one journaled writer with a backup folder, the microprobe (simulated
-# unless XFCT_BLUESKY_HARDWARE=epics), a progress bar, and the live DPC alignment and reconstruction (their
-# derived runs in Tiled, linked by raw_uid; figures drawn on the main thread, none headless). In the queue
+# unless XFCT_BLUESKY_HARDWARE=epics, or =beamline: the plans' microprobe on XFCT_BLUESKY_BEAMLINE's records, as
+# `xfct-bluesky shell --beamline FILE` sets it for a file with a beam: section), a progress bar, and the live DPC
+# alignment and reconstruction (their derived runs in Tiled, linked by raw_uid; figures drawn on the main thread,
+# none headless). In the queue
 # server's worker: no figures and no progress bar (nobody watches its terminal), the same runs and derived runs.
 print(f"Loading {__file__}")
 from bluesky.callbacks.best_effort import BestEffortCallback  # noqa: E402

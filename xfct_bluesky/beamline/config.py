@@ -5,6 +5,10 @@ The file (YAML)::
     beamline: APS 2-ID-E              # a name, for the log and the check's header
     prefix: ""                        # optional: "{prefix}" in any PV name below is replaced by it
     sources: [...]                    # optional: where the names come from (free text)
+    beam:                             # optional: the beam the plans record (no record gives it)
+      energy_kev: 10.2                #   keV
+      flux: 5.0e+9                    #   photons/s on the sample
+      spot_fwhm: [700.0e-9, 500.0e-9] #   m, horizontal and vertical FWHM of the focal spot
     roles:
       rotation: {motor: "2xfm:m53", source: "..."}
       i0: {counter: "2xfm:scaler3_cts1.B", fly: "2xfm:mcs:mca2.VAL"}
@@ -17,6 +21,11 @@ Each role names exactly one *kind* of record (:data:`KINDS`), among those
 MCS array), ``elements`` (an XIA system: its detector elements), ``channels`` (an Xspress3: its channels),
 ``source`` and ``note`` (free text). The PV names a kind uses are
 :meth:`BeamlineConfig.pvs`.
+
+The ``beam`` section (:data:`BEAM_RANGES`) states what no record of a microprobe gives: the beam's energy,
+flux and focal spot, which the plans record and compute the dose from. With it, and the records of a fly
+raster (the counters' MCS ``fly`` arrays and an xMAP), :func:`check_microprobe` passes and
+``Session(beamline=..., microprobe="beamline")`` builds the plans' microprobe on the records.
 """
 
 from __future__ import annotations
@@ -28,10 +37,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ..validate import integer
+from ..validate import between, integer
 
-__all__ = ["CONFIGS", "KINDS", "ROLES", "BeamlineConfig", "BeamlineConfigError", "RoleSpec", "config_path",
-           "fast_axis", "load_beamline", "mcs_layout"]
+__all__ = ["BEAM_RANGES", "CONFIGS", "KINDS", "MICROPROBE_COUNTERS", "ROLES", "BeamlineConfig", "BeamlineConfigError",
+           "RoleSpec", "check_microprobe", "config_path", "fast_axis", "load_beamline", "mcs_layout"]
 
 
 class BeamlineConfigError(ValueError):
@@ -81,7 +90,19 @@ KINDS: MappingProxyType[str, str] = MappingProxyType({
 
 _EXTRAS = {"counter": ("fly",), "signal": ("fly",), "xmap": ("elements",), "xspress3": ("channels",)}
 _FREE_TEXT = ("source", "note")
-_TOP = ("beamline", "prefix", "sources", "roles")
+_TOP = ("beamline", "prefix", "sources", "beam", "roles")
+
+BEAM_RANGES: MappingProxyType[str, tuple[float, float, str, str]] = MappingProxyType({
+    "energy_kev": (1.0, 100.0, " keV", "Give the beam energy in keV, e.g. 10.2 (2-ID-E in the founding paper)."),
+    "flux": (1e3, 1e15, " photons/s", "Give the focused flux on the sample in photons/s, e.g. 5.0e+9."),
+    "spot_fwhm": (1e-9, 1e-3, " m", ("Give the focal spot's FWHM in metres, horizontal then vertical, "
+                                     "e.g. [700.0e-9, 500.0e-9].")),
+})
+"""The ``beam`` section's keys: (lowest, highest, unit, fix); ``spot_fwhm`` is two such numbers (h, v)."""
+
+#: The counter roles the plans' fly raster reads from the MCS (each needs its ``fly`` array).
+MICROPROBE_COUNTERS = ("i0", "dpc_a", "dpc_b", "dpc_c", "dpc_d")
+_NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
 _PV = re.compile(r"^[A-Za-z0-9_:.\-\[\]<>;{}$]+$")
 
 #: The record fields a kind's PVs are made of: motor -> the fields of ophyd's EpicsMotor the plans use;
@@ -113,6 +134,8 @@ class BeamlineConfig:
     sources: tuple[str, ...] = ()
     prefix: str = ""
     notes: dict[str, str] = field(default_factory=dict)
+    beam: dict[str, Any] | None = None
+    """The ``beam`` section, checked: ``energy_kev``, ``flux``, ``spot_fwhm`` ([h, v] m); None without one."""
 
     def record(self, role: str) -> str:
         """The record (or PV, or prefix) that fills ``role``; KeyError naming the filled roles if it is not."""
@@ -213,6 +236,44 @@ def _role(path, role: str, entry, prefix: str) -> tuple[str, str, dict[str, Any]
     return kind, _pv(path, f"{where}.{kind}", entry[kind], prefix), extras
 
 
+def _beam_number(path, key: str, value, low: float, high: float, unit: str, fix: str) -> float:
+    # PyYAML reads 5e9 and 700e-9 (no dot) as strings: a plain number written so is taken as one
+    if isinstance(value, str) and _NUMBER.match(value):
+        value = float(value)
+    try:
+        return between(key, value, low, high, unit=unit, fix=fix)
+    except ValueError as err:
+        raise BeamlineConfigError(f"{path}: {err}") from None
+
+
+def _beam_section(path, entry) -> dict[str, Any] | None:
+    """The ``beam`` section checked: each figure in its :data:`BEAM_RANGES`; None if the file has none."""
+    if entry is None:
+        return None
+    example = "beam: {energy_kev: 10.2, flux: 5.0e+9, spot_fwhm: [700.0e-9, 500.0e-9]}"
+    if not isinstance(entry, dict):
+        raise _fail(path, "beam", f"{entry!r} is not a mapping", f"write e.g. '{example}'")
+    allowed = (*BEAM_RANGES, *_FREE_TEXT)
+    unknown = [k for k in entry if k not in allowed]
+    if unknown:
+        raise _fail(path, f"beam.{unknown[0]}", "unknown key", f"allowed here: {', '.join(allowed)}")
+    missing = [k for k in BEAM_RANGES if k not in entry]
+    if missing:
+        raise _fail(path, f"beam.{missing[0]}", "missing",
+                    f"the beam section gives {', '.join(BEAM_RANGES)}, e.g. '{example}'")
+    beam: dict[str, Any] = {}
+    for key in ("energy_kev", "flux"):
+        beam[key] = _beam_number(path, f"beam.{key}", entry[key], *BEAM_RANGES[key])
+    spot = entry["spot_fwhm"]
+    low, high, unit, fix = BEAM_RANGES["spot_fwhm"]
+    if not isinstance(spot, list) or len(spot) != 2:
+        raise _fail(path, "beam.spot_fwhm", f"{spot!r} is not two numbers (horizontal, vertical)",
+                    f"allowed [h, v], each {low:g}..{high:g}{unit}. {fix}")
+    beam["spot_fwhm"] = [_beam_number(path, f"beam.spot_fwhm[{i}]", v, low, high, unit, fix)
+                         for i, v in enumerate(spot)]
+    return beam
+
+
 def load_beamline(name_or_path: str | Path, *, prefix: str | None = None) -> BeamlineConfig:
     """Read and check a beamline configuration (a path, or a name in :data:`CONFIGS`).
 
@@ -260,6 +321,7 @@ def load_beamline(name_or_path: str | Path, *, prefix: str | None = None) -> Bea
     unknown = [r for r in roles_in if r not in ROLES]
     if unknown:
         raise _fail(path, f"roles.{unknown[0]}", "unknown role", f"the roles are: {', '.join(ROLES)}")
+    beam = _beam_section(path, data.get("beam"))
     roles = {r: _role(path, r, entry, used_prefix) for r, entry in roles_in.items() if entry is not None}
     missing = [r for r, spec in ROLES.items() if spec.required and r not in roles]
     if missing:
@@ -270,7 +332,63 @@ def load_beamline(name_or_path: str | Path, *, prefix: str | None = None) -> Bea
         sources = [sources]
     return BeamlineConfig(beamline=data["beamline"].strip(), path=path, roles=roles,
                           sources=tuple(str(s) for s in sources), prefix=used_prefix,
-                          notes={r: e["note"] for r, (_, _, e) in roles.items() if "note" in e})
+                          notes={r: e["note"] for r, (_, _, e) in roles.items() if "note" in e}, beam=beam)
+
+
+def check_microprobe(config) -> dict[str, Any]:
+    """The beam of the plans' microprobe on ``config``'s records, or a refusal naming all that is missing.
+
+    The plans' microprobe (:func:`~xfct_bluesky.devices.beamline_fly.make_beamline_microprobe`) needs the
+    ``beam`` section, the rotation and zone-plate motors, and a fly raster: an MCS ``fly`` array for each
+    of :data:`MICROPROBE_COUNTERS`, on one MCS, and an ``xmap`` fluorescence detector. Nothing connects.
+
+    Parameters
+    ----------
+    config : BeamlineConfig
+        From :func:`load_beamline`.
+
+    Returns
+    -------
+    dict
+        ``energy_kev``, ``flux``, ``spot_fwhm``: the keyword arguments of ``make_beamline_microprobe``.
+
+    Raises
+    ------
+    BeamlineConfigError
+        Naming the file, each missing key or role and its fix.
+    """
+    problems = []
+    if config.beam is None:
+        problems.append("beam: missing (no record gives the beam's energy, flux and spot, which the plans record "
+                        "and compute the dose from); add 'beam: {energy_kev: 10.2, flux: 5.0e+9, spot_fwhm: "
+                        "[700.0e-9, 500.0e-9]}' with the beamline's own figures")
+    for role in ("rotation", "zone_plate_x", "zone_plate_y", "zone_plate_z"):
+        if role not in config.roles:
+            problems.append(f"roles.{role}: missing ({ROLES[role].description}); give its motor record, "
+                            "e.g. {motor: '2xfm:m53'}")
+    no_fly = [r for r in MICROPROBE_COUNTERS if "fly" not in config.roles.get(r, ("", "", {}))[2]]
+    if no_fly:
+        also = f", also {', '.join(f'roles.{r}.fly' for r in no_fly[1:])}" if no_fly[1:] else ""
+        problems.append(f"roles.{no_fly[0]}.fly: missing{also} (the plans' fly raster reads I0 and the four DPC "
+                        "segments from an MCS); give each its MCS channel array, e.g. "
+                        "i0: {counter: ..., fly: '2xfm:mcs:mca2.VAL'}")
+    else:
+        try:
+            mcs_layout(config)
+        except ValueError as err:
+            problems.append(str(err).removeprefix(f"{config.path}: "))
+    kind = config.roles.get("fluorescence", ("none",))[0]
+    if kind != "xmap":
+        article = "an" if kind[0] in "aeimx" else "a"
+        problems.append(f"roles.fluorescence: {article} {kind} (the plans' fly raster reads an xMAP's mapping mode); "
+                        "give {xmap: PREFIX, elements: N}, or run step scans on session.beamline")
+    if problems:
+        if config.prefix and config.roles.get("rotation", ("", ""))[1] == f"{config.prefix}Rot":
+            problems.append("these are the simulated IOC's records: its own microprobe is microprobe='epics'")
+        raise BeamlineConfigError(f"{config.path}: the plans' microprobe (microprobe='beamline') cannot be built on "
+                                  f"{config.beamline}'s records: " + "; and ".join(problems))
+    return {"energy_kev": config.beam["energy_kev"], "flux": config.beam["flux"],
+            "spot_fwhm": tuple(config.beam["spot_fwhm"])}
 
 
 _FLY_ARRAY = re.compile(r"^(?P<prefix>.+:)mca(?P<n>\d+)\.VAL$")
