@@ -228,3 +228,22 @@ def test_cli_reconstruct_on_the_scheduler_reads_the_run_from_tiled(client, micro
     stored = np.asarray(derived["primary"]["Zn"].read())[0]
     expected = reconstruct_tomo(load_tomo(cat[uid]), algorithm="fbp", align="none", center=9.5).volumes["Zn"]
     np.testing.assert_allclose(stored, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is Linux's")
+def test_a_spawned_workers_peak_is_its_own_not_its_parents():
+    """A process spawned by a parent holding 400 MB reports its own peak (VmHWM), not the parent's RSS
+    that getrusage's ru_maxrss carries across exec (which made a LocalCluster's workers report the driver's
+    memory as theirs)."""
+    import multiprocessing
+    import resource
+    from concurrent.futures import ProcessPoolExecutor
+
+    from xfct_bluesky.distributed.recon import peak_rss
+
+    held = np.ones(400_000_000 // 8)  # touched: resident
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        peak = pool.submit(peak_rss).result(timeout=120)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 > held.nbytes
+    assert peak < held.nbytes / 2  # the child imports numpy and the package: ~60-110 MB

@@ -13,7 +13,8 @@ use the same weights, so they are exact transposes of each other up to
 rounding. A weight row (tile) is computed once per angle and applied to
 every slice. Scratch memory: per thread one ``(n_slices, n_cols)`` float64
 accumulator (forward) or 16 x 16 x 64 float64 and float32 sums (192 KB, back); :func:`back` also
-makes a bins-first copy of the data.
+makes a bins-first copy of the data (:func:`back_bins` takes data already bins-first: the FBP filter
+writes it so).
 
 Compiled on first use (or loaded from numba's cache), so importing
 :mod:`.projector` stays cheap.
@@ -133,9 +134,18 @@ def _bins_first(stack):
     return out
 
 
-@numba.njit(cache=True, parallel=True, nogil=True)
 def back(stack, cos, sin, center, out):
     """``out[k] = sum_a A_a^T stack[a, k]``: stack (n_angles, n_slices, n) float32, out (n_slices, n, n) float32.
+
+    :func:`back_bins` of a bins-first copy of ``stack`` (:func:`_bins_first`).
+    """
+    back_bins(_bins_first(stack), cos, sin, center, out)
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def back_bins(bins, cos, sin, center, out):
+    """``out[k] = sum_a A_a^T bins[a, :, k]``: bins (n_angles, n, n_slices) float32 (the data bins-first, as
+    :func:`_bins_first` or :func:`.filtering.filter_rays` lay it out), out (n_slices, n, n) float32.
 
     Parallel over ``_TILE x _TILE`` tiles of pixels: a tile's weights at an angle are computed once and
     applied to up to ``_SLICES`` slices at a time, read side by side from a bins-first copy of the stack
@@ -145,8 +155,7 @@ def back(stack, cos, sin, center, out):
     maximum apart (1 ulp; 256 px, 720 angles, 64 slices) and ~2.8x faster on 2 cores (2.2-2.4x from the
     tiles and bins-first copy, 15-20 % less CPU time from the float32 partial sums).
     """
-    n_angles, n_slices, n = stack.shape
-    bins = _bins_first(stack)
+    n_angles, n, n_slices = bins.shape
     m = (n + _TILE - 1) // _TILE
     for t in numba.prange(m * m):
         y0 = (t // m) * _TILE

@@ -1,7 +1,8 @@
 """The filter of filtered back-projection, shared by :func:`~.tomo.fbp` and the centre search (:mod:`.center`).
 
 :func:`filter_response` is the ramp (Ram-Lak, sampled in space: Kak & Slaney, ch. 3) times a window;
-:func:`filter_rays` filters every projection row by FFT and lays the result out as the projector's rays.
+:func:`filter_rays` filters every projection row by FFT (float32) and lays the result out as the projector's
+rays, which the matrix-free back-projector reads as they are (bins first).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def _filtered(batch: np.ndarray, response: np.ndarray, n_fft: int) -> np.ndarray
     """One batch of projections, each row filtered by ``response`` (zero-padded to ``n_fft``)."""
     spec = _fft.rfft(batch, n=n_fft, axis=-1, workers=_WORKERS)
     spec *= response
-    return _fft.irfft(spec, n=n_fft, axis=-1, workers=_WORKERS)
+    return _fft.irfft(spec, n=n_fft, axis=-1, workers=_WORKERS, overwrite_x=True)  # spec is ours: no copy
 
 
 def _response(name: str, n_cols: int, scale: float) -> tuple[int, np.ndarray]:
@@ -60,30 +61,52 @@ def _response(name: str, n_cols: int, scale: float) -> tuple[int, np.ndarray]:
     return n_fft, (filter_response(name, n_fft) * scale).astype(np.float32)
 
 
-def filter_rows(stack: np.ndarray, name: str, scale: float) -> np.ndarray:
-    """Ramp-filter every projection row, in the stack's own layout ``(n_angles, k, n_cols)`` (the
-    matrix-free FBP's), as :func:`filter_rays` does."""
-    na, _, nc = stack.shape
-    n_fft, response = _response(name, nc, scale)
-    out = np.empty(stack.shape, np.float32)
-    for a0 in range(0, na, _FILTER_BATCH):
-        out[a0:a0 + _FILTER_BATCH] = _filtered(stack[a0:a0 + _FILTER_BATCH], response, n_fft)[..., :nc]
-    return out
-
-
-def filter_rays(stack: np.ndarray, name: str, scale: float, shifts=None) -> np.ndarray:
+def filter_rays(stack: np.ndarray, name: str, scale: float, shifts=None, *, out=None) -> np.ndarray:
     """Ramp-filter every projection row and lay the result out as rays, (n_angles * n_cols, k).
 
-    ``shifts`` (px, optional, one per column of the output) translates the
-    filtered rows so that ``out(col) = filtered(col + shift)``: used by the
-    centre search to move the axis without a new matrix.
+    Parameters
+    ----------
+    stack : (n_angles, k, n_cols) float32 array
+        The projections.
+    name : str
+        The filter (one of :data:`FILTERS`).
+    scale : float
+        Factor of the filter (FBP's ``pi / n_angles``).
+    shifts : (n_cols,) array, optional
+        Translations (px, one per column of the output) of the filtered
+        rows, ``out(col) = filtered(col + shift)``: used by the centre
+        search to move the axis without a new matrix.
+    out : (n_angles * n_cols * k,) float32 array, optional
+        Where to write the result (a C-contiguous buffer of that many
+        elements, returned reshaped); it may be ``stack``'s own memory
+        when ``stack`` is C-contiguous, since every batch of angles is read
+        before its rays are written (the FBP of a stack the caller gave up
+        saves a copy of the data so).
+
+    Returns
+    -------
+    (n_angles * n_cols, k) float32 array
+        Ray-major (bins first): row ``a * n_cols + col`` holds column ``col``
+        of angle ``a`` for the ``k`` rows side by side.
+
+    Notes
+    -----
+    The FFT runs in float32 (``scipy.fft`` keeps single precision) on
+    :data:`_FILTER_BATCH` angles at a time, so its temporaries (padded
+    to ``n_fft`` and complex) are a few MB whatever the stack.
     """
     na, k, nc = stack.shape
     n_fft, response = _response(name, nc, scale)
     if shifts is not None:
         f = np.fft.rfftfreq(n_fft)
         response = (response * np.exp(2j * np.pi * np.outer(shifts, f))).astype(np.complex64)
-    rays = np.empty((na, nc, k), np.float32)
+    if out is None:
+        rays = np.empty((na, nc, k), np.float32)
+    else:
+        if out.dtype != np.float32 or out.size != na * nc * k or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous float32 array of {na * nc * k} elements, got "
+                             f"{out.dtype} {out.shape}")
+        rays = out.reshape(na, nc, k)
     for a0 in range(0, na, _FILTER_BATCH):
         filtered = _filtered(stack[a0:a0 + _FILTER_BATCH], response, n_fft)
         for i in range(0, k, BLOCK):

@@ -114,7 +114,7 @@ from scipy import sparse as _sparse
 
 from ..validate import between, finite, one_of, real
 from .angles import check_theta
-from .filtering import BLOCK, filter_rays, filter_rows
+from .filtering import BLOCK, filter_rays
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,9 @@ def check_stack(projections, theta, *, name: str = "projections"):
         raise ValueError(f"{name} has shape {arr.shape}; need at least 1 row and 2 columns")
     theta = check_theta(theta, n_angles)
     arr = arr.astype(np.float32, copy=False)
-    if not np.isfinite(arr).all():
+    # a float64 sum of float32 values cannot overflow, so it is finite exactly when every value is: no
+    # full-size boolean temporary (a quarter of the stack) for the check that passes
+    if not np.isfinite(arr.sum(dtype=np.float64)):
         bad = int(np.count_nonzero(~np.isfinite(arr)))
         raise ValueError(f"{name} hold {bad} NaN/inf value(s); all must be finite: replace them "
                          "(e.g. np.nan_to_num) or drop those projections")
@@ -403,6 +405,14 @@ def mask_volume(mask, n_rows: int, n_cols: int) -> np.ndarray | None:
     return vol.astype(np.float32)
 
 
+def _workspace(stack: np.ndarray, overwrite: bool) -> np.ndarray | None:
+    """``stack``'s memory, flat, where the caller lets it be overwritten and it can be (C-contiguous,
+    writeable float32); else None (the filter then allocates its output)."""
+    if overwrite and stack.dtype == np.float32 and stack.flags.c_contiguous and stack.flags.writeable:
+        return stack.reshape(-1)
+    return None
+
+
 # ------------------------------------------------------------ operators ---
 # The algorithms of :mod:`.tomo` run on either operator through the same
 # methods: each keeps volumes and data in its own layout (the matrix's
@@ -438,8 +448,10 @@ class MatrixOperator:
     def data_out(self, y: np.ndarray) -> np.ndarray:
         return to_stack(y, self.n_angles)
 
-    def filtered(self, stack: np.ndarray, name: str, scale: float) -> np.ndarray:
-        return filter_rays(stack, name, scale)
+    def back_filtered(self, stack: np.ndarray, name: str, scale: float, *, overwrite: bool = False) -> np.ndarray:
+        """FBP's back-projection of ``stack`` filtered (:func:`.filtering.filter_rays`); ``overwrite``: as
+        :meth:`MatrixFreeOperator.back_filtered`."""
+        return self.back(filter_rays(stack, name, scale, out=_workspace(stack, overwrite)))
 
     def mask(self, mask, n_rows: int) -> np.ndarray | None:
         return mask_pixels(mask, n_rows, self.n_cols, self.system.n_pad)
@@ -514,9 +526,21 @@ class MatrixFreeOperator:
     def data_out(self, y: np.ndarray) -> np.ndarray:
         return y
 
-    def filtered(self, stack: np.ndarray, name: str, scale: float) -> np.ndarray:
-        """The rows of ``stack`` filtered as :func:`.filtering.filter_rays` does, in the stack's layout."""
-        return filter_rows(stack, name, scale)
+    def back_filtered(self, stack: np.ndarray, name: str, scale: float, *, overwrite: bool = False) -> np.ndarray:
+        """FBP's back-projection: the rows of ``stack`` filtered (:func:`.filtering.filter_rays`), then back-projected.
+
+        The filter writes its rays bins first, the layout :func:`._projector_kernels.back_bins` reads, so
+        the data is laid out once (not filtered, then copied bins first). ``overwrite=True`` lets the
+        filter write into ``stack`` itself (when it is C-contiguous float32): the caller gives the stack
+        up, and the peak memory is the data and the volume, with no second copy of the data.
+        """
+        from . import _projector_kernels
+
+        na, k, nc = stack.shape
+        bins = filter_rays(stack, name, scale, out=_workspace(stack, overwrite)).reshape(na, nc, k)
+        out = np.empty((k, self.n_cols, self.n_cols), np.float32)
+        _projector_kernels.back_bins(bins, self._cos, self._sin, self.center, out)
+        return out
 
     def mask(self, mask, n_rows: int) -> np.ndarray | None:
         return mask_volume(mask, n_rows, self.n_cols)

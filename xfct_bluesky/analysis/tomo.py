@@ -66,7 +66,7 @@ def _check_angles(theta, what: str) -> None:
     check_angles(theta, ReconstructionWarning, what, stacklevel=4)
 
 
-def fbp(projections, theta, *, center=None, filter="ramp", projector="auto") -> np.ndarray:
+def fbp(projections, theta, *, center=None, filter="ramp", projector="auto", overwrite_input=False) -> np.ndarray:
     """Filtered back-projection of a whole stack.
 
     Parameters
@@ -90,6 +90,12 @@ def fbp(projections, theta, *, center=None, filter="ramp", projector="auto") -> 
         ``"auto"``: the matrix where its estimate fits under
         :data:`.projector.MATRIX_BUDGET` (2 GiB), matrix-free otherwise;
         the choice is logged. The results agree to float32 rounding.
+    overwrite_input : bool
+        Let the filter write into ``projections`` (when it is a
+        C-contiguous float32 array, destroyed then; as ``scipy.fft``'s
+        ``overwrite_x``): the peak memory is then the data and the volume,
+        not one more copy of the data. Default False: the caller's array is
+        never changed.
 
     Returns
     -------
@@ -123,7 +129,7 @@ def fbp(projections, theta, *, center=None, filter="ramp", projector="auto") -> 
     _check_angles(theta, "FBP")
     n_cols = stack.shape[2]
     op = operator(projector, n_cols, theta, check_center(center, n_cols))
-    vol = op.volume_out(op.back(op.filtered(stack, filter, np.pi / theta.size)))
+    vol = op.volume_out(op.back_filtered(stack, filter, np.pi / theta.size, overwrite=bool(overwrite_input)))
     return vol[0] if was_2d else vol
 
 

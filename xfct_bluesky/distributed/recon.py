@@ -7,8 +7,12 @@ the stack itself (:mod:`.sources`: an HDF5 dataset or a Tiled array, or a
 block the driver sends when the stack is in memory), with a halo of
 ``ceil(max |dy|) + 1`` rows so that the vertical shifts of the alignment
 are applied exactly as on the whole stack (linear interpolation reaches one
-row beyond the shift), reconstructs with the serial code
-(:func:`reconstruct_one`), and returns its block of slices. The driver
+row beyond the shift), shifts it a few projections at a time into an array
+of its own, reconstructs that with the serial code (:func:`reconstruct_one`,
+FBP filtering it in place), and returns its block of slices: an FBP task
+adds to its worker's idle memory about max(2 x data, data + volume) of its
+block, and a few MB. The driver
+releases each result as soon as it has it (the worker frees its copy) and
 writes every block into a preallocated volume (and, with ``output``, into
 an HDF5 file chunked by row block) as the tasks finish, by block index:
 a task the cluster runs again (its worker died) cannot write twice, and
@@ -35,24 +39,30 @@ logger = logging.getLogger(__name__)
 
 #: Bytes of projections (float32) per task: ~100+ MB, as large as a worker holds comfortably three times.
 BLOCK_BYTES = 128 * 1024 ** 2
+#: Projections a task shifts at a time (its temporaries: this many projections of its block).
+_SHIFT_BATCH = 16
 
 
 def reconstruct_one(name: str, stack: np.ndarray, theta, *, center: float, algorithm: str, iterations: int,
-                    subsets: int, projector: str) -> np.ndarray:
+                    subsets: int, projector: str, overwrite: bool = False) -> np.ndarray:
     """The volume of one aligned stack, as :func:`~xfct_bluesky.reconstruction.reconstruct_maps` makes it.
 
     The phase (``name == "phase"``) and ``algorithm="fbp"`` use FBP with the
     Shepp-Logan filter; SIRT as given; MLEM/OSEM on the counts clipped at 0
     (linear interpolation of counts >= 0 stays >= 0 but for float32 rounding).
+    ``overwrite=True``: the caller gives ``stack`` up (a task's own block),
+    which FBP then filters in place and MLEM clips in place, saving a copy
+    of the data; by default ``stack`` is left unchanged.
     """
     from ..analysis import tomo
 
     if name == "phase" or algorithm == "fbp":
-        return tomo.fbp(stack, theta, center=center, filter="shepp-logan", projector=projector)
+        return tomo.fbp(stack, theta, center=center, filter="shepp-logan", projector=projector,
+                        overwrite_input=overwrite)
     if algorithm == "sirt":
         return tomo.sirt(stack, theta, iterations=iterations, center=center, projector=projector)
-    return tomo.mlem(np.clip(stack, 0, None), theta, iterations=iterations, subsets=subsets, center=center,
-                     projector=projector)
+    clipped = np.clip(stack, 0, None, out=stack if overwrite else None)
+    return tomo.mlem(clipped, theta, iterations=iterations, subsets=subsets, center=center, projector=projector)
 
 
 def row_blocks(n_rows: int, n_angles: int, n_cols: int, *, block_rows: int | None = None,
@@ -78,7 +88,7 @@ class Report:
         Results of a block already written (a task the cluster ran twice), not written again.
     workers : dict of str to dict
         Per worker address: ``tasks``, ``base_rss`` (bytes at the start of its first task),
-        ``peak_rss`` (the process's high-water mark, ``getrusage``), ``seconds`` of work.
+        ``peak_rss`` (the process's high-water mark as its last task ended, :func:`peak_rss`), ``seconds`` of work.
     block_bytes : dict of (name, r0) to int
         Bytes of each task's rows of projections (with its halo) and of its volume block.
     seconds : float
@@ -125,18 +135,46 @@ def _task(name, r0, r1, source, angle_index, shifts, theta, options, threads, be
     halo = _halo(shifts)
     lo, hi = max(0, r0 - halo), min(n_rows, r1 + halo)
     block = read_block(source, (slice(None), slice(lo, hi), slice(None)))
-    block = np.asarray(block[angle_index] if angle_index is not None else block, np.float32)
-    aligned = apply_shifts(block, shifts)[:, r0 - lo:r1 - lo]
+    read_bytes = 4 * shifts.shape[0] * (hi - lo) * block.shape[2]  # the rows of theta's projections, float32
+    # Shifted a few projections at a time into the block's rows without the halo, a new array this task
+    # owns (the source's block, maybe a view of scattered data, is never changed): the read block is freed
+    # before the volume exists, and FBP filters the aligned rows in place, so the peak is max(read block
+    # + aligned rows, aligned rows + volume) and a few MB, not also a shifted, a filtered and a bins-first
+    # copy of the data as when each step made its own.
+    aligned = np.empty((shifts.shape[0], r1 - r0, block.shape[2]), np.float32)
+    for a0 in range(0, aligned.shape[0], _SHIFT_BATCH):
+        a1 = min(a0 + _SHIFT_BATCH, aligned.shape[0])
+        raw = block[a0:a1] if angle_index is None else block[angle_index[a0:a1]]
+        aligned[a0:a1] = apply_shifts(np.asarray(raw, np.float32), shifts[a0:a1])[:, r0 - lo:r1 - lo]
+    del block, raw
     with angles_checked():  # the driver has warned about the angles once
-        volume = reconstruct_one(name, aligned, theta, **options)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        volume = reconstruct_one(name, aligned, theta, overwrite=True, **options)
+    del aligned
+    peak = peak_rss()
     return {"name": name, "r0": r0, "volume": volume, "worker": worker.address, "base_rss": base,
-            "peak_rss": peak, "seconds": time.perf_counter() - t0, "bytes": block.nbytes + volume.nbytes}
+            "peak_rss": peak, "seconds": time.perf_counter() - t0, "bytes": read_bytes + volume.nbytes}
 
 
 def _halo(shifts: np.ndarray) -> int:
     """Rows beyond a block that its vertical shifts reach (linear interpolation: one more than the largest)."""
     return math.ceil(float(np.abs(shifts[:, 0]).max(initial=0.0))) + 1
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory (bytes): Linux's ``VmHWM``, else ``getrusage``'s ``ru_maxrss``.
+
+    Not ``ru_maxrss`` where ``VmHWM`` exists: Linux carries ``ru_maxrss`` across ``exec``, so a worker
+    process spawned by a driver holding 1.5 GB reports at least 1.5 GB whatever it uses itself (a
+    LocalCluster's workers are spawned by the driver); ``VmHWM`` is the process's own address space's.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KB on Linux and BSD
 
 
 def _rss() -> int:
@@ -229,6 +267,9 @@ def reconstruct_stacks(stacks: Mapping, theta, *, shifts, center: float, client,
         n_done = 0
         for fut in as_completed(futures):
             res = fut.result()
+            # released as soon as it is here: the worker then frees its copy of the volume (which it would
+            # otherwise hold while its next task reads and reconstructs) while this process writes it
+            fut.release()
             key = (res["name"], res["r0"])
             if key in report.writes:
                 report.discarded += 1
@@ -246,7 +287,6 @@ def reconstruct_stacks(stacks: Mapping, theta, *, shifts, center: float, client,
             n_done += 1
             say(f"block {n_done}/{len(futures)} done: {res['name']} rows {r0}..{r0 + res['volume'].shape[0] - 1} "
                 f"on {res['worker']} ({res['seconds']:.1f} s)")
-            fut.release()
     report.seconds = time.perf_counter() - t0
     return volumes, report
 
