@@ -37,6 +37,9 @@ from .sources import read_block, shape_of
 
 logger = logging.getLogger(__name__)
 
+#: Times a block held in the driver's memory is sent before its loss (with its workers) fails the reconstruction.
+SEND_ATTEMPTS = 3
+
 #: Bytes of projections (float32) per task: ~100+ MB, as large as a worker holds comfortably three times.
 BLOCK_BYTES = 128 * 1024 ** 2
 #: Projections a task shifts at a time (its temporaries: this many projections of its block).
@@ -86,6 +89,8 @@ class Report:
         How many times each block was written: 1 each when nothing was lost or duplicated.
     discarded : int
         Results of a block already written (a task the cluster ran twice), not written again.
+    resent : int
+        Blocks sent from the driver again because the worker holding them died (their data lost with it).
     workers : dict of str to dict
         Per worker address: ``tasks``, ``base_rss`` (bytes at the start of its first task),
         ``peak_rss`` (the process's high-water mark as its last task ended, :func:`peak_rss`), ``seconds`` of work.
@@ -98,6 +103,7 @@ class Report:
     blocks: list = field(default_factory=list)
     writes: dict = field(default_factory=dict)
     discarded: int = 0
+    resent: int = 0
     workers: dict = field(default_factory=dict)
     block_bytes: dict = field(default_factory=dict)
     seconds: float = 0.0
@@ -247,26 +253,48 @@ def reconstruct_stacks(stacks: Mapping, theta, *, shifts, center: float, client,
     with connect(client) as dask_client, _Output(output, shapes) as out:
         threads = _threads_per_task(dask_client)
         halo = _halo(shifts)
+        tasks: dict = {}  # future -> (name, r0, r1, the scattered block or None, times sent)
+
+        def submit(name, r0, r1, sent=0):
+            src = stacks[name]
+            n_rows, n_cols = shapes[name][1:]
+            if isinstance(src, np.ndarray):  # in memory: send this block (with its halo) only
+                lo, hi = max(0, r0 - halo), min(n_rows, r1 + halo)
+                part = dask_client.scatter(_Slab(np.ascontiguousarray(src[:, lo:hi]), lo, n_rows, n_cols))
+                part_index, scattered = None, part  # the arrays hold the projections of theta only
+            else:
+                part, part_index, scattered = src, index, None
+            fut = dask_client.submit(_task, name, r0, r1, part, part_index, shifts, theta, options, threads,
+                                     before_task, key=f"xfct-recon-{name}-{r0}-{r1}-{os.getpid()}-"
+                                                      f"{time.monotonic_ns()}", pure=False)
+            tasks[fut] = (name, r0, r1, scattered, sent + 1)
+            return fut
+
         futures = []
         for name, src in stacks.items():
             _, n_rows, n_cols = shapes[name]
             blocks = row_blocks(n_rows, theta.size, n_cols, block_rows=block_rows, block_bytes=block_bytes)
             out.create(name, blocks[0][1] - blocks[0][0])
             for r0, r1 in blocks:
-                if isinstance(src, np.ndarray):  # in memory: send this block (with its halo) only, once
-                    lo, hi = max(0, r0 - halo), min(n_rows, r1 + halo)
-                    part = dask_client.scatter(_Slab(np.ascontiguousarray(src[:, lo:hi]), lo, n_rows, n_cols))
-                    part_index = None  # the arrays hold the projections of theta only
-                else:
-                    part, part_index = src, index
                 report.blocks.append((name, r0, r1))
-                futures.append(dask_client.submit(_task, name, r0, r1, part, part_index, shifts, theta, options,
-                                                  threads,
-                                                  before_task, key=f"xfct-recon-{name}-{r0}-{r1}-{os.getpid()}-"
-                                                                   f"{time.monotonic_ns()}", pure=False))
+                futures.append(submit(name, r0, r1))
         n_done = 0
-        for fut in as_completed(futures):
-            res = fut.result()
+        finished = as_completed(futures)
+        for fut in finished:
+            name, r0, r1, scattered, sent = tasks.pop(fut)
+            try:
+                res = fut.result()
+            except Exception as err:
+                # A block sent from here lives on one worker only: the scheduler reruns a task whose worker
+                # died, but cannot remake the data of a dead worker; that task fails with its data lost.
+                # The data is still here: send it again (a block read by the workers is rerun by Dask).
+                if scattered is None or scattered.status == "finished" or sent >= SEND_ATTEMPTS:
+                    raise
+                logger.warning("block %s rows %d..%d: its data was lost with its worker (%s); sending it "
+                               "again", name, r0, r1 - 1, type(err).__name__)
+                report.resent += 1
+                finished.add(submit(name, r0, r1, sent))
+                continue
             # released as soon as it is here: the worker then frees its copy of the volume (which it would
             # otherwise hold while its next task reads and reconstructs) while this process writes it
             fut.release()
