@@ -113,6 +113,7 @@ import numpy as np
 from scipy import sparse as _sparse
 
 from ..validate import between, finite, one_of, real
+from ._compile_lock import first_call
 from .angles import check_theta
 from .filtering import BLOCK, filter_rays
 
@@ -494,14 +495,16 @@ class MatrixFreeOperator:
         )
 
         out = np.empty((self.n_angles, x.shape[0], self.n_cols), np.float32)
-        _projector_kernels.forward(np.ascontiguousarray(x, np.float32), self._cos, self._sin, self.center, out)
+        with first_call("forward"):  # one process on the machine compiles it, the others load its cache
+            _projector_kernels.forward(np.ascontiguousarray(x, np.float32), self._cos, self._sin, self.center, out)
         return out
 
     def back(self, y: np.ndarray) -> np.ndarray:
         from . import _projector_kernels
 
         out = np.empty((y.shape[1], self.n_cols, self.n_cols), np.float32)
-        _projector_kernels.back(np.ascontiguousarray(y, np.float32), self._cos, self._sin, self.center, out)
+        with first_call("back"):
+            _projector_kernels.back(np.ascontiguousarray(y, np.float32), self._cos, self._sin, self.center, out)
         return out
 
     @functools.cached_property
@@ -539,7 +542,8 @@ class MatrixFreeOperator:
         na, k, nc = stack.shape
         bins = filter_rays(stack, name, scale, out=_workspace(stack, overwrite)).reshape(na, nc, k)
         out = np.empty((k, self.n_cols, self.n_cols), np.float32)
-        _projector_kernels.back_bins(bins, self._cos, self._sin, self.center, out)
+        with first_call(("back_bins", bins.flags.c_contiguous)):
+            _projector_kernels.back_bins(bins, self._cos, self._sin, self.center, out)
         return out
 
     def mask(self, mask, n_rows: int) -> np.ndarray | None:

@@ -208,6 +208,7 @@ class SpectrumProfile:
         return float(cal.energy(self.mid))
 
     def __call__(self, cal: Calibration) -> tuple[float, np.ndarray, SpectrumBasis]:
+        from .._compile_lock import first_call
         from . import (
             _kernels,  # numba: compiled (or loaded from its cache) on first use
         )
@@ -223,7 +224,8 @@ class SpectrumProfile:
         dev = np.empty(1)
         it = np.empty(1, np.int64)
         flag = np.empty(1, np.int64)
-        _kernels.poisson_fit(B, c, self.y, a0, a0[None, :], 500, 1e-10, A, dev, it, flag)
+        with first_call(("calibrate", self.y.dtype.str)):  # one process compiles, the others load its cache
+            _kernels.poisson_fit(B, c, self.y, a0, a0[None, :], 500, 1e-10, A, dev, it, flag)
         self.a = A[0].copy()
         return float(dev[0]), A[0].copy(), basis
 

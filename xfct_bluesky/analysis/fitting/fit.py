@@ -434,6 +434,7 @@ def _supports(B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _fit_pixels(a2, basis: SpectrumBasis, a0, method, want_sigma, max_iter, tol, chunk):
     # numba: compiled (or loaded from its cache) on first use
+    from .._compile_lock import first_call
     from . import _kernels, _sparse
 
     B = np.ascontiguousarray(basis.matrix, dtype=np.float64)
@@ -460,18 +461,20 @@ def _fit_pixels(a2, basis: SpectrumBasis, a0, method, want_sigma, max_iter, tol,
         except np.linalg.LinAlgError:  # components the mean spectrum cannot tell apart: the least-norm weights
             weights = np.linalg.lstsq(scaled @ B, scaled, rcond=None)[0]
         Wt = np.ascontiguousarray(weights.T)
-    if method == "poisson":
-        _sparse.poisson_fit(B, c, Wt, np.asarray(a0, np.float64), a2, ch0, max_iter, tol, want_sigma, BT, lo, hi,
-                            MU_FLOOR, A, dev, iters, flags, errors)
-    elif method == "linear":  # var(a_k) = sum_j W_kj^2 mu_j, estimated without bias by sum_j W_kj^2 y_j
-        _sparse.linear_fit(B, Wt, Wt**2, c, a2, ch0, want_sigma, A, dev, errors)
-    else:
-        gram = B.T @ B
-        for i0 in range(0, n_pix, chunk):
-            i1 = min(i0 + chunk, n_pix)
-            Y = np.ascontiguousarray(a2[i0:i1, basis.channels], dtype=np.float64)
-            _kernels.nnls_fit(gram, Y @ B, A[i0:i1], iters[i0:i1])
-            _kernels.poisson_deviance(B, Y, A[i0:i1], dev[i0:i1])
-        if want_sigma:
-            _kernels.fisher_sigma(BT, lo, hi, A, MU_FLOOR, errors)
+    # one process on the machine compiles a kernel for these spectra, the others load it (_compile_lock)
+    with first_call(("fit", method, a2.dtype.str, a2.flags.c_contiguous)):
+        if method == "poisson":
+            _sparse.poisson_fit(B, c, Wt, np.asarray(a0, np.float64), a2, ch0, max_iter, tol, want_sigma, BT, lo, hi,
+                                MU_FLOOR, A, dev, iters, flags, errors)
+        elif method == "linear":  # var(a_k) = sum_j W_kj^2 mu_j, estimated without bias by sum_j W_kj^2 y_j
+            _sparse.linear_fit(B, Wt, Wt**2, c, a2, ch0, want_sigma, A, dev, errors)
+        else:
+            gram = B.T @ B
+            for i0 in range(0, n_pix, chunk):
+                i1 = min(i0 + chunk, n_pix)
+                Y = np.ascontiguousarray(a2[i0:i1, basis.channels], dtype=np.float64)
+                _kernels.nnls_fit(gram, Y @ B, A[i0:i1], iters[i0:i1])
+                _kernels.poisson_deviance(B, Y, A[i0:i1], dev[i0:i1])
+            if want_sigma:
+                _kernels.fisher_sigma(BT, lo, hi, A, MU_FLOOR, errors)
     return A, dev, iters, flags, (errors if want_sigma else None)
