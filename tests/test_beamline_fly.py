@@ -31,7 +31,7 @@ def ioc(tmp_path_factory):
 def fly_device(ioc):
     """The flyer of ``make_beamline_devices`` (its ``fly`` component), alone: the other records take long to
     connect and test_beamline_ioc.py covers them."""
-    from xfct_bluesky.devices.beamline import fly_raster_component
+    from xfct_bluesky.devices.beamline_fly import fly_raster_component
     from xfct_bluesky.devices.epics import use_control_layer
 
     use_control_layer()

@@ -110,25 +110,6 @@ def xmap_class(elements: int) -> type[XMAPSystem]:
     return type(f"XMAPSystem{elements}", (XMAPSystem,), {"mcas": mcas, "dxps": dxps})
 
 
-def fly_raster_component(config, *, kind: str = "omitted", **kwargs):
-    """A component :class:`~.beamline_fly.BeamlineFlyRaster` on ``config``'s MCS (its counters' ``fly`` arrays)
-    and xMAP, the fast axis :func:`~xfct_bluesky.beamline.config.fast_axis`; None without MCS arrays or xMAP.
-    ``kwargs`` go to the flyer (``i0_efficiency``, ``line_margin``, ``hdf5_directory`` ...)."""
-    from ..beamline.config import fast_axis, mcs_layout
-    from ..ioc.beamline_fly import TRIGGER_PREFIX
-    from .beamline_fly import BeamlineFlyRaster
-
-    layout = mcs_layout(config)
-    if layout is None or config.roles.get("fluorescence", ("",))[0] != "xmap":
-        return None
-    fast = fast_axis(config)
-    slow = "sample_y" if fast == "sample_x" else "zone_plate_y"
-    _, xmap, extras = config.roles["fluorescence"]
-    return Cpt(BeamlineFlyRaster, "", kind=kind, mcs_prefix=layout[0], channels=layout[1], xmap_prefix=xmap,
-               trigger_prefix=kwargs.pop("trigger_prefix", TRIGGER_PREFIX), fast_motor=config.record(fast),
-               slow_motor=config.record(slow), elements=min(extras["elements"], 4), **kwargs)
-
-
 def make_beamline_devices(config, *, name: str = "beamline", connect: float | None = 10.0) -> Device:
     """One Device with a component per role of ``config``, on ophyd's classes (see the module docstring).
 
@@ -165,6 +146,8 @@ def make_beamline_devices(config, *, name: str = "beamline", connect: float | No
             components[role] = Cpt(xspress3_class(extras["channels"]), record, kind="normal")
         else:  # counter, signal: the whole PV name as the suffix of an empty prefix
             components[role] = Cpt(EpicsSignalRO, record, kind="config" if role == "ring_current" else "normal")
+    from .beamline_fly import fly_raster_component
+
     fly = fly_raster_component(config)
     if fly is not None:
         components["fly"] = fly

@@ -571,6 +571,24 @@ def _beam(energy_kev, flux, spot_fwhm) -> dict:
     return {"energy_kev": energy, "flux": flux, "spot_fwhm": spot}
 
 
+def fly_raster_component(config, *, kind: str = "omitted", **kwargs):
+    """A component :class:`BeamlineFlyRaster` on ``config``'s MCS (its counters' ``fly`` arrays) and xMAP,
+    the fast axis :func:`~xfct_bluesky.beamline.config.fast_axis`; None without MCS arrays or xMAP.
+    ``kwargs`` go to the flyer (``i0_efficiency``, ``line_margin``, ``hdf5_directory`` ...)."""
+    from ..beamline.config import fast_axis, mcs_layout
+    from ..ioc.beamline_fly import TRIGGER_PREFIX
+
+    layout = mcs_layout(config)
+    if layout is None or config.roles.get("fluorescence", ("",))[0] != "xmap":
+        return None
+    fast = fast_axis(config)
+    slow = "sample_y" if fast == "sample_x" else "zone_plate_y"
+    _, xmap, extras = config.roles["fluorescence"]
+    return Cpt(BeamlineFlyRaster, "", kind=kind, mcs_prefix=layout[0], channels=layout[1], xmap_prefix=xmap,
+               trigger_prefix=kwargs.pop("trigger_prefix", TRIGGER_PREFIX), fast_motor=config.record(fast),
+               slow_motor=config.record(slow), elements=min(extras["elements"], 4), **kwargs)
+
+
 def make_beamline_microprobe(config, *, energy_kev, flux, spot_fwhm, name: str = "microprobe",
                              connect: float | None = 30.0, **flyer_kwargs) -> BeamlineMicroprobe:
     """The plans' microprobe (``xfct_tomo``, ``xrf_fly_map`` ...) on ``config``'s records.
@@ -594,7 +612,6 @@ def make_beamline_microprobe(config, *, energy_kev, flux, spot_fwhm, name: str =
     TimeoutError
         Records that did not connect.
     """
-    from .beamline import fly_raster_component
     from .epics import StageMotor, use_control_layer
 
     beam = _beam(energy_kev, flux, spot_fwhm)

@@ -19,6 +19,7 @@ from caproto import ChannelType
 from caproto.server import PVGroup, SubGroup, pvproperty
 
 from ._common import ioc_root, to_wire
+from ._ophyd_layout import _group, ophyd_suffixes
 
 logger = logging.getLogger("xfct_bluesky.ioc")
 
@@ -58,8 +59,6 @@ def _channel_group(n: int, n_rois: int, n_bins: int) -> type[PVGroup]:
 def xspress3_group(channels: int, n_rois: int, n_bins: int = 4096) -> type[PVGroup]:
     """The Xspress3's PVs for ``channels`` channels (module docstring)."""
     from ophyd.areadetector.cam import Xspress3DetectorCam
-
-    from .beamline import _group, ophyd_suffixes
 
     class _Cam(PVGroup):
         acquire = pvproperty(name="Acquire", value=0)
