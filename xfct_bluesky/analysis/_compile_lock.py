@@ -6,7 +6,7 @@ session and its queue server's worker, the test suite's pytest-xdist workers) ot
 kernels at once: the fitting kernels take over a minute each time on a 2-core machine, and two such
 compilations side by side each take twice as long. :func:`first_call` serialises the first call of a kernel
 for given argument types across processes with an advisory lock (``fcntl.flock``) on a file beside the
-cache: the first process compiles and writes the cache, the next ones find it there and load it in a
+cache, one file per kernel and argument types (different kernels still compile side by side): the first process compiles and writes the cache, the next ones find it there and load it in a
 second. Later calls in the same process pass without touching the lock.
 
 Where the lock cannot be taken (no ``fcntl``, a read-only installation, a lock held longer than
@@ -17,6 +17,7 @@ the compilation may be repeated.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import threading
 import time
@@ -50,7 +51,7 @@ def first_call(key: Hashable) -> Iterator[None]:
     if not first or getattr(_held, "depth", 0):
         yield
         return
-    fd = _acquire()
+    fd = _acquire(key)
     _held.depth = 1
     try:
         yield
@@ -62,7 +63,7 @@ def first_call(key: Hashable) -> Iterator[None]:
             os.close(fd)  # closing the descriptor releases the lock
 
 
-def _acquire() -> int | None:
+def _acquire(key: Hashable) -> int | None:
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock, compile as before
@@ -70,7 +71,8 @@ def _acquire() -> int | None:
     try:
         path = _lock_path()
         path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path / "xfct-compile.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        digest = hashlib.sha1(repr(key).encode()).hexdigest()[:16]  # one lock per kernel and dtypes: others
+        fd = os.open(path / f"xfct-compile-{digest}.lock", os.O_RDWR | os.O_CREAT, 0o644)  # compile meanwhile
     except OSError:  # a read-only installation: nothing to share either
         return None
     deadline = time.monotonic() + WAIT
