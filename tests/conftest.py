@@ -14,10 +14,6 @@ Session-scoped servers: ``shared_tiled`` (an embedded Tiled server),
 ``postgres_server`` (a throwaway PostgreSQL cluster on loopback, for the
 storage tests on a PostgreSQL catalog); the last two skip without the
 program, and fail under ``CI=true``.
-
-The test files run longest first (:data:`LONGEST_FIRST`): ``make test`` hands
-whole files to three pytest-xdist workers in collection order, and a long file
-that starts last keeps one worker busy while the others have finished.
 """
 
 from __future__ import annotations
@@ -26,22 +22,6 @@ import collections
 import copy
 
 import pytest
-
-#: The longest test files, longest first (their durations in CI, stop 23, 1 Dec 2026: 40-300 s each); the
-#: other files follow in their usual order. A stale entry costs nothing but a worse order.
-LONGEST_FIRST = ("test_live_fit.py", "test_faults.py", "test_fitting.py", "test_crash.py", "test_queueserver.py",
-                 "test_view.py", "test_cli.py", "test_align_regimes.py", "test_profile.py", "test_distributed.py",
-                 "test_first_use.py", "test_import_runs.py", "test_import_cli.py", "test_data_folder.py",
-                 "test_reconstruction.py", "test_paper.py", "test_storage.py", "test_queueable.py",
-                 "test_session.py", "test_plans.py", "test_beamline_fly.py", "test_projector.py",
-                 "test_postgres_catalog.py")
-
-
-def pytest_collection_modifyitems(session, config, items):
-    """Order the items file by file, the files of :data:`LONGEST_FIRST` first (a stable sort: within a file,
-    and among the other files, the collection order stays)."""
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 class DocumentCollector:

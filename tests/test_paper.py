@@ -60,21 +60,12 @@ def test_bad_region_is_refused_before_any_scan(region):
         paper_table(shape=(64, 64), region=region, session=SimpleNamespace(RE=pytest.fail))  # nothing run
 
 
-def test_cli_paper_table_stores_the_maps_in_tiled(tmp_path, shared_tiled, monkeypatch):
-    """The command's maps stored in Tiled: the suite's server, named by the environment as the queue
-    server's worker names its store (``XFCT_BLUESKY_TILED_URI`` and its key): two embedded-server starts
-    fewer than a folder of its own, the same writer."""
-    from urllib.parse import parse_qs, urlparse
-
+def test_cli_paper_table_stores_the_maps_in_tiled(tmp_path):
+    from tiled.client import from_uri
     from tiled.queries import Key
 
-    from xfct_bluesky.storage import load_tomo
+    from xfct_bluesky.storage import embedded_server, load_tomo, runs_container
 
-    uri = shared_tiled.server.uri
-    monkeypatch.setenv("XFCT_BLUESKY_TILED_URI", uri.split("?", 1)[0])
-    monkeypatch.setenv("XFCT_BLUESKY_TILED_API_KEY", parse_qs(urlparse(uri).query)["api_key"][0])
-    search = Key("start.plan_name") == "dwell_pair_series"
-    before = set(shared_tiled.catalog.search(search))
     data, out = tmp_path / "data", io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
         code = cli.main(["paper-table", "--data-dir", str(data), "--size", "32", "--region", "24",
@@ -84,12 +75,15 @@ def test_cli_paper_table_stores_the_maps_in_tiled(tmp_path, shared_tiled, monkey
     assert "dpc_diag" in text and "Zn" in text
     assert (data / "paper" / "paper-table.txt").read_text().strip() in text
     assert (data / "paper" / "paper-figure.png").read_bytes()[:8] == PNG_MAGIC
-    runs = shared_tiled.catalog.search(search)
-    new = set(runs) - before
-    assert len(new) == 2  # one run per spot orientation
-    for uid in new:
-        run = runs[uid]
-        maps = load_tomo(run).maps
-        dpc = maps["dpc_diag"]  # the quantity name, whatever the device is called
-        assert dpc.shape == (4, 32, 32) and np.isfinite(dpc).all()  # 2 dwells x 2 maps
-        assert run.metadata["start"]["sample"] == "simulated egg"
+    with embedded_server(data) as server:
+        client = from_uri(server.uri)
+        try:
+            runs = runs_container(client).search(Key("start.plan_name") == "dwell_pair_series")
+            assert len(runs) == 2  # one run per spot orientation
+            for run in runs.values():
+                maps = load_tomo(run).maps
+                dpc = maps["dpc_diag"]  # the quantity name, whatever the device is called
+                assert dpc.shape == (4, 32, 32) and np.isfinite(dpc).all()  # 2 dwells x 2 maps
+                assert run.metadata["start"]["sample"] == "simulated egg"
+        finally:
+            client.context.close()
