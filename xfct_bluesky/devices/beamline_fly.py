@@ -44,6 +44,7 @@ from ophyd.status import DeviceStatus
 from ..physics.microprobe import check_dwell, check_field
 from ..physics.specimen import ELEMENT_SYMBOLS
 from .signals import ArraySignal
+from .sim import Shutter
 from .spec import MAP_DTYPES, map_components, with_units
 from .xmap_buffer import decode_buffer
 
@@ -500,24 +501,10 @@ class BeamlineFlyRaster(map_components("BeamlineFlyMaps", ArraySignal)):  # the 
 
 
 # ------------------------------------------------------- the plans' microprobe ---
-class SoftShutter(Device):
-    """The shutter of a configuration that names none: ``set('open'/'close')`` completes at once and only
-    records the command in ``state`` (the beam is whatever the beamline's own shutter makes it)."""
-
-    state = Cpt(Signal, value="closed", kind="normal")
-
-    def set(self, value):
-        value = str(value).lower()
-        if value not in ("open", "close", "closed"):
-            raise ValueError(f"{self.name}: {value!r} is not a shutter command; use 'open' or 'close'")
-        self.state.put("open" if value == "open" else "closed")
-        status = DeviceStatus(self)
-        status.set_finished()
-        return status
-
-    @property
-    def is_open(self) -> bool:
-        return self.state.get() == "open"
+class SoftShutter(Shutter):
+    """The shutter of a configuration that names none: the simulated microprobe's, whose ``set('open'/'close')``
+    completes at once and only records the command in ``state`` (the beam is whatever the beamline's own
+    shutter makes it)."""
 
 
 class CommandShutter(SoftShutter):
