@@ -40,6 +40,8 @@ from ophyd.mca import (
 )
 from ophyd.scaler import ScalerCH, ScalerChannel
 
+from .checks import connect_records
+
 __all__ = ["CalibratedMCA", "Scaler", "XMAPSystem", "make_beamline_devices", "xmap_class"]
 
 
@@ -154,12 +156,7 @@ def make_beamline_devices(config, *, name: str = "beamline", connect: float | No
     cls = type("Beamline", (Device,), {"__doc__": f"{config.beamline}: {', '.join(config.roles)}", **components})
     device = cls("", name=name)
     if connect is not None:
-        try:
-            device.wait_for_connection(timeout=connect)
-        except TimeoutError as err:
-            device.destroy()
-            raise TimeoutError(f"{config.beamline}: the records did not connect within {connect:g} s ({err}); "
-                               f"`xfct-bluesky check --beamline {config.path}` lists which PVs answer") from None
+        connect_records(device, config, connect, "the records")
         for part in device.walk_components():
             if isinstance(part.item.cls, type) and issubclass(part.item.cls, ScalerCH):
                 getattr(device, part.dotted_name).select_channels()  # the named channels (ophyd's way)

@@ -43,6 +43,7 @@ from ophyd.status import DeviceStatus
 
 from ..physics.microprobe import check_dwell, check_field
 from ..physics.specimen import ELEMENT_SYMBOLS
+from .checks import connect_records
 from .signals import ArraySignal
 from .sim import Shutter
 from .spec import MAP_DTYPES, map_components, with_units
@@ -618,13 +619,7 @@ def make_beamline_microprobe(config, *, energy_kev, flux, spot_fwhm, name: str =
         "zone_plate": Cpt(zone_plate, "", kind="normal"), "shutter": shutter, "scanner": scanner})
     device = cls("", name=name, beam=beam)
     if connect is not None:
-        try:
-            device.wait_for_connection(timeout=connect)
-        except TimeoutError as err:
-            device.destroy()
-            raise TimeoutError(f"{config.beamline}: the microprobe's records did not connect within {connect:g} s "
-                               f"({err}); `xfct-bluesky check --beamline {config.path}` lists which PVs answer") \
-                from None
+        connect_records(device, config, connect, "the microprobe's records")
     if "shutter" not in config.roles:
         logger.warning("%s: %s names no shutter; the plans' shutter commands are only recorded", name, config.path)
     return device

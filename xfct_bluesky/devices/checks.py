@@ -24,3 +24,14 @@ def check_position(motor, pos) -> None:
             f"[{low:g}, {high:g}] {motor.egu}; choose a position within them"
         )
 
+
+
+def connect_records(device, config, timeout: float, what: str) -> None:
+    """Wait ``timeout`` s for ``device`` (built on ``config``'s records) to connect; else destroy it and raise
+    TimeoutError naming ``what`` and the command that lists which PVs answer."""
+    try:
+        device.wait_for_connection(timeout=timeout)
+    except TimeoutError as err:
+        device.destroy()
+        raise TimeoutError(f"{config.beamline}: {what} did not connect within {timeout:g} s ({err}); "
+                           f"`xfct-bluesky check --beamline {config.path}` lists which PVs answer") from None
