@@ -143,6 +143,7 @@ def _hessian(BnT, nnz, mu, r, free, nf, H, w, wb):
 def _em_steps(BnT, c, yv, nnz, a, mu, r, n_steps):
     """``n_steps`` EM (multiplicative) updates a_k <- a_k sum_j (y_j / mu_j) B_jk / c_k; returns f."""
     K = a.size
+    f = _objective(BnT, c, yv, nnz, a, mu) if n_steps <= 0 else 0.0
     for _ in range(n_steps):
         for n in range(nnz):
             r[n] = yv[n] / mu[n]
@@ -151,8 +152,8 @@ def _em_steps(BnT, c, yv, nnz, a, mu, r, n_steps):
             for n in range(nnz):
                 s += r[n] * BnT[k, n]
             a[k] *= s / c[k]
-        _objective(BnT, c, yv, nnz, a, mu)
-    return _objective(BnT, c, yv, nnz, a, mu)
+        f = _objective(BnT, c, yv, nnz, a, mu)  # and mu at the new a, for the next step
+    return f
 
 
 @numba.njit(cache=True, nogil=True)
