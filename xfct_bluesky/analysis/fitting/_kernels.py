@@ -27,14 +27,20 @@ of the old to the new amplitudes), and when that bound is below ``tol`` the
 pixel is done without forming it (about one Hessian in five saved; the
 estimates are those of the full test, to rounding).
 
-A pixel's sums over its counted channels run over arrays laid out
-component-major (``BnT``: K x nnz), so that they vectorise; its standard
-errors (:func:`_sigma_one`, the Fisher information at the estimate over every
-fitted channel) are computed in the same pass over the map
-(:func:`poisson_fit_raw`), each pair of components summed over the channels
-both are nonzero on (a line and its tail end well below the Compton peak):
-no matrix product over all channels, no second pass, and no BLAS threads
-competing with numba's.
+A pixel's counted channels come compacted (:func:`._sparse.compact`: their
+channel numbers and counts, read once from the raw map of any dtype), so the
+solver is compiled once, for float64, whatever the map's dtype. Its sums over
+them run over arrays laid out component-major (``BnT``: K x nnz), so that they
+vectorise. The standard errors (:func:`fisher_sigma`, the Fisher information
+at the estimate over every fitted channel) are a second pass over the
+estimates, 32 pixels at a time: each pixel's 1 / mu, then pair by pair of
+components one long dot product per pixel over the channels both are nonzero
+on (a line and its tail end well below the Compton peak), the pair's products
+B_k B_m read once for the block, in float32 (I to ~1e-7 relative, factorised
+in float64). No matrix product over all channels and no BLAS threads
+competing with numba's. Most Newton steps need no objective (the logarithm of
+every counted channel): a full, unprojected step of local norm <= 1/2 passes
+the Armijo test by self-concordance, so only the model is computed there.
 
 NNLS (``method="nnls"``) minimises |B a - y|^2 over a >= 0 through the normal
 equations: Lawson & Hanson's active-set algorithm (Solving Least Squares
@@ -60,29 +66,40 @@ CONVERGED, MAX_ITER, LINE_SEARCH = 0, 1, 2
 
 @numba.njit(cache=True, fastmath=False, nogil=True)
 def _cholesky_solve(H, g, free, nf, L, d):
-    """Solve H_FF d_F = -g_F for the free components (indices free[:nf]); False if not positive definite."""
-    for i in range(nf):
+    """Solve H_FF d_F = -g_F for the free components (indices free[:nf]); False if not positive definite.
+
+    L holds the factor's strict lower triangle and, on its diagonal, the reciprocals of the factor's diagonal
+    (a multiplication where each use would divide)."""
+    for i in range(nf):  # H_FF, gathered into L's rows: the sums below run along contiguous rows
+        fi = free[i]
         for j in range(i + 1):
-            s = H[free[i], free[j]]
+            L[i, j] = H[fi, free[j]]
+    for i in range(nf):
+        Li = L[i]
+        for j in range(i):
+            Lj = L[j]
+            s = Li[j]
             for k in range(j):
-                s -= L[i, k] * L[j, k]
-            if i == j:
-                if s <= 0.0:
-                    return False
-                L[i, i] = math.sqrt(s)
-            else:
-                L[i, j] = s / L[j, j]
+                s -= Li[k] * Lj[k]
+            Li[j] = s * Lj[j]
+        s = Li[i]
+        for k in range(i):
+            s -= Li[k] * Li[k]
+        if s <= 0.0:
+            return False
+        Li[i] = 1.0 / math.sqrt(s)
     # forward: L z = -g ; back: L^T d = z
     for i in range(nf):
         s = -g[free[i]]
+        Li = L[i]
         for k in range(i):
-            s -= L[i, k] * d[k]
-        d[i] = s / L[i, i]
+            s -= Li[k] * d[k]
+        d[i] = s * Li[i]
     for i in range(nf - 1, -1, -1):
         s = d[i]
         for k in range(i + 1, nf):
             s -= L[k, i] * d[k]
-        d[i] = s / L[i, i]
+        d[i] = s * L[i, i]
     return True
 
 
@@ -109,6 +126,23 @@ def _objective(BnT, c, yv, nnz, a, mu):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _model(BnT, nnz, a, mu):
+    """mu = B a over the counted channels; False if some mu <= 0 (outside f's domain)."""
+    K = a.size
+    for n in range(nnz):
+        mu[n] = 0.0
+    for k in range(K):
+        ak = a[k]
+        if ak != 0.0:
+            for n in range(nnz):
+                mu[n] += ak * BnT[k, n]
+    for n in range(nnz):
+        if not mu[n] > 0.0:
+            return False
+    return True
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
 def _gradient(BnT, c, yv, nnz, mu, g, r):
     """g = c - B^T (y / mu) over the counted channels, leaving y / mu in ``r``."""
     K = g.size
@@ -122,21 +156,48 @@ def _gradient(BnT, c, yv, nnz, mu, g, r):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
-def _hessian(BnT, nnz, mu, r, free, nf, H, w, wb):
-    """H_kl = sum_n B_nk B_nl y_n / mu_n^2 for the free components k, l (indices free[:nf]; ``r`` = y / mu)."""
+def _hessian(BnT, nnz, mu, r, free, nf, H, w, U):
+    """H_kl = sum_n B_nk B_nl y_n / mu_n^2 for the free components k, l (indices free[:nf]; ``r`` = y / mu).
+
+    Two rows by four columns at a time: eight sums per pass over the channels, each value loaded once for
+    four of them. Row K of ``BnT`` and ``U`` (K + 1, >= nnz) is zero: ``free`` is padded with K, so the
+    blocks need no edge cases (their entries in row and column K of ``H`` (K + 1, K + 1) are not read)."""
+    K = BnT.shape[0] - 1
+    for i in range(nf, nf + 4):
+        free[i] = K
     for n in range(nnz):
         w[n] = r[n] / mu[n]
     for i in range(nf):
-        k = free[i]
+        u = U[free[i]]
+        b = BnT[free[i]]
         for n in range(nnz):
-            wb[n] = w[n] * BnT[k, n]
-        for j in range(i + 1):
-            m = free[j]
-            s = 0.0
+            u[n] = b[n] * w[n]
+    for ib in range(0, nf, 2):
+        k0, k1 = free[ib], free[ib + 1]
+        u0, u1 = U[k0], U[k1]
+        for jb in range(0, ib + 2, 4):
+            m0, m1, m2, m3 = free[jb], free[jb + 1], free[jb + 2], free[jb + 3]
+            b0, b1, b2, b3 = BnT[m0], BnT[m1], BnT[m2], BnT[m3]
+            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = 0.0
             for n in range(nnz):
-                s += wb[n] * BnT[m, n]
-            H[k, m] = s
-            H[m, k] = s
+                x0, x1 = u0[n], u1[n]
+                y0, y1, y2, y3 = b0[n], b1[n], b2[n], b3[n]
+                s00 += x0 * y0
+                s01 += x0 * y1
+                s02 += x0 * y2
+                s03 += x0 * y3
+                s10 += x1 * y0
+                s11 += x1 * y1
+                s12 += x1 * y2
+                s13 += x1 * y3
+            H[k0, m0] = H[m0, k0] = s00
+            H[k0, m1] = H[m1, k0] = s01
+            H[k0, m2] = H[m2, k0] = s02
+            H[k0, m3] = H[m3, k0] = s03
+            H[k1, m0] = H[m0, k1] = s10
+            H[k1, m1] = H[m1, k1] = s11
+            H[k1, m2] = H[m2, k1] = s12
+            H[k1, m3] = H[m3, k1] = s13
 
 
 @numba.njit(cache=True, nogil=True)
@@ -157,32 +218,20 @@ def _em_steps(BnT, c, yv, nnz, a, mu, r, n_steps):
 
 
 @numba.njit(cache=True, nogil=True)
-def _counted(row, ch0, n_fit, idx, yv):
-    """The counted channels of ``row[ch0:ch0 + n_fit]`` (any dtype, read in place) into ``idx`` and ``yv``
-    (float64); returns (their number, the total counts)."""
-    nnz = 0
-    total = 0.0
-    counts = row[ch0:ch0 + n_fit]  # a slice from 0: no wraparound test per index
-    for j in range(counts.size):
-        v = counts[j]
-        if v > 0:
-            idx[nnz] = j
-            y = float(v)
-            yv[nnz] = y
-            total += y
-            nnz += 1
-    return nnz, total
-
-
-@numba.njit(cache=True, nogil=True)
-def _gather(B, idx, nnz, BnT):
-    """The counted channels' rows of ``B`` (n_fit, K), transposed into ``BnT`` (K, >= nnz): each component's
-    values contiguous, for the sums over channels."""
+def _gather(B, idx, yv, s, nnz, BnT, y):
+    """A compacted row (channels ``idx[s:s + nnz]`` of ``B`` (n_fit, K), counts ``yv[s:s + nnz]``): its basis
+    rows transposed into ``BnT`` (K, >= nnz), each component's values contiguous for the sums over channels,
+    and its counts into ``y``; returns the total counts."""
     K = B.shape[1]
+    total = 0.0
     for n in range(nnz):
-        j = idx[n]
+        j = idx[s + n]
+        v = yv[s + n]
+        y[n] = v
+        total += v
         for k in range(K):
             BnT[k, n] = B[j, k]
+    return total
 
 
 @numba.njit(cache=True, nogil=True)
@@ -190,7 +239,7 @@ def _newton(BnT, c, yv, nnz, total, a0, max_iter, tol, a, ws):
     """Poisson ML of one pixel's counted channels (``BnT`` (K, nnz) their basis rows, ``yv`` their counts),
     from ``a`` (K,) where it fits every counted channel, else from the composition ``a0`` scaled to the
     counts; the estimate into ``a``. Returns (deviance, iterations, flag)."""
-    mu, mu_new, g, H, L, d, a_new, free, r, w, wb, z, damped = ws
+    mu, mu_new, g, H, L, d, a_new, free, r, w, U, z, damped = ws
     K = a.size
     if nnz == 0:
         for k in range(K):
@@ -203,14 +252,16 @@ def _newton(BnT, c, yv, nnz, total, a0, max_iter, tol, a, ws):
     scale = 1.0
     for n in range(nnz):
         scale = min(scale, yv[n])
-    f = _objective(BnT, c, yv, nnz, a, mu)
-    if not math.isfinite(f):
+    if not _model(BnT, nnz, a, mu):
         ca0 = 0.0
         for k in range(K):
             ca0 += c[k] * a0[k]
         for k in range(K):
             a[k] = a0[k] * total / ca0
-        f = _objective(BnT, c, yv, nnz, a, mu)
+        _model(BnT, nnz, a, mu)
+    # f (its logarithms of every counted channel) is computed only where a line search needs it
+    f = math.nan
+    f_known = False
     _gradient(BnT, c, yv, nnz, mu, g, r)
     flag = MAX_ITER
     nf = 0
@@ -244,7 +295,7 @@ def _newton(BnT, c, yv, nnz, total, a0, max_iter, tol, a, ws):
                 s = g[k]
                 for m in range(i):
                     s -= L[i, m] * z[m]
-                z[i] = s / L[i, i]
+                z[i] = s * L[i, i]  # the reciprocal of the factor's diagonal (_cholesky_solve)
                 est += z[i] * z[i]
                 rho = min(rho, damped[k] / max(a[k], floor))
             if 2.0 * est / (rho * (1.0 - step_norm) ** 2) < tol:
@@ -254,7 +305,7 @@ def _newton(BnT, c, yv, nnz, total, a0, max_iter, tol, a, ws):
         if it > max_iter:
             it -= 1
             break
-        _hessian(BnT, nnz, mu, r, free, nf, H, w, wb)
+        _hessian(BnT, nnz, mu, r, free, nf, H, w, U)
         for i in range(nf):
             k = free[i]
             damped[k] = max(a[k], floor)
@@ -270,11 +321,32 @@ def _newton(BnT, c, yv, nnz, total, a0, max_iter, tol, a, ws):
         if decrement < tol:
             flag = CONVERGED
             break
-        # projected backtracking line search
         alpha = 1.0
         accepted = False
         clipped = False
-        while alpha > _MIN_STEP:
+        f_new = math.nan
+        if factored and decrement <= 0.25 * scale:
+            # the full Newton step, if it needs no projection: its local norm t = sqrt(decrement / scale) (in
+            # f / scale, the damping only shortening it) is <= 1/2, so by self-concordance it stays in f's
+            # domain and f(a + d) <= f(a) - decrement + scale w(t), w(t) = -t - log(1 - t) <= 0.78 t^2
+            # (Nesterov, Introductory Lectures on Convex Optimization, 2004, thm 4.1.8): the Armijo test
+            # below holds, and is not computed
+            inside = True
+            for i in range(nf):
+                if a[free[i]] + d[i] < 0.0:
+                    inside = False
+                    break
+            if inside:
+                for k in range(K):
+                    a_new[k] = a[k]
+                for i in range(nf):
+                    a_new[free[i]] = a[free[i]] + d[i]
+                accepted = _model(BnT, nnz, a_new, mu_new)
+        if not accepted and not f_known:
+            f = _objective(BnT, c, yv, nnz, a, mu)
+            f_known = True
+        # projected backtracking line search
+        while not accepted and alpha > _MIN_STEP:
             for k in range(K):  # held components stay where they are (at 0)
                 a_new[k] = a[k]
             clipped = False
@@ -309,12 +381,14 @@ def _newton(BnT, c, yv, nnz, total, a0, max_iter, tol, a, ws):
                 flag = CONVERGED if worst < 1e-4 else LINE_SEARCH
                 break
             f = f_em
+            f_known = True
             continue
         for k in range(K):
             a[k] = a_new[k]
         for n in range(nnz):
             mu[n] = mu_new[n]
         f = f_new
+        f_known = not math.isnan(f_new)
         _gradient(BnT, c, yv, nnz, mu, g, r)
         # the step's local norm (in f / scale), for the next iteration's estimate; a clipped step is not
         # the Newton step whose factor L holds
@@ -332,31 +406,34 @@ def _newton(BnT, c, yv, nnz, total, a0, max_iter, tol, a, ws):
 
 @numba.njit(cache=True, nogil=True)
 def workspace(n_fit, K):
-    """A thread's arrays: ``idx``, ``yv`` (n_fit,), ``BnT`` (K, n_fit), ``a`` (K,) and the tuple :func:`_newton`
-    takes (mu, mu_new, g, H, L, d, a_new, free, r, w, wb, z, damped)."""
-    ws = (np.empty(n_fit), np.empty(n_fit), np.empty(K), np.empty((K, K)), np.empty((K, K)), np.empty(K),
-          np.empty(K), np.empty(K, np.int64), np.empty(n_fit), np.empty(n_fit), np.empty(n_fit), np.empty(K),
-          np.empty(K))
-    return np.empty(n_fit, np.int64), np.empty(n_fit), np.empty((K, n_fit)), np.empty(K), ws
+    """A thread's arrays: ``idx``, ``yv`` (n_fit,), ``BnT`` (K + 1, n_fit; row K zero), ``a`` (K,) and the tuple
+    :func:`_newton` takes (mu, mu_new, g, H (K + 1, K + 1), L, d, a_new, free (K + 4,), r, w,
+    U (K + 1, n_fit; row K zero), z, damped)."""
+    ws = (np.empty(n_fit), np.empty(n_fit), np.empty(K), np.empty((K + 1, K + 1)), np.empty((K, K)), np.empty(K),
+          np.empty(K), np.empty(K + 4, np.int64), np.empty(n_fit), np.empty(n_fit), np.zeros((K + 1, n_fit)),
+          np.empty(K), np.empty(K))
+    return np.empty(n_fit, np.int64), np.empty(n_fit), np.zeros((K + 1, n_fit)), np.empty(K), ws
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
-def poisson_fit(B, c, Y, a0, start, max_iter, tol, A, dev, iters, flags):
-    """Poisson ML of every row of ``Y`` (N, n_fit) on ``B`` (n_fit, K), from ``start`` (N, K) (or ``a0``
-    scaled to each row's counts where a start misses a counted channel); into ``A`` (N, K), ``dev``,
-    ``iters``, ``flags`` (N,)."""
-    N = Y.shape[0]
+def poisson_fit(B, c, stride, nnzs, idx, yv, a0, start, max_iter, tol, A, dev, iters, flags):
+    """Poisson ML of every compacted row p (channels ``idx[p * stride:]``, ``nnzs[p]`` of them, counts ``yv``
+    there; :func:`._sparse.compact`) on ``B`` (n_fit, K), from ``start`` (N, K) (or ``a0`` scaled to the
+    row's counts where a start misses a counted channel); into ``A`` (N, K), ``dev``, ``iters``, ``flags``.
+
+    Float64 whatever the raw dtype was: one compilation serves every map."""
+    N = nnzs.size
     n_fit, K = B.shape
     block = 64
     n_blocks = (N + block - 1) // block
     for b in numba.prange(n_blocks):
-        idx, yv, BnT, a, ws = workspace(n_fit, K)
+        _, y, BnT, a, ws = workspace(n_fit, K)
         for p in range(b * block, min(N, (b + 1) * block)):
-            nnz, total = _counted(Y[p], 0, n_fit, idx, yv)
-            _gather(B, idx, nnz, BnT)
+            nnz = nnzs[p]
+            total = _gather(B, idx, yv, p * stride, nnz, BnT, y)
             for k in range(K):
                 a[k] = start[p, k]
-            dv, it, fl = _newton(BnT, c, yv, nnz, total, a0, max_iter, tol, a, ws)
+            dv, it, fl = _newton(BnT, c, y, nnz, total, a0, max_iter, tol, a, ws)
             for k in range(K):
                 A[p, k] = a[k]
             dev[p] = dv
@@ -496,157 +573,104 @@ def _inverse_diagonal(F, K, L, col, out):
         out[k] = acc
 
 
-#: Channels per tile of :func:`_sigma_one`: a tile of every component's values stays in L1.
-_TILE = 128
-
-
-@numba.njit(cache=True, nogil=True)
-def sigma_workspace(n_fit, K):
-    """A thread's arrays for :func:`_sigma_one`: w (tile,), u (K, tile), F, L (K, K), col (K,)."""
-    return np.empty(_TILE), np.empty((K, _TILE)), np.empty((K, K)), np.empty((K, K)), np.empty(K)
-
-
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
-def _sigma_one(BT, lo, hi, a, mu_floor, sw, out):
-    """Standard errors sqrt(diag(I^-1)) at the estimate ``a``, I = B^T diag(1 / mu) B over every fitted channel
-    with mu = max(B a, ``mu_floor``), into ``out`` (K,). ``BT`` (K, n_fit) is B transposed and component k is
-    nonzero only on channels lo[k] .. hi[k] - 1, so a pair costs the overlap of their supports.
+def _sigma_block(BT, lo, hi, G, pairs, A, p0, p1, mu_floor, mu, W, F, L, col, errors):
+    """Standard errors sqrt(diag(I^-1)) of pixels p0 .. p1 - 1 at their estimates ``A[p]``, I = B^T diag(1 / mu) B
+    over every fitted channel with mu = max(B a, ``mu_floor``), into ``errors[p]``.
 
-    By tiles of channels: each tile's mu, 1 / mu and B_k / mu are formed and all pairs summed over it while
-    it is in L1 (a pass over all channels per pair would stream the basis from L2 for every pair)."""
-    w, u, F, L, col = sw
+    ``BT`` (K, n_fit) is B transposed, component k nonzero only on channels lo[k] .. hi[k] - 1; ``G`` holds
+    B_k B_m of each pair q = (k, m), m <= k, over the channels both live on (``pairs[q]`` = k, m, first,
+    one-past-last). First each pixel's 1 / mu into a row of ``W`` (the block's rows stay in cache), then pair
+    by pair a dot product of G_q with each pixel's row: long sums over a pair's channels, its row of G read
+    once for the block. ``BT``, ``G``, ``mu`` and ``W`` are float32 (twice the values per vector instruction,
+    half the memory traffic): I's entries to ~1e-7 relative, which sigma keeps (the factorisation is float64)."""
     K, n_fit = BT.shape
-    for k in range(K):
-        for m in range(k + 1):
-            F[k, m] = 0.0
-    for t0 in range(0, n_fit, _TILE):
-        n = min(_TILE, n_fit - t0)
-        # loops over slices from 0: numba then knows no index is negative (no wraparound test) and vectorises
-        for j in range(n):
-            w[j] = 0.0
+    P = p1 - p0
+    for i in range(P):
+        for j in range(n_fit):
+            mu[j] = 0.0
         for k in range(K):
-            ak = a[k]
-            j0, j1 = max(lo[k] - t0, 0), min(hi[k] - t0, n)
-            if ak != 0.0 and j1 > j0:
-                src = BT[k, t0 + j0:t0 + j1]
-                dst = w[j0:j1]
+            ak = np.float32(A[p0 + i, k])
+            if ak != 0.0:  # most amplitudes of a weak pixel are 0
+                src = BT[k, lo[k]:hi[k]]
+                dst = mu[lo[k]:hi[k]]
                 for j in range(src.size):
                     dst[j] += ak * src[j]
-        for j in range(n):
-            w[j] = 1.0 / max(w[j], mu_floor)
+        w = W[i]
+        for j in range(n_fit):
+            w[j] = np.float32(1.0) / max(mu[j], mu_floor)
+    for q in range(pairs.shape[0]):
+        k, m, j0, j1 = pairs[q, 0], pairs[q, 1], pairs[q, 2], pairs[q, 3]
+        g = G[q, j0:j1]
+        for i in range(P):
+            x = W[i, j0:j1]
+            acc = np.float32(0.0)
+            for j in range(g.size):
+                acc += x[j] * g[j]
+            F[i, k, m] = acc
+    for i in range(P):
+        out = errors[p0 + i]
+        _inverse_diagonal(F[i], K, L, col, out)
         for k in range(K):
-            j0, j1 = max(lo[k] - t0, 0), min(hi[k] - t0, n)
-            if j1 <= j0:
-                continue
-            src = BT[k, t0 + j0:t0 + j1]
-            ww = w[j0:j1]
-            uk = u[k, j0:j1]
-            for j in range(src.size):
-                uk[j] = src[j] * ww[j]
-            for m in range(k + 1):
-                m0, m1 = max(j0, lo[m] - t0), min(j1, hi[m] - t0)
-                if m1 <= m0:
-                    continue
-                x = u[k, m0:m1]
-                y = BT[m, t0 + m0:t0 + m1]
-                acc = 0.0
-                for j in range(x.size):
-                    acc += x[j] * y[j]
-                F[k, m] += acc
-    _inverse_diagonal(F, K, L, col, out)
-    for k in range(K):
-        out[k] = math.sqrt(out[k])
+            out[k] = math.sqrt(out[k])
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
-def fisher_sigma(BT, lo, hi, A, mu_floor, errors):
-    """:func:`_sigma_one` of every row of ``A`` (N, K) into ``errors`` (N, K)."""
+def fisher_sigma(BT, lo, hi, G, pairs, A, mu_floor, errors):
+    """:func:`_sigma_block` of every row of ``A`` (N, K) into ``errors`` (N, K), 32 pixels at a time (``BT``,
+    ``G`` float32)."""
     N, K = A.shape
     n_fit = BT.shape[1]
-    block = 64
+    block = 32
+    floor = np.float32(mu_floor)
     for b in numba.prange((N + block - 1) // block):
-        sw = sigma_workspace(n_fit, K)
-        for p in range(b * block, min(N, (b + 1) * block)):
-            _sigma_one(BT, lo, hi, A[p], mu_floor, sw, errors[p])
-
-
-# ---- the fits of the raw counts (re-exported by ._sparse) ----
-@numba.njit(cache=True, parallel=True, nogil=True)
-def poisson_fit_raw(B, c, Wt, a0, Y, ch0, max_iter, tol, want_sigma, BT, lo, hi, mu_floor, A, dev, iters, flags,
-                errors):
-    """Non-negative Poisson ML of every row of the raw ``Y`` (N, n_channels) over channels ch0 .. ch0 + n_fit
-    on ``B`` (n_fit, K) (:func:`._kernels._newton`), from the linear estimate of weights ``Wt`` (n_fit, K),
-    clipped at 0 and blended with the mean composition ``a0``; into ``A`` (N, K), ``dev``, ``iters``,
-    ``flags`` (N,), and with ``want_sigma`` the standard errors into ``errors`` (N, K)
-    (:func:`._kernels._sigma_one`, on ``BT`` = B^T and the components' supports ``lo``, ``hi``).
-
-    One pass per pixel: its counts are read once, in place, and all it needs stays in the thread's cache."""
-    N = Y.shape[0]
-    n_fit, K = B.shape
-    ca0 = 0.0
-    for k in range(K):
-        ca0 += c[k] * a0[k]
-    block = 64
-    n_blocks = (N + block - 1) // block
-    for b in numba.prange(n_blocks):
-        idx, yv, BnT, a, ws = workspace(n_fit, K)
-        sw = sigma_workspace(n_fit, K)
-        for p in range(b * block, min(N, (b + 1) * block)):
-            nnz, total = _counted(Y[p], ch0, n_fit, idx, yv)
-            _gather(B, idx, nnz, BnT)
-            for k in range(K):
-                a[k] = 0.0
-            for n in range(nnz):
-                j = idx[n]
-                y = yv[n]
-                for k in range(K):
-                    a[k] += Wt[j, k] * y
-            for k in range(K):
-                a[k] = max(a[k], 0.0) + 0.1 * total / ca0 * a0[k]
-            dv, it, fl = _newton(BnT, c, yv, nnz, total, a0, max_iter, tol, a, ws)
-            for k in range(K):
-                A[p, k] = a[k]
-            dev[p] = dv
-            iters[p] = it
-            flags[p] = fl
-            if want_sigma:
-                _sigma_one(BT, lo, hi, a, mu_floor, sw, errors[p])
+        mu = np.empty(n_fit, np.float32)
+        W = np.empty((block, n_fit), np.float32)
+        F = np.empty((block, K, K))
+        L = np.empty((K, K))
+        col = np.empty(K)
+        p0 = b * block
+        _sigma_block(BT, lo, hi, G, pairs, A, p0, min(N, p0 + block), floor, mu, W, F, L, col, errors)
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
-def linear_fit_raw(B, Wt, W2t, c, Y, ch0, want_sigma, A, dev, errors):
-    """a = W y of every raw row of ``Y`` (counted channels only; ``Wt`` = W^T (n_fit, K)), its deviance, and
-    sqrt(W^2 y) as sigma (``W2t`` = (W^2)^T)."""
-    N = Y.shape[0]
-    n_fit, K = B.shape
+def linear_fit(B, Wt, W2t, c, stride, nnzs, idx, yv, want_sigma, want_dev, A, dev, errors):
+    """a = W y of every compacted row (``Wt`` = W^T (n_fit, K)), with ``want_dev`` its deviance, with
+    ``want_sigma`` sqrt(W^2 y) as sigma (``W2t`` = (W^2)^T)."""
+    N = nnzs.size
+    K = B.shape[1]
     block = 64
     for b in numba.prange((N + block - 1) // block):
-        idx = np.empty(n_fit, np.int64)
-        yv = np.empty(n_fit)
         a = np.empty(K)
         e = np.empty(K)
         for p in range(b * block, min(N, (b + 1) * block)):
-            nnz, total = _counted(Y[p], ch0, n_fit, idx, yv)
+            s0, nnz = p * stride, nnzs[p]
             for k in range(K):
                 a[k] = 0.0
                 e[k] = 0.0
-            for n in range(nnz):
+            total = 0.0
+            for n in range(s0, s0 + nnz):
                 j = idx[n]
                 y = yv[n]
+                total += y
                 for k in range(K):
                     a[k] += Wt[j, k] * y
-                    e[k] += W2t[j, k] * y
-            s = 0.0
-            for n in range(nnz):
-                j = idx[n]
-                y = yv[n]
-                m = 0.0
-                for k in range(K):
-                    m += B[j, k] * a[k]
-                s += y * math.log(y / m) if m > 0 else math.inf
+                if want_sigma:
+                    for k in range(K):
+                        e[k] += W2t[j, k] * y
             for k in range(K):
-                s += c[k] * a[k]
                 A[p, k] = a[k]
                 if want_sigma:
                     errors[p, k] = math.sqrt(max(e[k], 0.0))
-            dev[p] = 2.0 * (s - total)
+            if want_dev:
+                s = 0.0
+                for n in range(s0, s0 + nnz):
+                    j = idx[n]
+                    y = yv[n]
+                    m = 0.0
+                    for k in range(K):
+                        m += B[j, k] * a[k]
+                    s += y * math.log(y / m) if m > 0 else math.inf
+                for k in range(K):
+                    s += c[k] * a[k]
+                dev[p] = 2.0 * (s - total)

@@ -1,15 +1,13 @@
-"""Compiled per-pixel fits that read the raw counts (numba): no float64 copy of the map.
+"""Compiled readers of the raw counts (numba): no float64 copy of the map, one solver for every dtype.
 
-The fits (defined in :mod:`._kernels`, beside the solver they call) read a
-pixel's row of the raw array (any integer or float dtype) over the fitted
-channels. The Poisson fit copies it into a
-thread-local buffer of its counted channels, computes its start (the linear
-estimate with the mean spectrum's weights, a sum over the counted channels
-only, clipped at 0 and blended with the mean composition), runs the projected
-Newton method of :func:`._kernels._newton` (sparse in the counted channels)
-and computes the pixel's standard errors, all in one pass; the linear
-estimator is a sum over the counted channels too. :func:`column_sums` gives
-the summed spectrum and counts NaN and negative values in one pass.
+The map stays as it was recorded (any integer or float dtype). :func:`compact`
+reads rows p0 .. p1 - 1 once over the fitted channels and keeps only the
+counted ones: for row i its channel numbers (``idx``) and counts (``yv``,
+float64) from i * n_fit, ``nnzs[i]`` of them. This small kernel is compiled
+per dtype; the solvers of :mod:`._kernels` take the compacted rows, so they
+are compiled once (their compilation is most of a first fit's time, ~30 s).
+:func:`column_sums` gives the summed spectrum and counts NaN and negative
+values in one pass.
 """
 
 from __future__ import annotations
@@ -19,12 +17,32 @@ import math
 import numba
 import numpy as np
 
-# the fits live in ._kernels with the functions they call: numba's cache of a kernel is invalidated by changes
-# to its own file only, so a kernel here calling ._kernels could run stale code after an edit there
-from ._kernels import linear_fit_raw as linear_fit
-from ._kernels import poisson_fit_raw as poisson_fit
+__all__ = ["column_sums", "compact"]
 
-__all__ = ["column_sums", "linear_fit", "poisson_fit"]
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def compact(Y, p0, p1, ch0, n_fit, nnzs, totals, idx, yv):
+    """Rows p0 .. p1 - 1 of the raw map ``Y`` (N, n_channels), channels ch0 .. ch0 + n_fit - 1, compacted: row
+    i's counted (> 0) channels (numbered from 0 at ch0) into ``idx[i * n_fit:]`` (int32), their counts into
+    ``yv`` there (float64), their number into ``nnzs[i]`` and their sum into ``totals[i]``.
+
+    One pass over the raw row, which is what it costs (the map streams from memory); each row's slots in
+    ``idx`` and ``yv`` are written only as far as it has counts."""
+    for i in numba.prange(p1 - p0):
+        counts = Y[p0 + i, ch0:ch0 + n_fit]
+        base = i * n_fit
+        s = 0
+        t = 0.0
+        for j in range(counts.size):
+            v = counts[j]
+            if v > 0:
+                y = float(v)
+                idx[base + s] = j
+                yv[base + s] = y
+                t += y
+                s += 1
+        nnzs[i] = s
+        totals[i] = t
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)

@@ -184,6 +184,8 @@ class SpectrumProfile:
 
     def __init__(self, y, start: Calibration, elements, n_channels, channels, pileup, n_background, free):
         self.y = np.ascontiguousarray(y, dtype=np.float64)[None, :]
+        # its counted channels, as the per-pixel solver takes a pixel's (._sparse.compact)
+        self.counted = np.flatnonzero(self.y[0] > 0).astype(np.int32)
         self.start = start
         self.elements = tuple(elements)
         self.n_channels = n_channels
@@ -224,8 +226,9 @@ class SpectrumProfile:
         dev = np.empty(1)
         it = np.empty(1, np.int64)
         flag = np.empty(1, np.int64)
-        with first_call(("calibrate", self.y.dtype.str)):  # one process compiles, the others load its cache
-            _kernels.poisson_fit(B, c, self.y, a0, a0[None, :], 500, 1e-10, A, dev, it, flag)
+        with first_call(("fit", "poisson")):  # one process compiles the solver, the others load its cache
+            _kernels.poisson_fit(B, c, 0, np.array([self.counted.size]), self.counted,
+                                 self.y[0, self.counted], a0, a0[None, :], 500, 1e-10, A, dev, it, flag)
         self.a = A[0].copy()
         return float(dev[0]), A[0].copy(), basis
 

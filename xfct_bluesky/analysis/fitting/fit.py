@@ -11,8 +11,8 @@ stages (see ``shared/reference/fitting-notes.md``):
    and every pixel's amplitudes are fitted on it.
 
 Unlike those tools, stage 2 maximises the Poisson likelihood under a >= 0
-(:mod:`._sparse` reads each pixel's raw counts, no float64 copy of the map,
-and runs the solver of :mod:`._kernels` on its counted channels): weights that depend on the data (sigma =
+(:mod:`._sparse` reads each pixel's raw counts once, no float64 copy of the map,
+keeping its counted channels for the solver of :mod:`._kernels`): weights that depend on the data (sigma =
 sqrt(y), 1/(1+y)), clipping and per-pixel background subtraction bias a fit
 at a few counts per pixel by 5-30 % (Cash 1979; Humphrey, Liu & Buote 2009),
 while the Poisson ML is asymptotically unbiased and efficient, and in our
@@ -21,8 +21,9 @@ pixel also gets standard errors, from the Fisher information at its estimate
 
     I_kl = sum_j B_jk B_jl / mu_j,    sigma_k = sqrt((I^-1)_kk),
 
-over all fitted channels (computed with the fit, each pair of components over
-the channels both are nonzero on), and its Poisson deviance.
+over all fitted channels (a second compiled pass over the estimates, each
+pair of components summed over the channels both are nonzero on, in float32:
+to ~1e-7 relative), and its Poisson deviance.
 ``method="nnls"`` gives the unweighted non-negative least squares of PyXRF /
 scikit-beam (without their SNIP background) on the same basis, for
 comparison; ``method="linear"`` the fixed-weight linear estimator
@@ -432,6 +433,22 @@ def _supports(B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lo.astype(np.int64), hi.astype(np.int64)
 
 
+def _fisher_operands(B: np.ndarray):
+    """(BT, lo, hi, G, pairs) for :func:`._kernels.fisher_sigma`: B transposed in float32 (values below 1e-30 of
+    the largest set to 0: float32 keeps no denormals at speed), each component's support on it, and for each
+    pair of components k >= m the channels both live on (``pairs[q]`` = k, m, first, one-past-last) with
+    B_k B_m there (``G[q]``, float32, zero elsewhere)."""
+    BT = np.ascontiguousarray(B.T)
+    BT = np.where(np.abs(BT) >= 1e-30 * np.abs(BT).max(initial=0.0), BT, 0.0)
+    lo, hi = _supports(BT.T)
+    K = BT.shape[0]
+    pairs = np.array([(k, m, max(lo[k], lo[m]), max(min(hi[k], hi[m]), max(lo[k], lo[m])))
+                      for k in range(K) for m in range(k + 1)], np.int64).reshape(-1, 4)
+    G = BT[pairs[:, 0]] * BT[pairs[:, 1]]
+    G = np.where(np.abs(G) >= 1e-30 * np.abs(G).max(initial=0.0), G, 0.0)
+    return BT.astype(np.float32), lo, hi, G.astype(np.float32), pairs
+
+
 def _fit_pixels(a2, basis: SpectrumBasis, a0, method, want_sigma, max_iter, tol, chunk):
     # numba: compiled (or loaded from its cache) on first use
     from .._compile_lock import first_call
@@ -440,17 +457,14 @@ def _fit_pixels(a2, basis: SpectrumBasis, a0, method, want_sigma, max_iter, tol,
     B = np.ascontiguousarray(basis.matrix, dtype=np.float64)
     K = B.shape[1]
     c = B.sum(axis=0)
+    a0 = np.asarray(a0, np.float64)
     n_pix = a2.shape[0]
     A = np.empty((n_pix, K))
     dev = np.empty(n_pix)
     iters = np.zeros(n_pix, np.int64)
     flags = np.zeros(n_pix, np.int64)
     errors = np.full((n_pix, K), np.nan) if want_sigma else np.empty((0, K))
-    ch0 = basis.channels.start
-    # the standard errors, I = B' diag(1 / mu) B over every fitted channel at the estimate, per pixel in the
-    # kernels: each pair of components summed over the channels both live on (lines and their tails end)
-    BT = np.ascontiguousarray(B.T)
-    lo, hi = _supports(B)
+    ch0, n_fit = basis.channels.start, B.shape[0]
     if method in ("linear", "poisson"):
         # weights from the mean spectrum: W = (B' M^-1 B)^-1 B' M^-1, M = diag(B a0); the Poisson fit starts
         # from this linear estimate (clipped, blended with the mean composition)
@@ -461,20 +475,36 @@ def _fit_pixels(a2, basis: SpectrumBasis, a0, method, want_sigma, max_iter, tol,
         except np.linalg.LinAlgError:  # components the mean spectrum cannot tell apart: the least-norm weights
             weights = np.linalg.lstsq(scaled @ B, scaled, rcond=None)[0]
         Wt = np.ascontiguousarray(weights.T)
-    # one process on the machine compiles a kernel for these spectra, the others load it (_compile_lock)
-    with first_call(("fit", method, a2.dtype.str, a2.flags.c_contiguous)):
-        if method == "poisson":
-            _sparse.poisson_fit(B, c, Wt, np.asarray(a0, np.float64), a2, ch0, max_iter, tol, want_sigma, BT, lo, hi,
-                                MU_FLOOR, A, dev, iters, flags, errors)
-        elif method == "linear":  # var(a_k) = sum_j W_kj^2 mu_j, estimated without bias by sum_j W_kj^2 y_j
-            _sparse.linear_fit(B, Wt, Wt**2, c, a2, ch0, want_sigma, A, dev, errors)
-        else:
-            gram = B.T @ B
-            for i0 in range(0, n_pix, chunk):
-                i1 = min(i0 + chunk, n_pix)
+        W2t = Wt**2
+        ca0 = float(c @ a0)
+    # the raw rows, compacted to their counted channels a chunk at a time (a small kernel per dtype); the
+    # solvers are compiled once, for float64 (one process on the machine compiles, the others load it)
+    rows = max(1, min(chunk, n_pix, 2048))  # the compacted rows take up to 12 bytes per channel, touched where counted
+    nnzs, totals = np.empty(rows, np.int64), np.empty(rows)
+    idx, yv = np.empty(rows * n_fit, np.int32), np.empty(rows * n_fit)
+    with first_call(("compact", a2.dtype.str, a2.flags.c_contiguous)):
+        _sparse.compact(a2, 0, min(1, n_pix), ch0, n_fit, nnzs, totals, idx, yv)
+    with first_call(("fit", method)):
+        for i0 in range(0, n_pix, rows):
+            i1 = min(i0 + rows, n_pix)
+            n = i1 - i0
+            _sparse.compact(a2, i0, i1, ch0, n_fit, nnzs, totals, idx, yv)
+            if method == "linear":  # var(a_k) = sum_j W_kj^2 mu_j, estimated without bias by sum_j W_kj^2 y_j
+                _kernels.linear_fit(B, Wt, W2t, c, n_fit, nnzs[:n], idx, yv, want_sigma, True, A[i0:i1],
+                                    dev[i0:i1], errors[i0:i1] if want_sigma else errors)
+            elif method == "poisson":
+                start = np.empty((n, K))
+                _kernels.linear_fit(B, Wt, W2t, c, n_fit, nnzs[:n], idx, yv, False, False, start, dev[i0:i1],
+                                    errors)
+                start = np.maximum(start, 0.0) + (0.1 / ca0) * totals[:n, None] * a0
+                _kernels.poisson_fit(B, c, n_fit, nnzs[:n], idx, yv, a0, start, max_iter, tol, A[i0:i1],
+                                     dev[i0:i1], iters[i0:i1], flags[i0:i1])
+            else:
                 Y = np.ascontiguousarray(a2[i0:i1, basis.channels], dtype=np.float64)
-                _kernels.nnls_fit(gram, Y @ B, A[i0:i1], iters[i0:i1])
+                _kernels.nnls_fit(B.T @ B, Y @ B, A[i0:i1], iters[i0:i1])
                 _kernels.poisson_deviance(B, Y, A[i0:i1], dev[i0:i1])
-            if want_sigma:
-                _kernels.fisher_sigma(BT, lo, hi, A, MU_FLOOR, errors)
+        if want_sigma and method != "linear":
+            # the standard errors, I = B' diag(1 / mu) B over every fitted channel at the estimate: each pair of
+            # components summed over the channels both live on (lines and their tails end)
+            _kernels.fisher_sigma(*_fisher_operands(B), A, MU_FLOOR, errors)
     return A, dev, iters, flags, (errors if want_sigma else None)
