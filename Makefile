@@ -10,6 +10,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test,bench]"
+	$(PY) -m xfct_bluesky.analysis.compile  # the numba kernels into numba's cache (~70 s), not at the first fit
 	touch $(STAMP)
 
 install: $(STAMP)
