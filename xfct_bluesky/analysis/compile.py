@@ -19,15 +19,16 @@ import warnings
 
 import numpy as np
 
+from .fitting import Calibration, fit_spectra
+from .fitting.model import build_basis
+from .projector import MatrixFreeOperator
+
 #: Raw spectrum dtypes whose reader is compiled ahead: detectors' integer counts, dead-time-corrected floats.
 RAW_DTYPES = ("uint16", "uint32", "int32", "int64", "float32", "float64")
 
 
 def compile_kernels(raw_dtypes=RAW_DTYPES, *, report=print) -> float:
     """Call every kernel once on tiny inputs (compiling it, or loading it from the cache); returns seconds."""
-    from .fitting import Calibration, fit_spectra
-    from .projector import MatrixFreeOperator
-
     t_all = time.perf_counter()
     energy = Calibration().energy(np.arange(2048))
     spectra = np.random.default_rng(0).poisson(0.05, (4, 2048))
@@ -54,9 +55,6 @@ def compile_kernels(raw_dtypes=RAW_DTYPES, *, report=print) -> float:
 
 def _calibration_spectrum(energy: np.ndarray) -> np.ndarray:
     """A summed spectrum the calibration converges on: the model's own, at high counts."""
-    from .fitting import Calibration
-    from .fitting.model import build_basis
-
     cal = Calibration()
     channels = slice(int(np.searchsorted(energy, 1.0)), int(np.searchsorted(energy, cal.incident_energy + 1.0)))
     basis = build_basis(cal, ("Ca", "Zn"), energy.size, channels, background=np.zeros(1))
