@@ -23,7 +23,7 @@ from xfct_bluesky.physics import small_cell
 from xfct_bluesky.plans import xfct_tomo
 from xfct_bluesky.storage import make_tiled_writer, runs_container
 
-N_ANGLES = 10
+N_ANGLES = 7
 SHAPE = (16, 20)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 HERE = Path(__file__).parent
-KILL_AFTER = 4  # projections reported before the kill
+KILL_AFTER = 3  # projections reported before the kill (of 7: acquire_until_killed.py)
 
 
 @pytest.fixture(scope="module")
