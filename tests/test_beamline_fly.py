@@ -212,6 +212,27 @@ def test_a_stopped_map_is_thrown_away_without_failing_the_status(flyer):
     assert status.success and flyer.i0.timestamp == before
 
 
+
+def test_a_map_stopped_then_taken_again_at_once_is_published_once(flyer):
+    """What a RunEngine resumed after a suspension does: stop the map in flight and trigger it again at once.
+    The stopped map stays stopped (it was flying on, and writing a second HDF5 frame, when the new trigger
+    reset a shared stop flag) and the new one flies after the old one has stopped its records: one map
+    published, one frame written."""
+    flyer.stage()
+    try:
+        before = flyer.i0.timestamp
+        first = flyer.trigger()
+        flyer.stop()
+        second = flyer.trigger()
+        first.wait(60)
+        second.wait(60)
+        assert first.success and second.success
+        assert flyer.i0.timestamp > before  # the second map was published
+        assert flyer.get_index() == 1  # and only it: one frame of spectra
+        assert np.asarray(flyer.i0.get()).shape == SHAPE
+    finally:
+        flyer.unstage()
+
 def test_the_xmap_buffer_layout_round_trips_and_refuses_what_it_is_not():
     """The mapping buffer's words (xmap_buffer.py, after XIA's layout as decode_xmap_buffers.pro reads it):
     what is encoded is decoded; a word that is not a buffer tag, or a short buffer, is refused naming it."""
@@ -282,3 +303,69 @@ def test_xfct_tomo_runs_on_the_real_layouts_through_the_session(ioc, tmp_path):
     assert resource["uri"].removeprefix("file://").startswith(str(session.assets_dir))
     assert start["quantities"]["Zn"] == "microprobe_scanner_Zn"
     assert docs.of("stop")[0]["exit_status"] == "success"
+
+
+def test_a_beam_loss_on_the_ring_current_record_suspends_and_resumes_the_tomography(ioc, tmp_path):
+    """``Session(..., microprobe="beamline", beam_loss=...)``: the microprobe's ``beam_current`` is the
+    configuration's ring-current record (2-ID-E's ``S:SRcurrentAI``); the ring current dropped to 5 mA over
+    Channel Access in the middle of the tomography suspends it (shutter closed), and back at 100 mA it resumes
+    (shutter open) and finishes with each angle once."""
+    import threading
+
+    from ophyd import EpicsSignal
+
+    from xfct_bluesky.plans import xfct_tomo
+    from xfct_bluesky.session import Session
+
+    ring = EpicsSignal("S:SRcurrentAI", name="ring")
+    ring.wait_for_connection(timeout=10)
+    shutter_states, events, seen = [], [], threading.Event()
+    with Session(tmp_path, store=False, live=False, persistent_md=False, journal=False, beamline="aps-2ide",
+                 microprobe="beamline", beam_loss={"threshold": 10, "sleep": 0.5}) as session:
+        mp = session.microprobe
+        assert mp.beam_current.get() == pytest.approx(100.0)  # the IOC's S:SRcurrentAI
+        (suspender,) = session.RE.suspenders
+        assert suspender._sig is mp.beam_current
+        mp.shutter.state.subscribe(lambda value, **kw: shutter_states.append(value), run=False)
+
+        primary = set()
+
+        def on_doc(name, doc):
+            if name == "descriptor" and doc["name"] == "primary":
+                primary.add(doc["uid"])
+            elif name == "event" and doc["descriptor"] in primary:
+                events.append(doc["data"]["microprobe_rotation"])
+                seen.set()
+
+        session.RE.subscribe(on_doc)
+        tripped = []
+
+        def beam_dump():
+            seen.wait(120)
+            if not events:  # the scan ended without a projection (its own failure is reported)
+                return
+            time.sleep(0.3)  # into the next map (~1 s of IOC time), as a beam dump would come
+            ring.put(5.0, wait=True)
+            deadline = time.monotonic() + 60
+            while not suspender.tripped and time.monotonic() < deadline:
+                time.sleep(0.05)
+            tripped.append(suspender.tripped)
+            while "closed" not in shutter_states[1:] and time.monotonic() < deadline:  # the pre-plan ran
+                time.sleep(0.05)
+            ring.put(100.0, wait=True)
+
+        dump = threading.Thread(target=beam_dump, daemon=True)
+        dump.start()
+        try:
+            session.RE(xfct_tomo(mp, shape=(1, 17), pixel_size=PIXEL, n_angles=3, angular_range=4.0, dwell=DWELL))
+        finally:
+            seen.set()
+            dump.join(60)
+            ring.put(100.0, wait=True)
+        assert tripped == [True], "the ring current at 5 mA did not trip the suspender"
+        assert not suspender.tripped
+    # opened for the scan, closed at the beam loss, opened again to resume, closed at the end
+    assert shutter_states[-1] == "closed" and ["open", "closed", "open"] == [
+        s for i, s in enumerate(shutter_states) if i == 0 or s != shutter_states[i - 1]][:3]
+    assert len(set(np.round(events, 3))) == 3 and len(events) == 3  # each angle once: the map cut, thrown away
+    ring.destroy()

@@ -216,7 +216,8 @@ class BeamlineFlyRaster(map_components("BeamlineFlyMaps", ArraySignal)):  # the 
         self.line_margin = float(line_margin)
         self.hdf5_directory = hdf5_directory
         self._writer = None
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # the map in flight's (each trigger makes its own)
+        self._flying: threading.Thread | None = None
         self.last_geometry: dict | None = None
 
     # -- configuration ------------------------------------------------------
@@ -330,11 +331,17 @@ class BeamlineFlyRaster(map_components("BeamlineFlyMaps", ArraySignal)):  # the 
         """
         self.check_configuration()
         status = DeviceStatus(self)
-        self._stop.clear()
+        # this map's stop: a map stopped and thrown away keeps its own set, so it cannot fly on when the
+        # RunEngine, resumed, triggers the map again; and the new map starts once the old one has stopped its
+        # records and stages (its cleanup would otherwise stop the new map's MCS and xMAP)
+        stop = self._stop = threading.Event()
+        previous = self._flying
 
         def fly():
+            if previous is not None:
+                previous.join()
             try:
-                self._publish(*self._fly())
+                self._publish(*self._fly(stop))
             except _Stopped as exc:
                 logger.warning("%s: %s", self.name, exc)
                 status.set_finished()
@@ -344,7 +351,8 @@ class BeamlineFlyRaster(map_components("BeamlineFlyMaps", ArraySignal)):  # the 
             else:
                 status.set_finished()
 
-        threading.Thread(target=fly, name=f"{self.name}-fly", daemon=True).start()
+        self._flying = threading.Thread(target=fly, name=f"{self.name}-fly", daemon=True)
+        self._flying.start()
         return status
 
     def stop(self, *, success=False):
@@ -356,7 +364,7 @@ class BeamlineFlyRaster(map_components("BeamlineFlyMaps", ArraySignal)):  # the 
     def resume(self):
         pass
 
-    def _fly(self):
+    def _fly(self, stop: threading.Event):
         ny, nx = self.expected_shape()
         dwell = float(self.dwell.get())
         fast, slow = self.fast, self.slow
@@ -373,9 +381,9 @@ class BeamlineFlyRaster(map_components("BeamlineFlyMaps", ArraySignal)):  # the 
         self._arm_map(nx, step)
         try:
             for j, y in enumerate(ys):
-                if self._stop.is_set():
+                if stop.is_set():
                     raise _Stopped(f"the map was stopped before line {j} and thrown away; nothing was published")
-                lines.append(self._fly_line(j, y, start, step, dwell, nx, speed))
+                lines.append(self._fly_line(j, y, start, step, dwell, nx, speed, stop))
         finally:
             fast.velocity.put(speed, wait=True)
             for motor, home in ((fast, x0), (slow, y0)):
@@ -395,7 +403,8 @@ class BeamlineFlyRaster(map_components("BeamlineFlyMaps", ArraySignal)):  # the 
         trig.step.put(step, wait=True)
         trig.num_pixels.put(nx, wait=True)
 
-    def _fly_line(self, j: int, y: float, start: float, step: float, dwell: float, nx: int, speed: float):
+    def _fly_line(self, j: int, y: float, start: float, step: float, dwell: float, nx: int, speed: float,
+                  stop: threading.Event):
         mcs, xmap, trig, fast, slow = self.mcs, self.xmap, self.pixel_trigger, self.fast, self.slow
         fast.velocity.put(speed, wait=True)
         moves = [slow.set(y), fast.set(start - step)]
@@ -417,8 +426,8 @@ class BeamlineFlyRaster(map_components("BeamlineFlyMaps", ArraySignal)):  # the 
             if mcs_done and xmap_done:
                 break
             waited = time.monotonic() - t0
-            if waited > timeout or self._stop.is_set():
-                raise self._line_failed(j, nx, dwell, waited, timeout, stopped=self._stop.is_set())
+            if waited > timeout or stop.is_set():
+                raise self._line_failed(j, nx, dwell, waited, timeout, stopped=stop.is_set())
             time.sleep(0.005)
         waited = time.monotonic() - t0
         move.wait(COMMAND_TIMEOUT)
@@ -613,10 +622,13 @@ def make_beamline_microprobe(config, *, energy_kev, flux, spot_fwhm, name: str =
         **{axis: Cpt(StageMotor, config.record(f"zone_plate_{axis}"), kind="normal") for axis in "xyz"}})
     shutter = Cpt(CommandShutter, config.record("shutter"), kind="normal") if "shutter" in config.roles \
         else Cpt(SoftShutter, "", kind="normal")
+    # the storage-ring current, as the simulated microprobe's beam_current: what the beam-loss suspender watches
+    ring = {"beam_current": Cpt(EpicsSignalRO, config.record("ring_current"), kind="omitted")} \
+        if "ring_current" in config.roles else {}
     cls = type("BeamlineMicroprobe", (BeamlineMicroprobe,), {
         "__doc__": f"{config.beamline}: the plans' microprobe on its records.",
         "rotation": Cpt(StageMotor, config.record("rotation"), kind="normal"),
-        "zone_plate": Cpt(zone_plate, "", kind="normal"), "shutter": shutter, "scanner": scanner})
+        "zone_plate": Cpt(zone_plate, "", kind="normal"), "shutter": shutter, "scanner": scanner, **ring})
     device = cls("", name=name, beam=beam)
     if connect is not None:
         connect_records(device, config, connect, "the microprobe's records")
