@@ -467,7 +467,8 @@ def _fit_pixels(a2, basis: SpectrumBasis, a0, method, want_sigma, max_iter, tol,
     ch0, n_fit = basis.channels.start, B.shape[0]
     if method in ("linear", "poisson"):
         # weights from the mean spectrum: W = (B' M^-1 B)^-1 B' M^-1, M = diag(B a0); the Poisson fit starts
-        # from this linear estimate (clipped, blended with the mean composition)
+        # from this linear estimate, each component raised to at least 1 % of the mean composition scaled to
+        # the pixel's counts (positive, so free in the first Newton step; the rest of the estimate untouched)
         inv_mu = 1.0 / np.maximum(B @ a0, MU_FLOOR)
         scaled = (B * inv_mu[:, None]).T  # (K, n_fit)
         try:
@@ -496,7 +497,7 @@ def _fit_pixels(a2, basis: SpectrumBasis, a0, method, want_sigma, max_iter, tol,
                 start = np.empty((n, K))
                 _kernels.linear_fit(B, Wt, W2t, c, n_fit, nnzs[:n], idx, yv, False, False, start, dev[i0:i1],
                                     errors)
-                start = np.maximum(start, 0.0) + (0.1 / ca0) * totals[:n, None] * a0
+                start = np.maximum(start, (0.01 / ca0) * totals[:n, None] * a0)
                 _kernels.poisson_fit(B, c, n_fit, nnzs[:n], idx, yv, a0, start, max_iter, tol, A[i0:i1],
                                      dev[i0:i1], iters[i0:i1], flags[i0:i1])
             else:
