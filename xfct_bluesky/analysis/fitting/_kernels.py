@@ -104,28 +104,6 @@ def _cholesky_solve(H, g, free, nf, L, d):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
-def _objective(BnT, c, yv, nnz, a, mu):
-    """f(a) = c . a - sum y log(B a) over the counted channels (``BnT`` (K, nnz): their rows of B, transposed),
-    filling ``mu``; inf if some mu <= 0."""
-    K = a.size
-    for n in range(nnz):
-        mu[n] = 0.0
-    f = 0.0
-    for k in range(K):
-        ak = a[k]
-        f += c[k] * ak
-        if ak != 0.0:  # most amplitudes of a weak pixel are 0: their columns cost nothing
-            for n in range(nnz):
-                mu[n] += ak * BnT[k, n]
-    for n in range(nnz):
-        s = mu[n]
-        if not s > 0.0:
-            return math.inf
-        f -= yv[n] * math.log(s)
-    return f
-
-
-@numba.njit(cache=True, nogil=True, fastmath=_FAST)
 def _model(BnT, nnz, a, mu):
     """mu = B a over the counted channels; False if some mu <= 0 (outside f's domain)."""
     K = a.size
@@ -133,13 +111,27 @@ def _model(BnT, nnz, a, mu):
         mu[n] = 0.0
     for k in range(K):
         ak = a[k]
-        if ak != 0.0:
+        if ak != 0.0:  # most amplitudes of a weak pixel are 0: their columns cost nothing
             for n in range(nnz):
                 mu[n] += ak * BnT[k, n]
     for n in range(nnz):
         if not mu[n] > 0.0:
             return False
     return True
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _objective(BnT, c, yv, nnz, a, mu):
+    """f(a) = c . a - sum y log(B a) over the counted channels (``BnT`` (K, nnz): their rows of B, transposed),
+    filling ``mu`` (:func:`_model`); inf if some mu <= 0."""
+    if not _model(BnT, nnz, a, mu):
+        return math.inf
+    f = 0.0
+    for k in range(a.size):
+        f += c[k] * a[k]
+    for n in range(nnz):
+        f -= yv[n] * math.log(mu[n])
+    return f
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
@@ -156,48 +148,21 @@ def _gradient(BnT, c, yv, nnz, mu, g, r):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
-def _hessian(BnT, nnz, mu, r, free, nf, H, w, U):
-    """H_kl = sum_n B_nk B_nl y_n / mu_n^2 for the free components k, l (indices free[:nf]; ``r`` = y / mu).
-
-    Two rows by four columns at a time: eight sums per pass over the channels, each value loaded once for
-    four of them. Row K of ``BnT`` and ``U`` (K + 1, >= nnz) is zero: ``free`` is padded with K, so the
-    blocks need no edge cases (their entries in row and column K of ``H`` (K + 1, K + 1) are not read)."""
-    K = BnT.shape[0] - 1
-    for i in range(nf, nf + 4):
-        free[i] = K
+def _hessian(BnT, nnz, mu, r, free, nf, H, w, wb):
+    """H_kl = sum_n B_nk B_nl y_n / mu_n^2 for the free components k, l (indices free[:nf]; ``r`` = y / mu)."""
     for n in range(nnz):
         w[n] = r[n] / mu[n]
     for i in range(nf):
-        u = U[free[i]]
-        b = BnT[free[i]]
+        k = free[i]
         for n in range(nnz):
-            u[n] = b[n] * w[n]
-    for ib in range(0, nf, 2):
-        k0, k1 = free[ib], free[ib + 1]
-        u0, u1 = U[k0], U[k1]
-        for jb in range(0, ib + 2, 4):
-            m0, m1, m2, m3 = free[jb], free[jb + 1], free[jb + 2], free[jb + 3]
-            b0, b1, b2, b3 = BnT[m0], BnT[m1], BnT[m2], BnT[m3]
-            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = 0.0
+            wb[n] = w[n] * BnT[k, n]
+        for j in range(i + 1):
+            m = free[j]
+            s = 0.0
             for n in range(nnz):
-                x0, x1 = u0[n], u1[n]
-                y0, y1, y2, y3 = b0[n], b1[n], b2[n], b3[n]
-                s00 += x0 * y0
-                s01 += x0 * y1
-                s02 += x0 * y2
-                s03 += x0 * y3
-                s10 += x1 * y0
-                s11 += x1 * y1
-                s12 += x1 * y2
-                s13 += x1 * y3
-            H[k0, m0] = H[m0, k0] = s00
-            H[k0, m1] = H[m1, k0] = s01
-            H[k0, m2] = H[m2, k0] = s02
-            H[k0, m3] = H[m3, k0] = s03
-            H[k1, m0] = H[m0, k1] = s10
-            H[k1, m1] = H[m1, k1] = s11
-            H[k1, m2] = H[m2, k1] = s12
-            H[k1, m3] = H[m3, k1] = s13
+                s += wb[n] * BnT[m, n]
+            H[k, m] = s
+            H[m, k] = s
 
 
 @numba.njit(cache=True, nogil=True)
@@ -239,7 +204,7 @@ def _newton(BnT, c, yv, nnz, total, a0, max_iter, tol, a, ws):
     """Poisson ML of one pixel's counted channels (``BnT`` (K, nnz) their basis rows, ``yv`` their counts),
     from ``a`` (K,) where it fits every counted channel, else from the composition ``a0`` scaled to the
     counts; the estimate into ``a``. Returns (deviance, iterations, flag)."""
-    mu, mu_new, g, H, L, d, a_new, free, r, w, U, z, damped = ws
+    mu, mu_new, g, H, L, d, a_new, free, r, w, wb, z, damped = ws
     K = a.size
     if nnz == 0:
         for k in range(K):
@@ -305,7 +270,7 @@ def _newton(BnT, c, yv, nnz, total, a0, max_iter, tol, a, ws):
         if it > max_iter:
             it -= 1
             break
-        _hessian(BnT, nnz, mu, r, free, nf, H, w, U)
+        _hessian(BnT, nnz, mu, r, free, nf, H, w, wb)
         for i in range(nf):
             k = free[i]
             damped[k] = max(a[k], floor)
@@ -406,13 +371,12 @@ def _newton(BnT, c, yv, nnz, total, a0, max_iter, tol, a, ws):
 
 @numba.njit(cache=True, nogil=True)
 def workspace(n_fit, K):
-    """A thread's arrays: ``idx``, ``yv`` (n_fit,), ``BnT`` (K + 1, n_fit; row K zero), ``a`` (K,) and the tuple
-    :func:`_newton` takes (mu, mu_new, g, H (K + 1, K + 1), L, d, a_new, free (K + 4,), r, w,
-    U (K + 1, n_fit; row K zero), z, damped)."""
-    ws = (np.empty(n_fit), np.empty(n_fit), np.empty(K), np.empty((K + 1, K + 1)), np.empty((K, K)), np.empty(K),
-          np.empty(K), np.empty(K + 4, np.int64), np.empty(n_fit), np.empty(n_fit), np.zeros((K + 1, n_fit)),
-          np.empty(K), np.empty(K))
-    return np.empty(n_fit, np.int64), np.empty(n_fit), np.zeros((K + 1, n_fit)), np.empty(K), ws
+    """A thread's arrays: ``y`` (n_fit,) a pixel's counts, ``BnT`` (K, n_fit), ``a`` (K,) and the tuple
+    :func:`_newton` takes (mu, mu_new, g, H, L, d, a_new, free, r, w, wb, z, damped)."""
+    ws = (np.empty(n_fit), np.empty(n_fit), np.empty(K), np.empty((K, K)), np.empty((K, K)), np.empty(K),
+          np.empty(K), np.empty(K, np.int64), np.empty(n_fit), np.empty(n_fit), np.empty(n_fit), np.empty(K),
+          np.empty(K))
+    return np.empty(n_fit), np.empty((K, n_fit)), np.empty(K), ws
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
@@ -427,7 +391,7 @@ def poisson_fit(B, c, stride, nnzs, idx, yv, a0, start, max_iter, tol, A, dev, i
     block = 64
     n_blocks = (N + block - 1) // block
     for b in numba.prange(n_blocks):
-        _, y, BnT, a, ws = workspace(n_fit, K)
+        y, BnT, a, ws = workspace(n_fit, K)
         for p in range(b * block, min(N, (b + 1) * block)):
             nnz = nnzs[p]
             total = _gather(B, idx, yv, p * stride, nnz, BnT, y)

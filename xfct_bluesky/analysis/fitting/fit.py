@@ -450,13 +450,13 @@ def _fisher_operands(B: np.ndarray):
 
 
 def _fit_pixels(a2, basis: SpectrumBasis, a0, method, want_sigma, max_iter, tol, chunk):
-    # numba: compiled (or loaded from its cache) on first use
+    # numba: compiled (or loaded from its cache) on first use; one process on the machine compiles a kernel,
+    # the others load it (first_call)
     from .._compile_lock import first_call
-    from . import _kernels, _sparse
+    from . import _kernels
 
     B = np.ascontiguousarray(basis.matrix, dtype=np.float64)
     K = B.shape[1]
-    c = B.sum(axis=0)
     a0 = np.asarray(a0, np.float64)
     n_pix = a2.shape[0]
     A = np.empty((n_pix, K))
@@ -464,22 +464,46 @@ def _fit_pixels(a2, basis: SpectrumBasis, a0, method, want_sigma, max_iter, tol,
     iters = np.zeros(n_pix, np.int64)
     flags = np.zeros(n_pix, np.int64)
     errors = np.full((n_pix, K), np.nan) if want_sigma else np.empty((0, K))
-    ch0, n_fit = basis.channels.start, B.shape[0]
-    if method in ("linear", "poisson"):
-        # weights from the mean spectrum: W = (B' M^-1 B)^-1 B' M^-1, M = diag(B a0); the Poisson fit starts
-        # from this linear estimate, each component raised to at least 1 % of the mean composition scaled to
-        # the pixel's counts (positive, so free in the first Newton step; the rest of the estimate untouched)
-        inv_mu = 1.0 / np.maximum(B @ a0, MU_FLOOR)
-        scaled = (B * inv_mu[:, None]).T  # (K, n_fit)
-        try:
-            weights = np.linalg.solve(scaled @ B, scaled)
-        except np.linalg.LinAlgError:  # components the mean spectrum cannot tell apart: the least-norm weights
-            weights = np.linalg.lstsq(scaled @ B, scaled, rcond=None)[0]
-        Wt = np.ascontiguousarray(weights.T)
-        W2t = Wt**2
-        ca0 = float(c @ a0)
-    # the raw rows, compacted to their counted channels a chunk at a time (a small kernel per dtype); the
-    # solvers are compiled once, for float64 (one process on the machine compiles, the others load it)
+    if method == "nnls":  # dense: the Gram matrix once, each chunk's rows in float64
+        gram = B.T @ B
+        with first_call(("fit", method)):
+            for i0 in range(0, n_pix, chunk):
+                i1 = min(i0 + chunk, n_pix)
+                Y = np.ascontiguousarray(a2[i0:i1, basis.channels], dtype=np.float64)
+                _kernels.nnls_fit(gram, Y @ B, A[i0:i1], iters[i0:i1])
+                _kernels.poisson_deviance(B, Y, A[i0:i1], dev[i0:i1])
+    else:
+        _fit_compacted(a2, B, a0, basis.channels.start, method, want_sigma, max_iter, tol, chunk, A, dev, iters,
+                       flags, errors)
+    if want_sigma and method != "linear":
+        # the standard errors, I = B' diag(1 / mu) B over every fitted channel at the estimate: each pair of
+        # components summed over the channels both live on (lines and their tails end)
+        with first_call(("fit", "sigma")):
+            _kernels.fisher_sigma(*_fisher_operands(B), A, MU_FLOOR, errors)
+    return A, dev, iters, flags, (errors if want_sigma else None)
+
+
+def _fit_compacted(a2, B, a0, ch0, method, want_sigma, max_iter, tol, chunk, A, dev, iters, flags, errors):
+    """The linear or Poisson fit of the raw rows ``a2``, compacted to their counted channels a chunk at a time
+    (a small kernel per dtype); the solvers are compiled once, for float64. Into ``A``, ``dev``, ``iters``,
+    ``flags`` and (linear) ``errors``."""
+    from .._compile_lock import first_call
+    from . import _kernels, _sparse
+
+    n_pix, (n_fit, K) = a2.shape[0], B.shape
+    c = B.sum(axis=0)
+    # weights from the mean spectrum: W = (B' M^-1 B)^-1 B' M^-1, M = diag(B a0); the Poisson fit starts from
+    # this linear estimate, each component raised to at least 1 % of the mean composition scaled to the
+    # pixel's counts (positive, so free in the first Newton step; the rest of the estimate untouched)
+    inv_mu = 1.0 / np.maximum(B @ a0, MU_FLOOR)
+    scaled = (B * inv_mu[:, None]).T  # (K, n_fit)
+    try:
+        weights = np.linalg.solve(scaled @ B, scaled)
+    except np.linalg.LinAlgError:  # components the mean spectrum cannot tell apart: the least-norm weights
+        weights = np.linalg.lstsq(scaled @ B, scaled, rcond=None)[0]
+    Wt = np.ascontiguousarray(weights.T)
+    W2t = Wt**2
+    ca0 = float(c @ a0)
     rows = max(1, min(chunk, n_pix, 2048))  # the compacted rows take up to 12 bytes per channel, touched where counted
     nnzs, totals = np.empty(rows, np.int64), np.empty(rows)
     idx, yv = np.empty(rows * n_fit, np.int32), np.empty(rows * n_fit)
@@ -493,19 +517,10 @@ def _fit_pixels(a2, basis: SpectrumBasis, a0, method, want_sigma, max_iter, tol,
             if method == "linear":  # var(a_k) = sum_j W_kj^2 mu_j, estimated without bias by sum_j W_kj^2 y_j
                 _kernels.linear_fit(B, Wt, W2t, c, n_fit, nnzs[:n], idx, yv, want_sigma, True, A[i0:i1],
                                     dev[i0:i1], errors[i0:i1] if want_sigma else errors)
-            elif method == "poisson":
+            else:
                 start = np.empty((n, K))
                 _kernels.linear_fit(B, Wt, W2t, c, n_fit, nnzs[:n], idx, yv, False, False, start, dev[i0:i1],
                                     errors)
                 start = np.maximum(start, (0.01 / ca0) * totals[:n, None] * a0)
                 _kernels.poisson_fit(B, c, n_fit, nnzs[:n], idx, yv, a0, start, max_iter, tol, A[i0:i1],
                                      dev[i0:i1], iters[i0:i1], flags[i0:i1])
-            else:
-                Y = np.ascontiguousarray(a2[i0:i1, basis.channels], dtype=np.float64)
-                _kernels.nnls_fit(B.T @ B, Y @ B, A[i0:i1], iters[i0:i1])
-                _kernels.poisson_deviance(B, Y, A[i0:i1], dev[i0:i1])
-        if want_sigma and method != "linear":
-            # the standard errors, I = B' diag(1 / mu) B over every fitted channel at the estimate: each pair of
-            # components summed over the channels both live on (lines and their tails end)
-            _kernels.fisher_sigma(*_fisher_operands(B), A, MU_FLOOR, errors)
-    return A, dev, iters, flags, (errors if want_sigma else None)
