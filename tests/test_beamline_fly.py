@@ -12,6 +12,7 @@ import pytest
 from servers import running_ioc
 
 from xfct_bluesky.beamline import load_beamline
+from xfct_bluesky.devices.channels import release
 
 SHAPE = (3, 4)
 PIXEL = 0.6e-6  # m
@@ -39,7 +40,7 @@ def fly_device(ioc):
     device = cpt.cls("", name="beamline_fly", **cpt.kwargs)
     device.wait_for_connection(timeout=30)
     yield device
-    device.destroy()
+    release(device)
 
 
 @pytest.fixture
@@ -162,7 +163,7 @@ def fault(fly_device):
     sigs["DelayLine"].put(0.0, wait=True)
     sigs["Line"].put(-1, wait=True)
     for sig in sigs.values():
-        sig.destroy()
+        release(sig)
 
 
 def _fails_with_line_error(flyer):
@@ -368,4 +369,4 @@ def test_a_beam_loss_on_the_ring_current_record_suspends_and_resumes_the_tomogra
     assert shutter_states[-1] == "closed" and ["open", "closed", "open"] == [
         s for i, s in enumerate(shutter_states) if i == 0 or s != shutter_states[i - 1]][:3]
     assert len(set(np.round(events, 3))) == 3 and len(events) == 3  # each angle once: the map cut, thrown away
-    ring.destroy()
+    release(ring)

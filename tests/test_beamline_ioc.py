@@ -10,6 +10,7 @@ from servers import running_ioc
 
 from xfct_bluesky import cli
 from xfct_bluesky.beamline import load_beamline
+from xfct_bluesky.devices.channels import release
 
 DWELL = 0.05
 
@@ -27,7 +28,7 @@ def devices(ioc):
 
     device = make_beamline_devices(load_beamline("aps-2ide"), connect=30)
     yield device
-    device.destroy()
+    release(device)
 
 
 def test_check_finds_every_pv_of_the_2ide_configuration(ioc, capsys):

@@ -8,6 +8,7 @@ import pytest
 from servers import running_ioc
 
 from xfct_bluesky.beamline import BeamlineConfigError, load_beamline
+from xfct_bluesky.devices.channels import release
 
 PREFIX = "XF:05IDD-ES{Xsp:1}:"  # NSLS-II SRX's Xspress3, as nslsii's examples name it
 EXPOSURE = 0.05
@@ -36,7 +37,7 @@ def xspress3(config_path, tmp_path_factory):
         det = xspress3_class(4)(PREFIX, name="xs3")
         det.wait_for_connection(timeout=30)
         yield det
-        det.destroy()
+        release(det)
 
 
 def test_the_configuration_names_an_xspress3(config_path, tmp_path):

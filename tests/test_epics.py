@@ -24,6 +24,7 @@ from ophyd.utils import LimitError
 from servers import running_ioc, socket_addresses
 
 from xfct_bluesky.callbacks.fit import energy_axis
+from xfct_bluesky.devices.channels import release
 from xfct_bluesky.devices.sim import MAP_DTYPES, make_sim_microprobe
 from xfct_bluesky.physics import ELEMENT_SYMBOLS
 from xfct_bluesky.plans import dwell_pair_series, xfct_tomo, xrf_fly_map
@@ -57,7 +58,7 @@ def ioc(tmp_path_factory):
             probe.wait_for_connection(timeout=10)
         except TimeoutError:
             pytest.fail(f"no PV of the IOC connected:\n{info['log'].read_text()}")
-        probe.destroy()
+        release(probe)
         yield {"prefix": PREFIX, "data_dir": data_dir, **info}
 
 
@@ -68,7 +69,7 @@ def mp(ioc):
 
     device = make_epics_microprobe(ioc["prefix"], connection_timeout=20)
     yield device
-    device.destroy()
+    release(device)
 
 
 def _reset_simulation():
@@ -76,7 +77,7 @@ def _reset_simulation():
     reset = _signal("Sim:Reset", put_complete=True)
     reset.wait_for_connection(timeout=5)
     reset.set(1).wait(timeout=30)
-    reset.destroy()
+    release(reset)
 
 
 def _wait_for(predicate, timeout=5.0, what="condition"):
@@ -162,6 +163,30 @@ def _assert_same_run(epics_docs, sim_docs, n_maps):
 
 
 # --------------------------------------------------------------------------- devices
+def test_release_leaves_nothing_on_the_shared_channel(ioc):
+    """``release`` takes a destroyed signal's PV off caproto's shared PV (its connection and access callbacks) and
+    takes it off the shared monitor at once; ``destroy()`` alone leaves both until the garbage collector runs, which is when
+    caproto's callback table changed size under a device being built (CI, stop 25)."""
+    def registrations(sig):
+        pv = sig._read_pv
+        shared = pv._caproto_pv
+        mine = [ref for handler in (shared.connection_state_callback, shared.access_rights_callback)
+                for ref in handler.callbacks.values() if getattr(ref(), "__self__", None) is pv]
+        sub = pv._auto_monitor_sub  # one for both PVs: caproto shares a monitor of the same name and mask
+        return len(mine), 0 if sub is None else sum(getattr(ref(), "__self__", None) is pv
+                                                      for ref in sub.callbacks.values())
+
+    kept, freed = _signal("Fly:NumRows"), _signal("Fly:NumRows")
+    for sig in (kept, freed):
+        sig.wait_for_connection(timeout=5)
+        sig.subscribe(lambda **kw: None)
+        assert registrations(sig) == (2, 1)
+    kept.destroy()
+    release(freed)
+    assert registrations(kept) == (2, 1)  # what the garbage collector is left to undo, at a time of its choosing
+    assert registrations(freed) == (0, 0)
+
+
 def test_describe_matches_simulation(mp, tmp_path):
     sim = make_sim_microprobe(shape=SHAPE, pixel_size=PIXEL, seed=0, hdf5_directory=tmp_path)
     for attr in COMPONENTS:
@@ -227,8 +252,8 @@ def test_motor_limits_refused(mp):
         assert rot.user_readback.get(use_monitor=False) == 0.0
         assert rot.motor_done_move.get(use_monitor=False) == 1
     finally:
-        val.destroy()
-        lvio.destroy()
+        release(val)
+        release(lvio)
     # HLM/LLM are the limits ophyd checks
     rot.high_limit_travel.put(90.0)
     try:
@@ -402,7 +427,7 @@ def test_ioc_reports_a_map_it_cannot_take(mp):
             scanner.trigger()  # the device refuses it before the IOC sees it
     finally:
         scanner.dwell.set(DWELL).wait(timeout=5)
-        acquire.destroy()
+        release(acquire)
     status = scanner.trigger()
     status.wait(timeout=10)
     assert status.success and scanner.read()[scanner.Zn.name]["value"].shape == SHAPE
@@ -428,8 +453,8 @@ def test_pause_aborts_the_map_in_flight(mp):
     finally:
         realtime.set(0).wait(timeout=5)
         scanner.dwell.set(DWELL).wait(timeout=5)
-        realtime.destroy()
-        num_maps.destroy()
+        release(realtime)
+        release(num_maps)
     status = scanner.trigger()
     status.wait(timeout=10)
     assert status.success

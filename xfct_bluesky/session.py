@@ -489,16 +489,19 @@ class Session:
     def _open_microprobe(self) -> None:
         if self.beamline_config is not None:
             from .devices.beamline import make_beamline_devices
+            from .devices.channels import release
 
             self.beamline = make_beamline_devices(self.beamline_config)
-            self._stack.callback(self.beamline.destroy)
+            self._stack.callback(release, self.beamline)
         spec = self._microprobe_spec
         if spec is None:
             return
         if isinstance(spec, str):
             self.microprobe = make_microprobe(self.data_dir, spec, config=self.beamline_config)
             if spec.lower() == "beamline":
-                self._stack.callback(self.microprobe.destroy)
+                from .devices.channels import release
+
+                self._stack.callback(release, self.microprobe)
         elif callable(spec) and not hasattr(spec, "read"):  # a factory, not a device
             self.microprobe = spec(self)
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from ophyd.utils import LimitError
 
 from ..validate import number
+from .channels import release
 
 
 def check_position(motor, pos) -> None:
@@ -32,6 +33,6 @@ def connect_records(device, config, timeout: float, what: str) -> None:
     try:
         device.wait_for_connection(timeout=timeout)
     except TimeoutError as err:
-        device.destroy()
+        release(device)
         raise TimeoutError(f"{config.beamline}: {what} did not connect within {timeout:g} s ({err}); "
                            f"`xfct-bluesky check --beamline {config.path}` lists which PVs answer") from None

@@ -48,6 +48,7 @@ from ophyd.mca import ROI, EpicsDXP, EpicsMCA
 
 from ..validate import positive
 from ..physics.specimen import ELEMENT_SYMBOLS
+from .channels import release
 from .checks import check_position
 from .epics_scanner import FlyRaster
 from .epics_signals import COMMAND_TIMEOUT, CountSignalRO, SpectrumSignal
@@ -277,7 +278,7 @@ def make_epics_microprobe(
     try:
         mp.wait_for_connection(timeout=connection_timeout)
     except TimeoutError as exc:
-        mp.destroy()
+        release(mp)
         raise TimeoutError(
             f"the microprobe's PVs under {prefix!r} did not connect within {connection_timeout:g} s ({exc}). "
             f"Is its IOC running (python -m xfct_bluesky.ioc --prefix {prefix})? Channel Access searches "
