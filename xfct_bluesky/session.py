@@ -30,7 +30,7 @@ XFCT_BLUESKY_BEAMLINE    a beamline configuration (a YAML file, or ``aps-2ide``,
                          (:func:`~xfct_bluesky.devices.beamline_fly.make_beamline_microprobe`); with "epics",
                          the microprobe's prefix when its records are the simulated IOC's
 XFCT_BLUESKY_CONNECT_TIMEOUT  seconds the EPICS microprobe waits for its records (10 with "epics", 30 with
-                         "beamline")
+                         "beamline"), and a Session's ``beamline`` for its records (30)
 XFCT_BLUESKY_SEED        seed of the simulated microprobe (default 0)
 """
 
@@ -115,6 +115,12 @@ def _close_at_exit(stack: ExitStack) -> None:
     threading.Thread(target=watch, name="xfct-tiled-closer", daemon=True).start()
 
 
+def connect_timeout(default: float) -> float:
+    """Seconds to wait for a device's PVs: ``$XFCT_BLUESKY_CONNECT_TIMEOUT``, else ``default`` (30 s for a
+    beamline's records: 2-ID-E's 769 PVs take 6-7 s on loopback on an idle 2-core machine, more under load)."""
+    return float(os.environ.get("XFCT_BLUESKY_CONNECT_TIMEOUT", default))
+
+
 def make_microprobe(data_dir: Path, hardware: str | None = None, *, config=None):
     """The microprobe: simulated (default), EPICS or on a beamline's records, chosen by $XFCT_BLUESKY_HARDWARE.
 
@@ -154,7 +160,7 @@ def make_microprobe(data_dir: Path, hardware: str | None = None, *, config=None)
         from .devices.beamline_fly import make_beamline_microprobe
 
         return make_beamline_microprobe(config, **beam, hdf5_directory=Path(data_dir) / ASSETS_SUBDIR,
-                                        connect=float(os.environ.get("XFCT_BLUESKY_CONNECT_TIMEOUT", "30")))
+                                        connect=connect_timeout(30.0))
     if hardware == "sim":
         from .devices.sim import make_sim_microprobe
         from .physics import small_cell
@@ -172,7 +178,7 @@ def make_microprobe(data_dir: Path, hardware: str | None = None, *, config=None)
             prefix = _microprobe_prefix(beamline_config(), prefix)
         return make_epics_microprobe(prefix or "XFCT:",
                                      hdf5_directory=Path(data_dir) / ASSETS_SUBDIR,
-                                     connection_timeout=float(os.environ.get("XFCT_BLUESKY_CONNECT_TIMEOUT", "10")))
+                                     connection_timeout=connect_timeout(10.0))
     raise ValueError(f"XFCT_BLUESKY_HARDWARE={hardware!r}: allowed 'sim' or 'epics', or 'beamline' with a beamline "
                      "configuration (XFCT_BLUESKY_BEAMLINE)")
 
@@ -491,7 +497,7 @@ class Session:
             from .devices.beamline import make_beamline_devices
             from .devices.channels import release
 
-            self.beamline = make_beamline_devices(self.beamline_config)
+            self.beamline = make_beamline_devices(self.beamline_config, connect=connect_timeout(30.0))
             self._stack.callback(release, self.beamline)
         spec = self._microprobe_spec
         if spec is None:

@@ -41,7 +41,7 @@ def _unregister(pv) -> None:
             continue
         with handler.callback_lock:
             mine = [cb_id for cb_id, ref in list(handler.callbacks.items())
-                    if getattr(ref(), "__self__", pv) is pv]  # this PV's bound methods, and refs already dead
+                    if (f := ref()) is None or getattr(f, "__self__", None) is pv]  # dead refs, this PV's methods
         for cb_id in mine:
             handler.remove_callback(cb_id)  # the weak reference goes with it; the last one off unsubscribes
 
