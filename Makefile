@@ -35,11 +35,12 @@ services:
 
 # Three worker processes (pytest-xdist), each test file in one of them: most of the suite waits on servers,
 # subprocesses and simulated dwell times, not on the CPU, so on a 2-core machine three take 594 s where two
-# took 662 s (the same tree, one after the other, 1 Dec 2026). The 20 slowest tests are listed at the end, to
-# keep the suite under its 10 minutes.
+# took 662 s (the same tree, one after the other, 1 Dec 2026). The files go out slowest first (the order
+# tests/conftest.py sets; --no-loadscope-reorder keeps xdist from sorting them by their number of tests). The
+# 20 slowest tests are listed at the end, to keep the suite under its 10 minutes.
 test: $(STAMP)
 	@$(if $(strip $(SERVICE_PACKAGES)),$(MAKE) --no-print-directory services || true,:)
-	$(PY) -m pytest -n 3 --dist loadfile --durations=20
+	$(PY) -m pytest -n 3 --dist loadfile --no-loadscope-reorder --durations=20
 
 # profile_collection/existing_plans_and_devices.yaml, by the queue server's own tool from the profile loaded with
 # the simulated hardware (tests/test_queueserver.py fails when the checked-in file is stale).

@@ -14,6 +14,9 @@ Session-scoped servers: ``shared_tiled`` (an embedded Tiled server),
 ``postgres_server`` (a throwaway PostgreSQL cluster on loopback, for the
 storage tests on a PostgreSQL catalog); the last two skip without the
 program, and fail under ``CI=true``.
+
+The files run slowest first (``FILE_SECONDS``, with ``--no-loadscope-reorder``
+in the Makefile): see :func:`pytest_collection_modifyitems`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,30 @@ import collections
 import copy
 
 import pytest
+
+
+# Seconds each file took (setup + call + teardown summed, `--durations=0`, 2 Dec 2026, 3 workers on the idle
+# 2-core machine); files not listed took under 5 s. pytest-xdist's `--dist loadfile` hands each worker the next
+# file in collection order, and by default sorts the files by their number of tests: the few-test slow ones
+# (the browser, the kill -9, the profile) started last and the suite waited on them at the end. Longest first
+# (the classic longest-processing-time rule) ends the workers within a few seconds of each other.
+FILE_SECONDS = {
+    "test_faults.py": 75, "test_view.py": 60, "test_fitting.py": 57, "test_align_regimes.py": 55,
+    "test_crash.py": 55, "test_import_cli.py": 49, "test_live_fit.py": 48, "test_distributed.py": 48,
+    "test_cli.py": 47, "test_queueserver.py": 44, "test_profile.py": 38, "test_beamline_fly.py": 35,
+    "test_reconstruction.py": 34, "test_plans.py": 33, "test_storage.py": 31, "test_first_use.py": 31,
+    "test_import_runs.py": 29, "test_beamline_ioc.py": 29, "test_queueable.py": 26, "test_data_folder.py": 26,
+    "test_postgres_catalog.py": 25, "test_compile_lock.py": 25, "test_session.py": 24, "test_paper.py": 21,
+    "test_epics.py": 17, "test_live_callbacks.py": 17, "test_quantities.py": 14, "test_fitting_real.py": 12,
+    "test_projector.py": 12, "test_plan_checks.py": 11, "test_cli_errors.py": 11, "test_mca_metadata.py": 8,
+    "test_beamline_xspress3.py": 8, "test_quantify.py": 7, "test_physics.py": 6, "test_dose_study.py": 6,
+}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The files in ``FILE_SECONDS`` order, longest first; a stable sort, so each file's tests stay together and in
+    their own order, and every worker collects the same order (xdist requires it)."""
+    items.sort(key=lambda item: -FILE_SECONDS.get(item.path.name, 0))
 
 
 class DocumentCollector:
