@@ -7,7 +7,10 @@ expected spectrum of the egg at 3 ms (the VortexModel's shapes, ~3 Zn counts per
   ``method="linear"``, on a given calibration (the per-pixel stage; the calibration's own time is
   printed apart);
 * PyMca's ``FastXRFLinearFit`` (pymca5, the ``bench`` extra), configured programmatically with the same
-  elements, energy axis and resolution (weight=0 and the sum-spectrum weight=1, negative areas refitted);
+  elements, energy axis and resolution (weight=0 and the sum-spectrum weight=1, negative areas refitted),
+  given the map as float32, converted and its memory touched before the clock starts (ours reads the
+  counts as they are: the conversion is not PyMca's work, and a first touch of 430 MB costs this VM
+  ~3 s of page faults that the first PyMca run alone used to pay);
 * scikit-beam / PyXRF's per-pixel fit: unweighted ``scipy.optimize.nnls`` per pixel on our basis (timed on
   a subset, rate extrapolated).
 
@@ -20,7 +23,10 @@ its spectra in the HDF5 file the simulated FlyRaster writes) replayed into ``Liv
 thread, as live, the calibration given): pixels/s from the first document to the derived run, the HDF5
 reads included. Goal: > 10,000 px/s, 10x a 1 ms/pixel fly scan.
 
-Run: ``.venv/bin/python benchmarks/bench_fitting.py [--pixels 52900] [--no-pymca] [--no-live]``
+Each method is timed ``--repeat`` times (3), the rounds interleaved, and its best printed with the range:
+on this shared machine one run's rates vary by up to 30 %.
+
+Run: ``.venv/bin/python benchmarks/bench_fitting.py [--pixels 52900] [--repeat 3] [--no-pymca] [--no-live]``
 """
 
 from __future__ import annotations
@@ -51,13 +57,15 @@ def make_map(n_pixels: int, seed: int = 0):
     return spectra.reshape(n_pixels, v.n_channels), v.energies, truth
 
 
-def report(name, seconds, zn, truth, table):
-    rate = zn.size / seconds
+def report(name, best, worst, zn, truth, table):
+    rate = zn.size / best
     table.append((name, rate, zn.mean() / truth - 1, zn.std()))
-    print(f"{name:38s} {rate:12.0f} px/s   Zn bias {100 * (zn.mean() / truth - 1):+6.2f} %   std {zn.std():.3f}")
+    spread = f"[{zn.size / worst:.0f}-{rate:.0f}]"
+    print(f"{name:38s} {rate:9.0f} px/s {spread:>17s}   Zn bias {100 * (zn.mean() / truth - 1):+6.2f} %   "
+          f"std {zn.std():.3f}")
 
 
-def run_pymca(spectra, energy, cal: Calibration, weight: int):
+def run_pymca(spectra32, energy, cal: Calibration, weight: int):
     from PyMca5.PyMcaPhysics.xrf import ClassMcaTheory
     from PyMca5.PyMcaPhysics.xrf.FastXRFLinearFit import FastXRFLinearFit
 
@@ -79,9 +87,9 @@ def run_pymca(spectra, energy, cal: Calibration, weight: int):
     config["detector"]["noise"] = cal.fwhm_offset
     config["detector"]["fano"] = 2.96 * cal.fanoprime / 0.00385  # PyMca: sigma^2 += fano * 3.85 eV * E
     fitter = FastXRFLinearFit()
-    x = np.arange(spectra.shape[-1], dtype=float)
+    x = np.arange(spectra32.shape[-1], dtype=float)
     t0 = time.perf_counter()
-    out = fitter.fitMultipleSpectra(x=x, y=spectra.astype(np.float32)[None], configuration=config, weight=weight,
+    out = fitter.fitMultipleSpectra(x=x, y=spectra32[None], configuration=config, weight=weight,
                                     refit=True, save=False)
     seconds = time.perf_counter() - t0
     labels = list(out.labels("parameters"))
@@ -123,6 +131,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-pymca", action="store_true")
     parser.add_argument("--nnls-subset", type=int, default=2000)
     parser.add_argument("--no-live", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds; each method's best is printed")
     parser.add_argument("--live-angles", type=int, default=8)
     parser.add_argument("--live-shape", type=int, nargs=2, default=(64, 64))
     args = parser.parse_args(argv)
@@ -142,27 +151,43 @@ def main(argv=None) -> int:
           f"{calibrated.calibration_fit.summary()}")
     for method in ("poisson", "linear", "nnls"):  # load (or compile) every timed kernel before timing it
         fit_spectra(spectra[:512], energy, ELEMENTS, calibration=cal, method=method)
-    table = []
-    for method, sigma in (("poisson", True), ("poisson", False), ("linear", True)):
-        t0 = time.perf_counter()
-        fit = fit_spectra(spectra, energy, ELEMENTS, calibration=cal, method=method, sigma=sigma)
-        report(f"ours {method}{' + sigma' if sigma else ''}", time.perf_counter() - t0, fit.counts["Zn"].ravel(),
-               truth["Zn"], table)
     from scipy.optimize import nnls
 
-    B = fit.basis.matrix
-    sub = spectra[: args.nnls_subset, fit.basis.channels].astype(float)
-    t0 = time.perf_counter()
-    zn_nnls = np.array([nnls(B, y)[0][fit.basis.index("Zn")] for y in sub])
-    report("scipy nnls per pixel (PyXRF-style)", time.perf_counter() - t0, zn_nnls, truth["Zn"], table)
+    basis = fit_spectra(spectra, energy, ELEMENTS, calibration=cal, sigma=False).basis  # the whole map's, as timed
+    sub = spectra[: args.nnls_subset, basis.channels].astype(float)
+    zn_index = basis.index("Zn")
+    runs = {}  # name: (pixels, function returning the Zn estimates)
+    for method, sigma in (("poisson", True), ("poisson", False), ("linear", True)):
+        runs[f"ours {method}{' + sigma' if sigma else ''}"] = (spectra.shape[0], lambda m=method, e=sigma: fit_spectra(
+            spectra, energy, ELEMENTS, calibration=cal, method=m, sigma=e).counts["Zn"].ravel())
+    runs["scipy nnls per pixel (PyXRF-style)"] = (
+        sub.shape[0], lambda: np.array([nnls(basis.matrix, y)[0][zn_index] for y in sub]))
     if not args.no_pymca:
+        spectra32 = np.empty(spectra.shape, np.float32)
+        spectra32[...] = spectra  # PyMca's input, converted (and its pages faulted in) before it is timed
         for weight in (0, 1):
+            runs[f"PyMca FastXRFLinearFit weight={weight}"] = (
+                spectra.shape[0], lambda w=weight: run_pymca(spectra32, energy, cal, w))
+    seconds, estimates = {}, {}
+    for _ in range(args.repeat):  # interleaved, so a burst of other load falls on one round, not on one method
+        for name, (_, run) in runs.items():
             try:
-                seconds, zn = run_pymca(spectra, energy, cal, weight)
+                t0 = time.perf_counter()
+                out = run()
+                dt = time.perf_counter() - t0
             except Exception as err:  # noqa: BLE001 - report whatever PyMca raises, honestly
-                print(f"PyMca FastXRFLinearFit weight={weight}: failed: {type(err).__name__}: {err}")
+                print(f"{name}: failed: {type(err).__name__}: {err}")
+                runs[name] = (0, None)
                 continue
-            report(f"PyMca FastXRFLinearFit weight={weight}", seconds, zn, truth["Zn"], table)
+            if isinstance(out, tuple):  # PyMca's own clock, around its fit only
+                dt, out = out
+            seconds.setdefault(name, []).append(dt)
+            estimates[name] = out
+        runs = {name: r for name, r in runs.items() if r[1] is not None}
+    print(f"best of {args.repeat} interleaved rounds (the range over the rounds in brackets):")
+    table = []
+    for name, times in seconds.items():
+        report(name, min(times), max(times), estimates[name], truth["Zn"], table)
     ours = table[0][1]
     print(f"\nGoal {GOAL:.0e} px/s: ours (poisson + sigma) {ours:.3g} px/s, {'met' if ours >= GOAL else 'NOT met'}")
     for name, rate, bias, std in table[1:]:
