@@ -29,17 +29,17 @@ def _blocks(shape: tuple, itemsize: int, block_bytes: int, block_rows: int | Non
 
 def _summed(source, r0: int, r1: int) -> tuple[int, np.ndarray]:
     """(first row, float64 summed spectrum) of rows r0..r1, refusing NaN and negative counts as the fit does."""
-    from ..analysis.fitting.fit import _scan
+    from ..analysis.fitting.fit import summed_spectrum
 
     block = np.asarray(read_block(source, (slice(r0, r1),)))
     try:
-        return r0, _scan(block.reshape(-1, block.shape[-1]))
+        return r0, summed_spectrum(block.reshape(-1, block.shape[-1]))
     except ValueError as exc:
         raise ValueError(f"rows {r0}..{r1 - 1} of the spectra: {exc}") from None
 
 
 def _solver_options(options: dict) -> dict:
-    """The serial per-pixel solver's (``fit._fit_pixels``) options by name: ``fit_spectra``'s keywords of the
+    """The serial per-pixel solver's (:func:`~xfct_bluesky.analysis.fitting.fit.fit_pixels`) options by name: ``fit_spectra``'s keywords of the
     same names, as given or their defaults (``want_sigma`` is ``sigma``)."""
     import inspect
 
@@ -47,7 +47,7 @@ def _solver_options(options: dict) -> dict:
 
     defaults = {k: p.default for k, p in inspect.signature(fit.fit_spectra).parameters.items()}
     out = {}
-    for name in list(inspect.signature(fit._fit_pixels).parameters)[3:]:  # after a2, basis, a0
+    for name in list(inspect.signature(fit.fit_pixels).parameters)[3:]:  # after a2, basis, a0
         key = "sigma" if name == "want_sigma" else name
         out[name] = options.get(key, defaults[key])
     return out
@@ -59,8 +59,8 @@ def _fit_block(source, r0, r1, basis, a0, solver):
 
     block = np.asarray(read_block(source, (slice(r0, r1),)))
     a2 = block.reshape(-1, block.shape[-1])
-    a2 = fit._native(a2) if hasattr(fit, "_native") else a2
-    return r0, r1, fit._fit_pixels(a2, basis, a0, **solver)
+    a2 = fit.native_counts(a2)
+    return r0, r1, fit.fit_pixels(a2, basis, a0, **solver)
 
 
 def fit_on_cluster(client, spectra, energy, elements, *, block_bytes: int = BLOCK_BYTES,

@@ -213,7 +213,7 @@ def _channels(cal: Calibration, energy_range, n_channels: int) -> slice:
     return slice(first, last + 1)
 
 
-def _scan(a2: np.ndarray) -> np.ndarray:
+def summed_spectrum(a2: np.ndarray) -> np.ndarray:
     """The summed spectrum (float64), refusing NaN and negative counts with where they are."""
     import numba
 
@@ -234,7 +234,7 @@ def _scan(a2: np.ndarray) -> np.ndarray:
     return summed
 
 
-def _native(a2: np.ndarray) -> np.ndarray:
+def native_counts(a2: np.ndarray) -> np.ndarray:
     """``a2`` as the kernels take it: a native-endian integer or float32/64 array (a copy only if not)."""
     if a2.dtype.isnative and (a2.dtype.kind in "iu" or a2.dtype in (np.float32, np.float64)):
         return a2
@@ -334,7 +334,7 @@ def fit_spectra(spectra, energy, elements: Sequence[str], *, calibration: Calibr
     n_channels = data.shape[-1]
     e = _check_energy(energy, n_channels)
     map_shape = data.shape[:-1]
-    a2 = _native(data.reshape(-1, n_channels))
+    a2 = native_counts(data.reshape(-1, n_channels))
     if calibration is None:
         start = Calibration.from_energy(e, **({} if incident_energy is None else
                                               {"incident_energy": float(incident_energy)}))
@@ -351,7 +351,7 @@ def fit_spectra(spectra, energy, elements: Sequence[str], *, calibration: Calibr
     if energy_range is None:
         energy_range = (1.0, start.incident_energy + 1.0)
     channels = _channels(start, energy_range, n_channels)
-    summed = _scan(a2)
+    summed = summed_spectrum(a2)
 
     # stage 1: the calibration, and the summed spectrum's amplitudes on its B-spline background
     cal_fit = None
@@ -391,7 +391,7 @@ def fit_spectra(spectra, energy, elements: Sequence[str], *, calibration: Calibr
         a0 = summed_a[~is_bg]
     n_pix = a2.shape[0]
     summed_components = dict(zip(basis.names, np.asarray(a0, float).tolist(), strict=True))
-    pixels = _fit_pixels(a2, basis, pixel_start(summed_components, basis, n_pix), method, sigma, max_iter, tol,
+    pixels = fit_pixels(a2, basis, pixel_start(summed_components, basis, n_pix), method, sigma, max_iter, tol,
                          chunk)
     return fit_of_pixels(*pixels, map_shape=map_shape, basis=basis, names=names, calibration=cal,
                          calibration_fit=cal_fit, method=method, summed_amplitudes=summed_components, stacklevel=2)
@@ -449,7 +449,11 @@ def _fisher_operands(B: np.ndarray):
     return BT.astype(np.float32), lo, hi, G.astype(np.float32), pairs
 
 
-def _fit_pixels(a2, basis: SpectrumBasis, a0, method, want_sigma, max_iter, tol, chunk):
+def fit_pixels(a2, basis: SpectrumBasis, a0, method, want_sigma, max_iter, tol, chunk):
+    """The per-pixel stage of :func:`fit_spectra` (and of each block of ``distributed.fit_on_cluster``): every
+    row of ``a2`` (pixels, channels; :func:`native_counts`) fitted on the fixed ``basis`` from the starts ``a0``
+    (:func:`pixel_start`). Returns (amplitudes, deviances, iterations, flags, errors or None), as
+    :func:`fit_of_pixels` takes them."""
     # numba: compiled (or loaded from its cache) on first use; one process on the machine compiles a kernel,
     # the others load it (first_call)
     from .._compile_lock import first_call
