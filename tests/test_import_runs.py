@@ -146,12 +146,18 @@ def data_dir(shared_tiled):
 
 @pytest.fixture(scope="module")
 def assets(data_dir):
-    return data_dir / "assets"
+    """An asset folder of this module's own, inside the shared server's readable storage (the copies the
+    tests count are this module's imports, not another module's of the same files)."""
+    return data_dir / "assets" / "import-runs"
 
 
 @pytest.fixture(scope="module")
 def catalog(shared_tiled):
-    return shared_tiled.catalog
+    """A runs container of this module's own on the shared server: the import skips a file already in its
+    container, and other modules import the same real files (test_live_fit the standard) into the shared one."""
+    from xfct_bluesky.storage import runs_container
+
+    return runs_container(shared_tiled.client, "import-runs")
 
 
 @pytest.fixture(scope="module")

@@ -70,13 +70,22 @@ class CalibratedMCA(EpicsMCARecord):
     calibration_quadratic = Cpt(EpicsSignalRO, ".CALQ", kind="config")
 
 
+class ElementDXP(EpicsDXP):
+    """ophyd's ``EpicsDXP``, its lazy PVs made without waiting for them: ophyd waits 1 s for each lazy PV it
+    makes (its default), which a loaded IOC host misses (seen in CI on ``dxp2:Triggers``, a PV that is never
+    read). :meth:`XMAPSystem.select_readings` waits for the two it reads."""
+
+    lazy_wait_for_connection = False
+
+
 class XMAPSystem(EpicsDXPMultiElementSystem, EpicsDXPMapping):
     """An XIA xMAP system: acquisition for ``PresetReal`` s on ``trigger()`` (``EraseStart``, put completion)."""
 
     erase_start = Cpt(EpicsSignal, "EraseStart", trigger_value=1, kind="omitted")
 
-    def select_readings(self) -> None:
-        """Read what a map needs (after connecting: the dxp's count rates are lazy PVs).
+    def select_readings(self, timeout: float = 30.0) -> None:
+        """Read what a map needs (after connecting: the dxp's count rates are lazy PVs, waited for here up to
+        ``timeout`` s).
 
         An event holds each element's spectrum, live and real time and count rates; the set-up (preset,
         channels, calibration) goes to the configuration; the system's other PVs are not read.
@@ -103,12 +112,14 @@ class XMAPSystem(EpicsDXPMultiElementSystem, EpicsDXPMapping):
             dxp = getattr(self.dxps, name)
             dxp.kind = Kind.normal
             only(dxp, normal=("input_count_rate", "output_count_rate"))
+            for rate in (dxp.input_count_rate, dxp.output_count_rate):
+                rate.wait_for_connection(timeout=timeout)
 
 
 def xmap_class(elements: int) -> type[XMAPSystem]:
     """:class:`XMAPSystem` with ``mcas.mca1`` .. and ``dxps.dxp1`` .. for ``elements`` detector elements."""
     mcas = DDC({f"mca{n}": (CalibratedMCA, f"mca{n}", {}) for n in range(1, elements + 1)}, kind="normal")
-    dxps = DDC({f"dxp{n}": (EpicsDXP, f"dxp{n}:", {}) for n in range(1, elements + 1)}, kind="omitted")
+    dxps = DDC({f"dxp{n}": (ElementDXP, f"dxp{n}:", {}) for n in range(1, elements + 1)}, kind="omitted")
     return type(f"XMAPSystem{elements}", (XMAPSystem,), {"mcas": mcas, "dxps": dxps})
 
 
@@ -161,5 +172,5 @@ def make_beamline_devices(config, *, name: str = "beamline", connect: float | No
             if isinstance(part.item.cls, type) and issubclass(part.item.cls, ScalerCH):
                 getattr(device, part.dotted_name).select_channels()  # the named channels (ophyd's way)
             elif isinstance(part.item.cls, type) and issubclass(part.item.cls, XMAPSystem):
-                getattr(device, part.dotted_name).select_readings()
+                getattr(device, part.dotted_name).select_readings(connect)
     return device
