@@ -156,34 +156,31 @@ def main(argv=None) -> int:
     basis = fit_spectra(spectra, energy, ELEMENTS, calibration=cal, sigma=False).basis  # the whole map's, as timed
     sub = spectra[: args.nnls_subset, basis.channels].astype(float)
     zn_index = basis.index("Zn")
-    runs = {}  # name: (pixels, function returning the Zn estimates)
+    runs = {}  # name: function returning the Zn estimates (their number is the pixels fitted)
     for method, sigma in (("poisson", True), ("poisson", False), ("linear", True)):
-        runs[f"ours {method}{' + sigma' if sigma else ''}"] = (spectra.shape[0], lambda m=method, e=sigma: fit_spectra(
-            spectra, energy, ELEMENTS, calibration=cal, method=m, sigma=e).counts["Zn"].ravel())
-    runs["scipy nnls per pixel (PyXRF-style)"] = (
-        sub.shape[0], lambda: np.array([nnls(basis.matrix, y)[0][zn_index] for y in sub]))
+        runs[f"ours {method}{' + sigma' if sigma else ''}"] = lambda m=method, e=sigma: fit_spectra(
+            spectra, energy, ELEMENTS, calibration=cal, method=m, sigma=e).counts["Zn"].ravel()
+    runs["scipy nnls per pixel (PyXRF-style)"] = lambda: np.array([nnls(basis.matrix, y)[0][zn_index] for y in sub])
     if not args.no_pymca:
         spectra32 = np.empty(spectra.shape, np.float32)
         spectra32[...] = spectra  # PyMca's input, converted (and its pages faulted in) before it is timed
         for weight in (0, 1):
-            runs[f"PyMca FastXRFLinearFit weight={weight}"] = (
-                spectra.shape[0], lambda w=weight: run_pymca(spectra32, energy, cal, w))
+            runs[f"PyMca FastXRFLinearFit weight={weight}"] = lambda w=weight: run_pymca(spectra32, energy, cal, w)
     seconds, estimates = {}, {}
     for _ in range(args.repeat):  # interleaved, so a burst of other load falls on one round, not on one method
-        for name, (_, run) in runs.items():
+        for name, run in list(runs.items()):
             try:
                 t0 = time.perf_counter()
                 out = run()
                 dt = time.perf_counter() - t0
             except Exception as err:  # noqa: BLE001 - report whatever PyMca raises, honestly
                 print(f"{name}: failed: {type(err).__name__}: {err}")
-                runs[name] = (0, None)
+                del runs[name]  # not timed again
                 continue
             if isinstance(out, tuple):  # PyMca's own clock, around its fit only
                 dt, out = out
             seconds.setdefault(name, []).append(dt)
             estimates[name] = out
-        runs = {name: r for name, r in runs.items() if r[1] is not None}
     print(f"best of {args.repeat} interleaved rounds (the range over the rounds in brackets):")
     table = []
     for name, times in seconds.items():

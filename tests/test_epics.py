@@ -164,9 +164,9 @@ def _assert_same_run(epics_docs, sim_docs, n_maps):
 
 # --------------------------------------------------------------------------- devices
 def test_release_leaves_nothing_on_the_shared_channel(ioc):
-    """``release`` takes a destroyed signal's PV off caproto's shared PV (its connection and access callbacks) and
-    takes it off the shared monitor at once; ``destroy()`` alone leaves both until the garbage collector runs, which is when
-    caproto's callback table changed size under a device being built (CI, stop 25)."""
+    """``release`` takes a destroyed signal's PV off caproto's shared PV (its connection and access callbacks)
+    and off the shared monitor at once; ``destroy()`` alone leaves both until the garbage collector runs, which
+    is when caproto's callback table changed size under a device being built (CI, stop 25)."""
     def registrations(sig):
         pv = sig._read_pv
         shared = pv._caproto_pv
@@ -185,6 +185,8 @@ def test_release_leaves_nothing_on_the_shared_channel(ioc):
     release(freed)
     assert registrations(kept) == (2, 1)  # what the garbage collector is left to undo, at a time of its choosing
     assert registrations(freed) == (0, 0)
+    release(kept)  # not left to the collector either
+    assert registrations(kept) == (0, 0)
 
 
 def test_describe_matches_simulation(mp, tmp_path):

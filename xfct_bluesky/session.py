@@ -493,9 +493,10 @@ class Session:
             self.subscribe("writer", self.writer)
 
     def _open_microprobe(self) -> None:
+        from .devices.channels import release
+
         if self.beamline_config is not None:
             from .devices.beamline import make_beamline_devices
-            from .devices.channels import release
 
             self.beamline = make_beamline_devices(self.beamline_config, connect=connect_timeout(30.0))
             self._stack.callback(release, self.beamline)
@@ -505,8 +506,6 @@ class Session:
         if isinstance(spec, str):
             self.microprobe = make_microprobe(self.data_dir, spec, config=self.beamline_config)
             if spec.lower() == "beamline":
-                from .devices.channels import release
-
                 self._stack.callback(release, self.microprobe)
         elif callable(spec) and not hasattr(spec, "read"):  # a factory, not a device
             self.microprobe = spec(self)

@@ -39,8 +39,8 @@ def _summed(source, r0: int, r1: int) -> tuple[int, np.ndarray]:
 
 
 def _solver_options(options: dict) -> dict:
-    """The serial per-pixel solver's (:func:`~xfct_bluesky.analysis.fitting.fit.fit_pixels`) options by name: ``fit_spectra``'s keywords of the
-    same names, as given or their defaults (``want_sigma`` is ``sigma``)."""
+    """The serial per-pixel solver's (:func:`~xfct_bluesky.analysis.fitting.fit.fit_pixels`) options by name:
+    ``fit_spectra``'s keywords of the same names, as given or their defaults (``want_sigma`` is ``sigma``)."""
     import inspect
 
     from ..analysis.fitting import fit
