@@ -316,6 +316,7 @@ class _Projection:
     counts: dict[str, np.ndarray] = field(default_factory=dict)
     sigma: dict[str, np.ndarray] = field(default_factory=dict)
     deviance: np.ndarray | None = None
+    held: tuple[str, ...] = ()  # the components its fit held (SpectrumFit.held)
 
 
 class _FitRun(RunState):
@@ -538,6 +539,7 @@ class _FitRun(RunState):
         projection.counts = {e: fit.counts[e].astype(np.float32) for e in self.elements}
         projection.sigma = {e: fit.sigma[e].astype(np.float32) for e in self.elements}
         projection.deviance = fit.deviance.astype(np.float32)
+        projection.held = fit.held
         self.n_fit = int(fit.basis.matrix.shape[0])
         self.done.append(projection)
 
@@ -569,6 +571,9 @@ class _FitRun(RunState):
                                    f"projection(s), starting from {self.energy_source}" if self.calibration_info
                                    else "given"),
             "fitted_channels": self.n_fit, "quantities": {"theta": "theta"}, "warnings": list(self.warnings),
+            # components held at their share of each pixel's counts (fit_spectra's hold_background), by the
+            # number of projections they were held in
+            "held": {name: sum(name in p.held for p in done) for name in sorted({n for p in done for n in p.held})},
         }
         if owner.energy_range is not None:
             md["energy_range"] = list(owner.energy_range)

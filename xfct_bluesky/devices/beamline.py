@@ -123,7 +123,7 @@ def xmap_class(elements: int) -> type[XMAPSystem]:
     return type(f"XMAPSystem{elements}", (XMAPSystem,), {"mcas": mcas, "dxps": dxps})
 
 
-def make_beamline_devices(config, *, name: str = "beamline", connect: float | None = 10.0) -> Device:
+def make_beamline_devices(config, *, name: str = "beamline", connect: float | None = 30.0) -> Device:
     """One Device with a component per role of ``config``, on ophyd's classes (see the module docstring).
 
     Parameters
@@ -133,7 +133,8 @@ def make_beamline_devices(config, *, name: str = "beamline", connect: float | No
     name : str
         Device name: the prefix of every data key (``beamline_i0``).
     connect : float or None
-        Seconds to wait for every PV to connect; None: do not wait (to list the PVs without an IOC).
+        Seconds to wait for every PV to connect (default 30, as a Session waits: 2-ID-E's 769 PVs take 6-7 s
+        on loopback on an idle 2-core machine); None: do not wait (to list the PVs without an IOC).
 
     Raises
     ------

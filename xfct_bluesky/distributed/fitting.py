@@ -47,20 +47,20 @@ def _solver_options(options: dict) -> dict:
 
     defaults = {k: p.default for k, p in inspect.signature(fit.fit_spectra).parameters.items()}
     out = {}
-    for name in list(inspect.signature(fit.fit_pixels).parameters)[3:]:  # after a2, basis, a0
+    for name in list(inspect.signature(fit.fit_pixels).parameters)[4:]:  # after a2, basis, a0, held
         key = "sigma" if name == "want_sigma" else name
         out[name] = options.get(key, defaults[key])
     return out
 
 
-def _fit_block(source, r0, r1, basis, a0, solver):
+def _fit_block(source, r0, r1, basis, a0, held, solver):
     """Fitted (amplitudes, deviance, iterations, flags, errors) of rows r0..r1, by the serial per-pixel solver."""
     from ..analysis.fitting import fit
 
     block = np.asarray(read_block(source, (slice(r0, r1),)))
     a2 = block.reshape(-1, block.shape[-1])
     a2 = fit.native_counts(a2)
-    return r0, r1, fit.fit_pixels(a2, basis, a0, **solver)
+    return r0, r1, fit.fit_pixels(a2, basis, a0, held, **solver)
 
 
 def fit_on_cluster(client, spectra, energy, elements, *, block_bytes: int = BLOCK_BYTES,
@@ -114,12 +114,13 @@ def fit_on_cluster(client, spectra, energy, elements, *, block_bytes: int = BLOC
         basis = first.basis
         n_pix = int(np.prod(map_shape))
         a0 = fit.pixel_start(first.summed_amplitudes, basis, n_pix)
+        held = fit.held_shares(first.summed_amplitudes, basis, n_pix, method, options.get("hold_background"))
         K = len(basis.names)
         amplitudes, deviance = np.empty((n_pix, K)), np.empty(n_pix)
         iterations, flags = np.zeros(n_pix, np.int64), np.zeros(n_pix, np.int64)
         errors = np.full((n_pix, K), np.nan) if sigma else None
         per_row = n_pix // shape[0]
-        futures = [dask_client.submit(_fit_block, part, *_local(blk, spectra), basis, a0, solver, pure=False)
+        futures = [dask_client.submit(_fit_block, part, *_local(blk, spectra), basis, a0, held, solver, pure=False)
                    for part, blk in zip(parts, blocks, strict=True)]
         offsets = {id(f): blk[0] for f, blk in zip(futures, blocks, strict=True)}
         for fut in as_completed(futures):
@@ -132,7 +133,8 @@ def fit_on_cluster(client, spectra, energy, elements, *, block_bytes: int = BLOC
     return fit.fit_of_pixels(amplitudes, deviance, iterations, flags, errors, map_shape=map_shape, basis=basis,
                              names=first.elements, calibration=first.calibration,
                              calibration_fit=first.calibration_fit, method=method,
-                             summed_amplitudes=first.summed_amplitudes, stacklevel=2)
+                             summed_amplitudes=first.summed_amplitudes,
+                             held=fit.held_names(basis, held), stacklevel=2)
 
 
 def _local(block: tuple[int, int], spectra) -> tuple[int, int]:

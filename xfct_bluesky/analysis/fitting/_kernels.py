@@ -166,14 +166,17 @@ def _hessian(BnT, nnz, mu, r, free, nf, H, w, wb):
 
 
 @numba.njit(cache=True, nogil=True)
-def _em_steps(BnT, c, yv, nnz, a, mu, r, n_steps):
-    """``n_steps`` EM (multiplicative) updates a_k <- a_k sum_j (y_j / mu_j) B_jk / c_k; returns f."""
+def _em_steps(BnT, c, yv, nnz, a, held, mu, r, n_steps):
+    """``n_steps`` EM (multiplicative) updates a_k <- a_k sum_j (y_j / mu_j) B_jk / c_k of the components not
+    ``held`` (a held one is a known part of the mean, which keeps EM monotone); returns f."""
     K = a.size
     f = _objective(BnT, c, yv, nnz, a, mu) if n_steps <= 0 else 0.0
     for _ in range(n_steps):
         for n in range(nnz):
             r[n] = yv[n] / mu[n]
         for k in range(K):
+            if held[k]:
+                continue
             s = 0.0
             for n in range(nnz):
                 s += r[n] * BnT[k, n]
@@ -200,10 +203,11 @@ def _gather(B, idx, yv, s, nnz, BnT, y):
 
 
 @numba.njit(cache=True, nogil=True)
-def _newton(BnT, c, yv, nnz, total, a0, max_iter, tol, a, ws):
+def _newton(BnT, c, yv, nnz, total, a0, held, max_iter, tol, a, ws):
     """Poisson ML of one pixel's counted channels (``BnT`` (K, nnz) their basis rows, ``yv`` their counts),
     from ``a`` (K,) where it fits every counted channel, else from the composition ``a0`` scaled to the
-    counts; the estimate into ``a``. Returns (deviance, iterations, flag)."""
+    counts; the estimate into ``a``. The components ``held`` (K,) keep their values of ``a`` (a known part
+    of the mean: the background where a pixel cannot determine it). Returns (deviance, iterations, flag)."""
     mu, mu_new, g, H, L, d, a_new, free, r, w, wb, z, damped = ws
     K = a.size
     if nnz == 0:
@@ -222,7 +226,8 @@ def _newton(BnT, c, yv, nnz, total, a0, max_iter, tol, a, ws):
         for k in range(K):
             ca0 += c[k] * a0[k]
         for k in range(K):
-            a[k] = a0[k] * total / ca0
+            if not held[k]:
+                a[k] = a0[k] * total / ca0
         _model(BnT, nnz, a, mu)
     # f (its logarithms of every counted channel) is computed only where a line search needs it
     f = math.nan
@@ -237,7 +242,7 @@ def _newton(BnT, c, yv, nnz, total, a0, max_iter, tol, a, ws):
         same = factored
         count = 0
         for k in range(K):
-            if a[k] > 0.0 or g[k] < 0.0:
+            if not held[k] and (a[k] > 0.0 or g[k] < 0.0):
                 if count >= nf or free[count] != k:
                     same = False
                 free[count] = k
@@ -334,13 +339,15 @@ def _newton(BnT, c, yv, nnz, total, a0, max_iter, tol, a, ws):
         if not accepted:
             factored = False
             # no Newton step lowers f (a projection against the bounds): EM steps, which always do
-            f_em = _em_steps(BnT, c, yv, nnz, a, mu, r, 10)
+            f_em = _em_steps(BnT, c, yv, nnz, a, held, mu, r, 10)
             _gradient(BnT, c, yv, nnz, mu, g, r)
             if not f_em < f - 1e-12 * abs(f):
                 # at an optimum along a direction no count constrains: converged if the projected
                 # gradient vanishes (KKT), else a genuine failure
                 worst = 0.0
                 for k in range(K):
+                    if held[k]:
+                        continue
                     pg = g[k] if a[k] > floor else min(g[k], 0.0)
                     worst = max(worst, abs(pg) / c[k])
                 flag = CONVERGED if worst < 1e-4 else LINE_SEARCH
@@ -380,10 +387,11 @@ def workspace(n_fit, K):
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
-def poisson_fit(B, c, stride, nnzs, idx, yv, a0, start, max_iter, tol, A, dev, iters, flags):
+def poisson_fit(B, c, stride, nnzs, idx, yv, a0, held, start, max_iter, tol, A, dev, iters, flags):
     """Poisson ML of every compacted row p (channels ``idx[p * stride:]``, ``nnzs[p]`` of them, counts ``yv``
     there; :func:`._sparse.compact`) on ``B`` (n_fit, K), from ``start`` (N, K) (or ``a0`` scaled to the
-    row's counts where a start misses a counted channel); into ``A`` (N, K), ``dev``, ``iters``, ``flags``.
+    row's counts where a start misses a counted channel), the components ``held`` (K,) kept at their start;
+    into ``A`` (N, K), ``dev``, ``iters``, ``flags``.
 
     Float64 whatever the raw dtype was: one compilation serves every map."""
     N = nnzs.size
@@ -397,7 +405,7 @@ def poisson_fit(B, c, stride, nnzs, idx, yv, a0, start, max_iter, tol, A, dev, i
             total = _gather(B, idx, yv, p * stride, nnz, BnT, y)
             for k in range(K):
                 a[k] = start[p, k]
-            dv, it, fl = _newton(BnT, c, y, nnz, total, a0, max_iter, tol, a, ws)
+            dv, it, fl = _newton(BnT, c, y, nnz, total, a0, held, max_iter, tol, a, ws)
             for k in range(K):
                 A[p, k] = a[k]
             dev[p] = dv
@@ -538,9 +546,10 @@ def _inverse_diagonal(F, K, L, col, out):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
-def _sigma_block(BT, lo, hi, G, pairs, A, p0, p1, mu_floor, mu, W, F, L, col, errors):
+def _sigma_block(BT, lo, hi, G, pairs, A, held, p0, p1, mu_floor, mu, W, F, L, col, errors):
     """Standard errors sqrt(diag(I^-1)) of pixels p0 .. p1 - 1 at their estimates ``A[p]``, I = B^T diag(1 / mu) B
-    over every fitted channel with mu = max(B a, ``mu_floor``), into ``errors[p]``.
+    over every fitted channel with mu = max(B a, ``mu_floor``), into ``errors[p]``; I restricted to the
+    components not ``held`` (a held one is part of mu, not estimated: its error is NaN).
 
     ``BT`` (K, n_fit) is B transposed, component k nonzero only on channels lo[k] .. hi[k] - 1; ``G`` holds
     B_k B_m of each pair q = (k, m), m <= k, over the channels both live on (``pairs[q]`` = k, m, first,
@@ -573,16 +582,23 @@ def _sigma_block(BT, lo, hi, G, pairs, A, p0, p1, mu_floor, mu, W, F, L, col, er
                 acc += x[j] * g[j]
             F[i, k, m] = acc
     for i in range(P):
-        out = errors[p0 + i]
-        _inverse_diagonal(F[i], K, L, col, out)
+        Fi = F[i]
         for k in range(K):
-            out[k] = math.sqrt(out[k])
+            if held[k]:  # decoupled, with a unit diagonal: the others' errors are those of I without it
+                for m in range(K):
+                    Fi[k, m] = 0.0
+                    Fi[m, k] = 0.0
+                Fi[k, k] = 1.0
+        out = errors[p0 + i]
+        _inverse_diagonal(Fi, K, L, col, out)
+        for k in range(K):
+            out[k] = math.nan if held[k] else math.sqrt(out[k])
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
-def fisher_sigma(BT, lo, hi, G, pairs, A, mu_floor, errors):
+def fisher_sigma(BT, lo, hi, G, pairs, A, held, mu_floor, errors):
     """:func:`_sigma_block` of every row of ``A`` (N, K) into ``errors`` (N, K), 32 pixels at a time (``BT``,
-    ``G`` float32)."""
+    ``G`` float32; ``held`` (K,) the components not estimated)."""
     N, K = A.shape
     n_fit = BT.shape[1]
     block = 32
@@ -594,7 +610,7 @@ def fisher_sigma(BT, lo, hi, G, pairs, A, mu_floor, errors):
         L = np.empty((K, K))
         col = np.empty(K)
         p0 = b * block
-        _sigma_block(BT, lo, hi, G, pairs, A, p0, min(N, p0 + block), floor, mu, W, F, L, col, errors)
+        _sigma_block(BT, lo, hi, G, pairs, A, held, p0, min(N, p0 + block), floor, mu, W, F, L, col, errors)
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)

@@ -228,7 +228,8 @@ class SpectrumProfile:
         flag = np.empty(1, np.int64)
         with first_call(("fit", "poisson")):  # one process compiles the solver, the others load its cache
             _kernels.poisson_fit(B, c, 0, np.array([self.counted.size]), self.counted,
-                                 self.y[0, self.counted], a0, a0[None, :], 500, 1e-10, A, dev, it, flag)
+                                 self.y[0, self.counted], a0, np.zeros(a0.size, np.bool_), a0[None, :], 500, 1e-10,
+                                 A, dev, it, flag)
         self.a = A[0].copy()
         return float(dev[0]), A[0].copy(), basis
 
