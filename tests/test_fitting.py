@@ -139,7 +139,9 @@ def test_ca_unbiased_beside_k_kbeta_where_its_window_is_not(egg_rates, exact_bas
     spectra, drawn = draw(exact_basis, rates, n, np.random.default_rng(3))
     fit = fit_spectra(spectra, ENERGY, ELEMENTS, calibration=TRUTH)
     bias = (fit.counts["Ca"] - drawn["Ca"]).mean() / rates["Ca"]
-    assert abs(bias) <= 0.03, bias  # Poisson ML: measured -2.2 % to +0.7 % over seeds
+    # the 2 %; Poisson ML measured -0.28 to +0.11 % over seeds 0-7 (+- 0.25 %), its background held
+    # (fitted free in every pixel: -2.8 to +0.1 %)
+    assert fit.held == ("background",) and abs(bias) <= 0.02, bias
     linear = fit_spectra(spectra, ENERGY, ELEMENTS, calibration=TRUTH, method="linear")
     bias = (linear.counts["Ca"] - drawn["Ca"]).mean() / rates["Ca"]
     assert abs(bias) <= 0.02, bias
