@@ -134,6 +134,9 @@ def test_the_fit_is_a_derived_run_of_one_event_per_projection_in_tiled(live):
     (run,) = derived_runs(live.tiled.derived, live.uid, FIT_PLAN)
     stored, theta, counts, sigma, deviance = _stored(run)
     assert stored == start
+    # a few photons per pixel and almost no background: every projection's fit held it (fit_spectra's
+    # hold_background), and the start document says so
+    assert start["held"] == live.fit.results[live.uid]["held"] == {"background": N_ANGLES}
     np.testing.assert_array_equal(theta, load_theta(live.tiled.catalog[live.uid]))  # one event per projection
     assert counts["Zn"].shape == sigma["Zn"].shape == deviance.shape == (N_ANGLES, *SHAPE)
     for e in start["elements"]:
@@ -199,6 +202,9 @@ def test_cli_fit_refits_a_stored_run_and_reconstruct_uses_it(live, capsys):
     z = (counts["Zn"].sum(dtype=np.float64) - live.truth.sum()) / np.sqrt((sigma["Zn"].astype(float) ** 2).sum())
     assert abs(z) < 3, z
     assert "deviance per channel: median" in out
+    assert start["held"] == {"background": N_ANGLES}
+    assert f"background held at its share of each pixel's counts (too few to fit per pixel) in {N_ANGLES} of " \
+           f"{N_ANGLES} projection(s)" in out
 
     assert cli.main(["reconstruct", live.uid[:8], *uri, "--algorithm", "fbp", "--align", "none"]) == 0
     out = capsys.readouterr().out
@@ -226,6 +232,7 @@ def test_cli_fit_of_the_real_imported_standard(shared_tiled, capsys):
         assert (counts[element] > 10 * sigma[element]).all(), element
         assert any(line.startswith(f"{element} ") for line in out.splitlines())
     assert f"deviance per channel: median {np.median(per_channel):.3f}" in out
+    assert start["held"] == {} and " held at " not in out  # ~25000 counts per pixel: its background fitted
 
 
 # ------------------------------------------------------------------------------------------ refusals ---

@@ -442,6 +442,9 @@ def _print_fit(result: dict, start: dict, key: str, derived_uid: str | None) -> 
         counts, sigma = result["counts"][e], result["sigma"][e]
         total, error = float(counts.sum(dtype=np.float64)), float(np.sqrt((sigma.astype(np.float64) ** 2).sum()))
         print(f"{e:8s} {total:13.6g} {error:10.3g} {total / counts.size:10.3g}")
+    for name, count in result["held"].items():
+        print(f"{name} held at its share of each pixel's counts (too few to fit per pixel) in {count} of {n} "
+              "projection(s)")
     per_channel = result["deviance"] / max(result["fitted_channels"], 1)
     print(f"deviance per channel: median {np.median(per_channel):.3f}, mean {per_channel.mean():.3f} over "
           f"{per_channel.size} pixels ({result['fitted_channels']} channels fitted; near 1 where the model fits)")

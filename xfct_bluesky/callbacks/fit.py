@@ -319,6 +319,11 @@ class _Projection:
     held: tuple[str, ...] = ()  # the components its fit held (SpectrumFit.held)
 
 
+def _held_counts(done: list[_Projection]) -> dict[str, int]:
+    """The components the projections' fits held (``fit_spectra``'s ``hold_background``), by how many held each."""
+    return {name: sum(name in p.held for p in done) for name in sorted({n for p in done for n in p.held})}
+
+
 class _FitRun(RunState):
     """One run's spectra, calibration and fits (worker thread only)."""
 
@@ -423,7 +428,7 @@ class _FitRun(RunState):
             "counts": {e: np.stack([p.counts[e] for p in done]) for e in self.elements},
             "sigma": {e: np.stack([p.sigma[e] for p in done]) for e in self.elements},
             "deviance": np.stack([p.deviance for p in done]), "fitted_channels": self.n_fit,
-            "warnings": list(self.warnings)}
+            "held": _held_counts(done), "warnings": list(self.warnings)}
         logger.info("LiveSpectrumFit: run %s: %d projections fitted (%s)", self.uid[:8], len(done),
                     ", ".join(f"{e} {owner.results[self.uid]['counts'][e].sum():.4g}" for e in self.elements))
         if docs:
@@ -573,7 +578,7 @@ class _FitRun(RunState):
             "fitted_channels": self.n_fit, "quantities": {"theta": "theta"}, "warnings": list(self.warnings),
             # components held at their share of each pixel's counts (fit_spectra's hold_background), by the
             # number of projections they were held in
-            "held": {name: sum(name in p.held for p in done) for name in sorted({n for p in done for n in p.held})},
+            "held": _held_counts(done),
         }
         if owner.energy_range is not None:
             md["energy_range"] = list(owner.energy_range)
