@@ -5,8 +5,9 @@ published as a derived run, used by the live alignment and reconstruction and by
 One simulated tomography (4 angles of 24 x 24 px at 2 ms, a 5 um cell holding the egg's projected Zn: up to
 ~3 Zn photons per pixel, the paper's low counts) is taken twice, paced by its dwell as on the beamline:
 without live analysis, then with the fit, the alignment and the reconstruction subscribed; the second is
-stored on the suite's Tiled server (after the timing). The simulator's truth for each projection is the expected number of Zn photons per pixel
-(its Vortex's rates x dwell x live fraction: what the fit estimates, photons before dead-time correction).
+stored on the suite's Tiled server (after the timing). The simulator's truth for each projection is the expected
+number of Zn photons per pixel (its Vortex's rates x dwell x live fraction: what the fit estimates, photons before
+dead-time correction).
 """
 
 from __future__ import annotations
