@@ -138,6 +138,7 @@ def test_the_fit_is_a_derived_run_of_one_event_per_projection_in_tiled(live):
     # a few photons per pixel and almost no background: every projection's fit held it (fit_spectra's
     # hold_background), and the start document says so
     assert start["held"] == live.fit.results[live.uid]["held"] == {"background": N_ANGLES}
+    assert start["hold_background"] is None  # what was asked: the default, held where a pixel cannot determine it
     np.testing.assert_array_equal(theta, load_theta(live.tiled.catalog[live.uid]))  # one event per projection
     assert counts["Zn"].shape == sigma["Zn"].shape == deviance.shape == (N_ANGLES, *SHAPE)
     for e in start["elements"]:
@@ -243,6 +244,8 @@ def test_cli_fit_of_the_real_imported_standard(shared_tiled, capsys):
     ({"elements": ("Zn", "Xx")}, "unknown element line family 'Xx'"),
     ({"calibration_counts": 0}, "calibration_counts=0 is out of range"),
     ({"calibration": "auto", "refine": False}, "leaves nothing to fit the calibration"),
+    ({"hold_background": "yes"}, "hold_background='yes'; allowed: True, False or None"),
+    ({"hold_background": True, "method": "linear"}, "only method='poisson' holds a background"),
 ])
 def test_bad_options_are_refused_naming_the_value(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -259,6 +262,8 @@ def test_one_element_as_a_string_is_refused():
     (["--elements", "Zn,Xx"], "--elements Zn,Xx: unknown element line family 'Xx'"),
     (["--elements", ","], "--elements ,: give at least one line family"),
     (["--calibration", "/no/such/override.txt"], "--calibration /no/such/override.txt: no such file; allowed: auto"),
+    (["--background", "fixed"], "--background fixed is not known; allowed: 'auto', 'held', 'free'"),
+    (["--background", "held", "--method", "nnls"], "--background held with --method nnls: only the poisson fit"),
 ])
 def test_cli_fit_refuses_bad_options_before_opening_anything(tmp_path, capsys, args, message):
     assert cli.main(["fit", "abcdef", "--data-dir", str(tmp_path / "never"), *args]) == 2

@@ -199,6 +199,11 @@ def check_fit(args) -> None:
     with _option():
         validate.one_of("--method", args.method, METHODS,
                         fix="poisson (default: non-negative Poisson maximum likelihood), linear or nnls")
+        validate.one_of("--background", args.background, ("auto", "held", "free"),
+                        fix="auto (default: held where a pixel cannot determine it), held or free")
+    if args.background == "held" and args.method != "poisson":
+        raise OptionError(f"--background held with --method {args.method}: only the poisson fit holds a background; "
+                          "give --method poisson, or --background auto")
     if args.elements is not None:
         names = [e.strip() for e in args.elements.split(",") if e.strip()]
         if not names:

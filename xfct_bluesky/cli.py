@@ -487,6 +487,7 @@ def cmd_fit(args) -> int:
         read_row = spectra_rows(run, key)  # through the server: it may be on another machine than the files
         fit = LiveSpectrumFit(emit=session.derived_writer, elements=elements, calibration=calibration,
                               refine=refine, method=args.method, energy_range=energy_range, threads=None,
+                              hold_background={"auto": None, "held": True, "free": False}[args.background],
                               spectra=lambda _key, row: read_row(row),
                               fitted_by="xfct-bluesky fit", worker=LiveWorker("xfct-bluesky-fit"))
         for name, doc in run.documents():
@@ -668,6 +669,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "the run's energy axis) or an XRF-Maps maps_fit_parameters_override.txt to start from")
             p.add_argument("--method", default="poisson", help="per-pixel fit: poisson (default: non-negative "
                            "Poisson maximum likelihood), linear or nnls")
+            p.add_argument("--background", default="auto", help="poisson: each pixel's background held at its "
+                           "share of the counts (held), fitted (free), or auto (default: held where a pixel cannot "
+                           "determine it)")
         elif name == "reconstruct":
             p.add_argument("uid", help="uid (or unique prefix) of an xfct_tomo run or an imported tomography")
             p.add_argument("--algorithm", default="mlem", help="fbp, sirt, mlem (default) or osem")

@@ -228,6 +228,10 @@ class LiveSpectrumFit(LiveCallback):
     method : {"poisson", "linear", "nnls"}
         The per-pixel fit (:func:`~xfct_bluesky.analysis.fitting.fit_spectra`); "poisson" (default), the
         non-negative Poisson maximum likelihood, gives maps >= 0 (what MLEM reconstructs).
+    hold_background : bool, optional
+        ``method="poisson"``: hold each pixel's background at its share of the projection's counts (True),
+        fit it (False), or hold it where the projection's mean pixel cannot determine it (None, default;
+        ``fit_spectra``'s ``hold_background``). What was held is recorded (``held``).
     energy_range : (float, float), optional
         Fitted energies (keV); default 1 keV to the incident energy + 1 keV.
     calibration_counts : float
@@ -256,18 +260,26 @@ class LiveSpectrumFit(LiveCallback):
         Per raw-run uid: ``derived_uid``, ``calibration`` (Calibration), ``calibration_fit`` (summary
         dict or None), ``energy_source``, ``elements``, ``theta`` (n,), ``seq_nums``, ``counts`` and
         ``sigma`` ({element: (n, ny, nx) float32}), ``deviance`` (n, ny, nx), ``fitted_channels``,
-        ``warnings``.
+        ``held`` ({component: projections whose fit held it}), ``warnings``.
     errors : list
         Exceptions caught (logged, never raised into the RunEngine).
     """
 
     def __init__(self, emit: Callable | Sequence[Callable] | None = None, *, elements: Sequence[str] | None = None,
                  calibration: str | Calibration | None = "auto", refine: bool | None = None, method: str = "poisson",
-                 energy_range: tuple[float, float] | None = None, calibration_counts: float = CALIBRATION_COUNTS,
-                 free: Sequence[str] | None = None, threads: int | None = 1,
+                 hold_background: bool | None = None, energy_range: tuple[float, float] | None = None,
+                 calibration_counts: float = CALIBRATION_COUNTS, free: Sequence[str] | None = None,
+                 threads: int | None = 1,
                  spectra: Callable[[str, int], np.ndarray] | None = None, fitted_by: str = "live",
                  worker: LiveWorker | None = None):
         self.method = one_of("method", method, METHODS, fix="LiveSpectrumFit fits each pixel by one of them")
+        if not (hold_background is None or isinstance(hold_background, bool | np.bool_)):
+            raise ValueError(f"LiveSpectrumFit: hold_background={hold_background!r}; allowed: True, False or None "
+                             "(held where a pixel cannot determine it)")
+        if hold_background and self.method != "poisson":
+            raise ValueError(f"LiveSpectrumFit: hold_background=True with method={self.method!r}: only "
+                             "method='poisson' holds a background")
+        self.hold_background = None if hold_background is None else bool(hold_background)
         if calibration is None or (isinstance(calibration, str) and calibration == "auto"):
             calibration = "auto"
         elif not isinstance(calibration, Calibration):
@@ -534,7 +546,8 @@ class _FitRun(RunState):
         try:
             with caught_warnings() as caught, _numba_threads(owner.threads):
                 fit = fit_spectra(frame, self.energy, self.elements, calibration=self.calibration, refine=False,
-                                  method=owner.method, energy_range=owner.energy_range)
+                                  method=owner.method, hold_background=owner.hold_background,
+                                  energy_range=owner.energy_range)
         except Exception as exc:  # noqa: BLE001 - logged and kept in .errors, never raised into the RunEngine
             owner._failed(exc, f"could not fit projection seq_num {projection.seq_num} of run {self.uid[:8]}")
             return
@@ -577,8 +590,8 @@ class _FitRun(RunState):
                                    else "given"),
             "fitted_channels": self.n_fit, "quantities": {"theta": "theta"}, "warnings": list(self.warnings),
             # components held at their share of each pixel's counts (fit_spectra's hold_background), by the
-            # number of projections they were held in
-            "held": _held_counts(done),
+            # number of projections they were held in, and what was asked
+            "held": _held_counts(done), "hold_background": owner.hold_background,
         }
         if owner.energy_range is not None:
             md["energy_range"] = list(owner.energy_range)
