@@ -27,6 +27,11 @@ of the old to the new amplitudes), and when that bound is below ``tol`` the
 pixel is done without forming it (about one Hessian in five saved; the
 estimates are those of the full test, to rounding).
 
+Components marked ``held`` keep their starting values (a known part of the
+mean: the background where no pixel can determine it): the solver's free set,
+its EM steps and its optimality test leave them out, and so does the Fisher
+information of the standard errors (theirs is NaN).
+
 A pixel's counted channels come compacted (:func:`._sparse.compact`: their
 channel numbers and counts, read once from the raw map of any dtype), so the
 solver is compiled once, for float64, whatever the map's dtype. Its sums over
