@@ -27,6 +27,9 @@ from . import validate
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 #: Seconds to wait for a ``--uri`` server to accept the connection before it is reported unreachable.
 CONNECT_TIMEOUT = 3.0
+#: ``fit --background``: its values, as ``LiveSpectrumFit``'s hold_background (None: held where a pixel cannot
+#: determine it).
+FIT_BACKGROUNDS = {"auto": None, "held": True, "free": False}
 
 
 class OptionError(ValueError):
@@ -199,7 +202,7 @@ def check_fit(args) -> None:
     with _option():
         validate.one_of("--method", args.method, METHODS,
                         fix="poisson (default: non-negative Poisson maximum likelihood), linear or nnls")
-        validate.one_of("--background", args.background, ("auto", "held", "free"),
+        validate.one_of("--background", args.background, tuple(FIT_BACKGROUNDS),
                         fix="auto (default: held where a pixel cannot determine it), held or free")
     if args.background == "held" and args.method != "poisson":
         raise OptionError(f"--background held with --method {args.method}: only the poisson fit holds a background; "

@@ -487,7 +487,7 @@ def cmd_fit(args) -> int:
         read_row = spectra_rows(run, key)  # through the server: it may be on another machine than the files
         fit = LiveSpectrumFit(emit=session.derived_writer, elements=elements, calibration=calibration,
                               refine=refine, method=args.method, energy_range=energy_range, threads=None,
-                              hold_background={"auto": None, "held": True, "free": False}[args.background],
+                              hold_background=checks.FIT_BACKGROUNDS[args.background],
                               spectra=lambda _key, row: read_row(row),
                               fitted_by="xfct-bluesky fit", worker=LiveWorker("xfct-bluesky-fit"))
         for name, doc in run.documents():

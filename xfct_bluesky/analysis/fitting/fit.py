@@ -529,7 +529,8 @@ def fit_pixels(a2, basis: SpectrumBasis, a0, held, method, want_sigma, max_iter,
     K = B.shape[1]
     a0 = np.asarray(a0, np.float64)
     held = np.asarray(held, np.float64)
-    if method != "poisson" and not np.isnan(held).all():
+    is_held = ~np.isnan(held)
+    if method != "poisson" and is_held.any():
         raise ValueError(f"method={method!r} holds no component; only 'poisson' does")
     n_pix = a2.shape[0]
     A = np.empty((n_pix, K))
@@ -552,7 +553,7 @@ def fit_pixels(a2, basis: SpectrumBasis, a0, held, method, want_sigma, max_iter,
         # the standard errors, I = B' diag(1 / mu) B over every fitted channel at the estimate: each pair of
         # components summed over the channels both live on (lines and their tails end)
         with first_call(("fit", "sigma")):
-            _kernels.fisher_sigma(*_fisher_operands(B), A, ~np.isnan(held), MU_FLOOR, errors)
+            _kernels.fisher_sigma(*_fisher_operands(B), A, is_held, MU_FLOOR, errors)
     return A, dev, iters, flags, (errors if want_sigma else None)
 
 
