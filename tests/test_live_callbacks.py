@@ -249,7 +249,7 @@ def test_the_subscription_order_does_not_change_the_volumes(microprobe):
     assert set(a) == set(b) == {"Zn", "phase"}
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
-    assert alone.wait(60) and alone.results[uid]["alignment_source"] == "dpc"
+    assert alone.wait(60) and alone.errors == [] and alone.results[uid]["alignment_source"] == "dpc"
 
 
 # ------------------------------------------------------------------ what is a tomography

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import validate
+from ._warnings import collected, warn
 from .analysis.channels import find_map
 from .analysis.exceptions import ReconstructionWarning
 from .quantities import FIT_PLAN, RECONSTRUCTION_PLAN
@@ -125,7 +125,7 @@ def align_maps(maps: Mapping[str, np.ndarray], theta, align: str = "auto", *, tr
     maps. Every choice but "none" and "truth" reports its consistency and is not applied when it
     leaves the stack less consistent; its warnings are logged (and kept in ``Alignment.warnings``).
     """
-    from .analysis.align import AlignmentWarning, align_projections
+    from .analysis.align import align_projections
 
     n = len(theta)
     _, nx = next(iter(maps.values())).shape[1:]
@@ -138,8 +138,7 @@ def align_maps(maps: Mapping[str, np.ndarray], theta, align: str = "auto", *, tr
         if offsets.shape != (n, 2):
             raise ValueError(f"true offsets have shape {offsets.shape}; expected {(n, 2)} (one per projection)")
         return -offsets, (nx - 1) / 2, None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", AlignmentWarning)
+    with collected() as caught:  # this thread's only: two reconstructions may align at once
         if align == "auto":
             al = align_projections(dict(maps), theta, method=method, channel=channel)
         elif align == "dpc":
@@ -204,7 +203,7 @@ def reconstruct_maps(
                 validate.counts(f"map {key!r}", maps[key],
                                 fix="Integer counts below zero are a reading error (an overflow?): check the data")
             elif found := validate.negatives(f"map {key!r}", maps[key]):  # fitted maps dip below zero in noise
-                warnings.warn(f"{found}: {algorithm.upper()} models photon counts, so they are set to 0 for it; "
+                warn(f"{found}: {algorithm.upper()} models photon counts, so they are set to 0 for it; "
                               "for maps whose negative values are real use algorithm='sirt' or 'fbp'",
                               ReconstructionWarning, stacklevel=2)
     say = progress or (lambda text: None)
@@ -231,7 +230,7 @@ def reconstruct_maps(
         text = (f"{left_out.size} of the {given.size} projections are left out of the reconstruction (no shift for "
                 f"them, NaN): projection {listed}{more}. The volume is made of the other {given.size - left_out.size} "
                 "projections")
-        warnings.warn(text, ReconstructionWarning, stacklevel=2)
+        warn(text, ReconstructionWarning, stacklevel=2)
         keep = np.isfinite(shifts[:, 0])
         theta, shifts = theta[keep], shifts[keep]
         maps = {k: np.asarray(v)[keep] for k, v in maps.items()}

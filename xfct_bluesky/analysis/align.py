@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -58,6 +57,7 @@ import numpy as np
 
 from ..validate import one_of, real
 from ..validate import shifts as check_shifts
+from .. import _warnings
 from . import channels as ch
 from . import consistency as cs
 from .angles import angle_problems, angles_checked, check_angles, check_theta
@@ -291,7 +291,7 @@ def align_projections(
 
     def warn(text):
         notes.append(text)
-        warnings.warn(text, AlignmentWarning, stacklevel=3)
+        _warnings.warn(text, AlignmentWarning, stacklevel=3)
 
     chosen, cons = ch.choose(maps, channel if bare is None else bare)
     reg = chosen

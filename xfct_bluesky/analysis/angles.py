@@ -15,10 +15,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-import warnings
 
 import numpy as np
 
+from .._warnings import warn
 from ..validate import angles as _finite_angles
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def check_angles(theta, category: type[Warning], what: str, *, stacklevel: int =
     if _ANGLES_CHECKED.get():
         return []
     for text in problems:
-        warnings.warn(f"{what}: {text}", category, stacklevel=stacklevel)
+        warn(f"{what}: {text}", category, stacklevel=stacklevel)
     return [f"{what}: {text}" for text in problems]
 
 

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import abc
 import logging
-import threading
-import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 
 from event_model import DocumentRouter, RunRouter
 
@@ -175,31 +172,6 @@ class RunState(DocumentRouter):
         except Exception as exc:  # noqa: BLE001 - logged and kept in the owner's errors
             self.owner._failed(exc, f"{self.failure} run {self.uid[:8]} ({name!r} document)")
             return name, doc
-
-
-@contextmanager
-def caught_warnings() -> Iterator[list[warnings.WarningMessage]]:
-    """Record the warnings the calling thread issues; other threads' are shown as usual.
-
-    ``warnings.catch_warnings(record=True)`` is process-wide before Python
-    3.14: on the worker it would also swallow a warning the RunEngine's thread
-    issues meanwhile (a plan's plausibility warning). Here only this thread's
-    are recorded (every one: "always"); the others go to the display they had.
-    """
-    mine = threading.current_thread()
-    caught: list[warnings.WarningMessage] = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        show = warnings.showwarning
-
-        def record(message, category, filename, lineno, file=None, line=None):
-            if threading.current_thread() is mine:
-                caught.append(warnings.WarningMessage(message, category, filename, lineno, file, line))
-            else:
-                show(message, category, filename, lineno, file, line)
-
-        warnings.showwarning = record
-        yield caught
 
 
 def theta_key_of(start: dict | None, data_keys: dict) -> str | None:

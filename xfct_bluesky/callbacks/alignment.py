@@ -45,6 +45,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from event_model import compose_run
 
+from .._warnings import collected
 from ..analysis.align import (
     METHODS,
     AlignmentWarning,
@@ -57,7 +58,7 @@ from ..analysis.fitting.maps import prefer_fitted
 from ..analysis.pairwise import solve_shifts
 from ..analysis.registration import is_blank, register
 from ..quantities import ALIGNMENT_PLAN, CHEMICAL_SYMBOLS, quantities_of
-from ._base import LiveCallback, RunState, caught_warnings, is_tomography, theta_key_of
+from ._base import LiveCallback, RunState, is_tomography, theta_key_of
 from ._emit import send_run, sinks_of
 from ._plotting import FigureQueue, live_figures
 from ._worker import LiveWorker
@@ -314,7 +315,7 @@ class _AlignmentRun(RunState):
             maps = {k: np.stack([m[k] for m in self.maps]) for k in names}
             fit = self.owner.fits.pop(self.uid)  # the element maps from fitted spectra, where a fit covers them
             maps, sources = prefer_fitted(maps, theta, fit and fit.counts, fit and fit.theta)
-            with caught_warnings() as caught:  # logged below, as the alignment's warnings
+            with collected() as caught:  # logged below, as the alignment's warnings
                 al = align_projections(maps, theta, method=self.owner.method)
                 shifts, summary = np.array(al.shifts, float), al.summary()
                 same_left_out = np.array_equal(np.isnan(live_shifts[:, 0]), np.isnan(al.shifts[:, 0]))

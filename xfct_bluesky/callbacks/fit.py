@@ -48,6 +48,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 from event_model import compose_run, unpack_event_page
 
+from .._warnings import collected
 from ..analysis.fitting import (
     BASIC_FREE,
     DEFAULT_FREE,
@@ -61,7 +62,7 @@ from ..analysis.fitting.lines import parse_family
 from ..analysis.fitting.maps import element_names
 from ..quantities import FIT_PLAN, quantities_of, theta_key
 from ..validate import integer, one_of, positive
-from ._base import LiveCallback, RunState, caught_warnings
+from ._base import LiveCallback, RunState
 from ._emit import send_run, sinks_of
 from ._worker import LiveWorker
 
@@ -503,7 +504,7 @@ class _FitRun(RunState):
         free = owner.free or (DEFAULT_FREE if counts >= TAIL_COUNTS else BASIC_FREE)
         for attempt in (free, BASIC_FREE):
             try:
-                with caught_warnings() as caught, _numba_threads(owner.threads):
+                with collected() as caught, _numba_threads(owner.threads):
                     fit = fit_spectra(self.summed[None], self.energy, self.elements, calibration=start, refine=True,
                                       incident_energy=_number(energy) if start is None else None,
                                       energy_range=owner.energy_range, free=attempt, sigma=False)
@@ -544,7 +545,7 @@ class _FitRun(RunState):
     def _fit(self, projection: _Projection, frame: np.ndarray) -> None:
         owner = self.owner
         try:
-            with caught_warnings() as caught, _numba_threads(owner.threads):
+            with collected() as caught, _numba_threads(owner.threads):
                 fit = fit_spectra(frame, self.energy, self.elements, calibration=self.calibration, refine=False,
                                   method=owner.method, hold_background=owner.hold_background,
                                   energy_range=owner.energy_range)

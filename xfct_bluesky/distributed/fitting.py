@@ -12,10 +12,9 @@ the maps as it finishes. The result equals the serial one.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
+from .._warnings import collected, warn
 from .cluster import connect
 from .recon import BLOCK_BYTES
 from .sources import read_block, shape_of
@@ -105,12 +104,11 @@ def fit_on_cluster(client, spectra, energy, elements, *, block_bytes: int = BLOC
                                    for part, blk in zip(parts, blocks, strict=True)])
         summed = np.add.reduce([s for _, s in sorted(sums, key=lambda item: item[0])], dtype=np.float64)
         # the serial fit's first stage: calibration, basis and summed amplitudes of the summed spectrum
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with collected() as caught:
             first = fit_spectra(summed[None], energy, elements, **options)
         for w in caught:
             if not (issubclass(w.category, SpectrumFitWarning) and "stopped before" in str(w.message)):
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                warn(str(w.message), w.category, stacklevel=2)
         basis = first.basis
         n_pix = int(np.prod(map_shape))
         a0 = fit.pixel_start(first.summed_amplitudes, basis, n_pix)

@@ -12,9 +12,10 @@ the tests and small fields).
 from __future__ import annotations
 
 import logging
-import warnings
 
 import numpy as np
+
+from .._warnings import collected
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +82,7 @@ def calibrate_spectra(specimen, *, size: int, rows: int, dwell: float = 30e-3, s
     sim = MicroprobeSimulator(specimen, seed=seed + 7919, runout=RunoutModel(eccentricity=ECCENTRICITY, seed=seed))
     summed = sum(sim.simulate_map((rows, size), PIXEL, dwell, theta, spectra=True).spectra.sum(axis=(0, 1))
                  for theta in (0.0, 60.0, 120.0))
-    with warnings.catch_warnings(record=True) as caught:  # logged, as the live fit logs them
-        warnings.simplefilter("always")
+    with collected() as caught:  # logged, as the live fit logs them
         fit = fit_spectra(summed[None], sim.vortex.energies, FIT_ELEMENTS, refine=True, sigma=False)
     for w in caught:
         logger.warning("dose study: spectrum calibration: %s", w.message)
@@ -111,8 +111,7 @@ def simulate_tomo(specimen, n_angles: int, dwell: float, *, size: int, rows: int
         for key, value in res.maps.items():
             stacks.setdefault(key, []).append(value)
         if calibration is not None:
-            with warnings.catch_warnings(record=True) as caught:  # logged once each, as the live fit does
-                warnings.simplefilter("always")
+            with collected() as caught:  # logged once each, as the live fit does
                 fit = fit_spectra(res.spectra, sim.vortex.energies, FIT_ELEMENTS, calibration=calibration,
                                   refine=False, sigma=False)
             for w in caught:

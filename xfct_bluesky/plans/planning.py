@@ -6,7 +6,6 @@ allowed range and the fix, before any motor moves or any document is emitted.
 """
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -14,6 +13,7 @@ from typing import Literal
 import numpy as np
 from bluesky.protocols import Readable
 
+from .._warnings import warn
 from ..physics.dose import dose_per_projection, dwell_for_dose
 from ..validate import integer, number, one_of, positive
 from ._checks import check_microprobe, check_storable_shape
@@ -315,15 +315,15 @@ def _warn_implausible(est: TomoEstimate, *, explicit_angles: bool) -> None:
     """:class:`PlausibilityWarning` for a dwell, a duration or angles that are legal but likely slips."""
     cost = f"{est.n_angles} projections would take {est.duration / 3600:.3g} h and give {est.total_dose:.3g} Gy"
     if est.dwell > PLAUSIBLE_DWELL:
-        warnings.warn(f"dwell={est.dwell:g} s per pixel is unusually long (microprobes dwell 1e-3..{PLAUSIBLE_DWELL:g} "
+        warn(f"dwell={est.dwell:g} s per pixel is unusually long (microprobes dwell 1e-3..{PLAUSIBLE_DWELL:g} "
                       f"s): {cost}. If you meant {est.dwell:g} ms, give dwell={est.dwell * 1e-3:g}",
                       PlausibilityWarning, stacklevel=3)
     elif est.duration > PLAUSIBLE_DURATION:
-        warnings.warn(f"the tomography is long: {cost}; check dwell, shape and n_angles", PlausibilityWarning,
+        warn(f"the tomography is long: {cost}; check dwell, shape and n_angles", PlausibilityWarning,
                       stacklevel=3)
     theta = np.asarray(est.angles)
     span = float(np.ptp(theta))
     if explicit_angles and theta.size > 8 and span <= 2 * np.pi + 1e-6:
-        warnings.warn(f"the {theta.size} angles span only {span:.3g} deg: angles are in degrees; if these are "
+        warn(f"the {theta.size} angles span only {span:.3g} deg: angles are in degrees; if these are "
                       "radians, np.rad2deg converts them (as given, the tomography sees the specimen from one "
                       "direction)", PlausibilityWarning, stacklevel=3)

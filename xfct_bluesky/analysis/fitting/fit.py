@@ -47,12 +47,12 @@ et al., Spectrochim. Acta B 62:63, 2007, doi:10.1016/j.sab.2006.12.002).
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..._warnings import warn
 from ...validate import real
 from .calibrate import DEFAULT_FREE, CalibrationFit, SpectrumProfile, calibrate
 from .lines import line_family, parse_family
@@ -393,12 +393,12 @@ def fit_spectra(spectra, energy, elements: Sequence[str], *, calibration: Calibr
         quality = None
         dof = max(channels.stop - channels.start - int(np.count_nonzero(summed_a)), 1)
         if dev / dof > 3 and summed.sum() > 1e4:
-            warnings.warn(f"the model misses the summed spectrum with this calibration: deviance {dev:.0f} over "
+            warn(f"the model misses the summed spectrum with this calibration: deviance {dev:.0f} over "
                           f"{dof} degrees of freedom ({dev / dof:.2f} per degree); refine the calibration "
                           "(refine=True) or check `elements`", SpectrumFitWarning, stacklevel=2)
     if quality is not None and quality.deviance_per_dof > 3 and summed.sum() > 1e4:
         worst = "; ".join(f"{en:.2f} keV" for en, _ in quality.worst_residuals())
-        warnings.warn(f"the calibrated model misses the summed spectrum: {quality.deviance_per_dof:.2f} deviance "
+        warn(f"the calibrated model misses the summed spectrum: {quality.deviance_per_dof:.2f} deviance "
                       f"per degree of freedom, most at {worst}: a line family missing from `elements`, "
                       "pile-up, or a detector artefact", SpectrumFitWarning, stacklevel=2)
 
@@ -478,7 +478,7 @@ def fit_of_pixels(amplitudes, deviance, iterations, flags, errors, *, map_shape,
     converged = flags == 0
     if not converged.all():
         bad = np.flatnonzero(~converged)
-        warnings.warn(f"{bad.size} of {n_pix} pixels stopped before the solver's tolerance (the first at flat "
+        warn(f"{bad.size} of {n_pix} pixels stopped before the solver's tolerance (the first at flat "
                       f"index {int(bad[0])}, {int(iterations[bad[0]])} iterations); raise max_iter, or check "
                       "those spectra", SpectrumFitWarning, stacklevel=stacklevel + 1)
     amps = {n: amplitudes[:, k].reshape(map_shape) for k, n in enumerate(basis.names)}
