@@ -58,6 +58,7 @@ from ..analysis.fitting import (
     fit_spectra,
 )
 from ..analysis.fitting.calibrate import FITTABLE
+from ..analysis.fitting.fit import check_hold_background
 from ..analysis.fitting.lines import parse_family
 from ..analysis.fitting.maps import element_names
 from ..quantities import FIT_PLAN, quantities_of, theta_key
@@ -274,13 +275,10 @@ class LiveSpectrumFit(LiveCallback):
                  spectra: Callable[[str, int], np.ndarray] | None = None, fitted_by: str = "live",
                  worker: LiveWorker | None = None):
         self.method = one_of("method", method, METHODS, fix="LiveSpectrumFit fits each pixel by one of them")
-        if not (hold_background is None or isinstance(hold_background, bool | np.bool_)):
-            raise ValueError(f"LiveSpectrumFit: hold_background={hold_background!r}; allowed: True, False or None "
-                             "(held where a pixel cannot determine it)")
-        if hold_background and self.method != "poisson":
-            raise ValueError(f"LiveSpectrumFit: hold_background=True with method={self.method!r}: only "
-                             "method='poisson' holds a background")
-        self.hold_background = None if hold_background is None else bool(hold_background)
+        try:
+            self.hold_background = check_hold_background(hold_background, self.method)
+        except ValueError as err:
+            raise ValueError(f"LiveSpectrumFit: {err}") from None
         if calibration is None or (isinstance(calibration, str) and calibration == "auto"):
             calibration = "auto"
         elif not isinstance(calibration, Calibration):

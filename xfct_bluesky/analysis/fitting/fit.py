@@ -343,12 +343,7 @@ def fit_spectra(spectra, energy, elements: Sequence[str], *, calibration: Calibr
         raise ValueError(f"method={method!r}; allowed: {', '.join(map(repr, METHODS))}")
     if background not in BACKGROUNDS:
         raise ValueError(f"background={background!r}; allowed: {', '.join(map(repr, BACKGROUNDS))}")
-    if hold_background is not None and not isinstance(hold_background, bool | np.bool_):
-        raise ValueError(f"hold_background={hold_background!r}; allowed: True, False or None (held where a pixel "
-                         "cannot determine it)")
-    if hold_background and (method != "poisson" or background == "none"):
-        raise ValueError(f"hold_background=True with method={method!r}, background={background!r}: a background "
-                         "is held only by method='poisson' with background='summed' or 'splines'")
+    hold_background = check_hold_background(hold_background, method, background)
     if not (isinstance(n_background, int | np.integer) and 1 <= n_background <= 20):
         raise ValueError(f"n_background={n_background!r}; allowed: an integer 1-20 (6 is typical)")
     if not (isinstance(max_iter, int | np.integer) and max_iter >= 1):
@@ -422,6 +417,18 @@ def fit_spectra(spectra, energy, elements: Sequence[str], *, calibration: Calibr
     return fit_of_pixels(*pixels, map_shape=map_shape, basis=basis, names=names, calibration=cal,
                          calibration_fit=cal_fit, method=method, summed_amplitudes=summed_components,
                          held=held_names(basis, held), stacklevel=2)
+
+
+def check_hold_background(hold_background, method: str, background: str = "summed") -> bool | None:
+    """``hold_background`` as None, True or False, else ValueError; True only where a background can be held
+    (``method="poisson"`` with a fitted background)."""
+    if hold_background is not None and not isinstance(hold_background, bool | np.bool_):
+        raise ValueError(f"hold_background={hold_background!r}; allowed: True, False or None (held where a pixel "
+                         "cannot determine it)")
+    if hold_background and (method != "poisson" or background == "none"):
+        raise ValueError(f"hold_background=True with method={method!r}, background={background!r}: a background "
+                         "is held only by method='poisson' with background='summed' or 'splines'")
+    return None if hold_background is None else bool(hold_background)
 
 
 def held_shares(summed_amplitudes: dict[str, float], basis: SpectrumBasis, n_pix: int, method: str,
