@@ -204,8 +204,8 @@ def reconstruct_maps(
                                 fix="Integer counts below zero are a reading error (an overflow?): check the data")
             elif found := validate.negatives(f"map {key!r}", maps[key]):  # fitted maps dip below zero in noise
                 warn(f"{found}: {algorithm.upper()} models photon counts, so they are set to 0 for it; "
-                              "for maps whose negative values are real use algorithm='sirt' or 'fbp'",
-                              ReconstructionWarning, stacklevel=2)
+                     "for maps whose negative values are real use algorithm='sirt' or 'fbp'",
+                     ReconstructionWarning, stacklevel=2)
     say = progress or (lambda text: None)
     alignment = None
     with angles_checked():  # warned about once below, for the projections reconstructed

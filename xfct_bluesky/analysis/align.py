@@ -55,9 +55,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import _warnings
 from ..validate import one_of, real
 from ..validate import shifts as check_shifts
-from .. import _warnings
 from . import channels as ch
 from . import consistency as cs
 from .angles import angle_problems, angles_checked, check_angles, check_theta

@@ -316,14 +316,14 @@ def _warn_implausible(est: TomoEstimate, *, explicit_angles: bool) -> None:
     cost = f"{est.n_angles} projections would take {est.duration / 3600:.3g} h and give {est.total_dose:.3g} Gy"
     if est.dwell > PLAUSIBLE_DWELL:
         warn(f"dwell={est.dwell:g} s per pixel is unusually long (microprobes dwell 1e-3..{PLAUSIBLE_DWELL:g} "
-                      f"s): {cost}. If you meant {est.dwell:g} ms, give dwell={est.dwell * 1e-3:g}",
-                      PlausibilityWarning, stacklevel=3)
+             f"s): {cost}. If you meant {est.dwell:g} ms, give dwell={est.dwell * 1e-3:g}",
+             PlausibilityWarning, stacklevel=3)
     elif est.duration > PLAUSIBLE_DURATION:
         warn(f"the tomography is long: {cost}; check dwell, shape and n_angles", PlausibilityWarning,
-                      stacklevel=3)
+             stacklevel=3)
     theta = np.asarray(est.angles)
     span = float(np.ptp(theta))
     if explicit_angles and theta.size > 8 and span <= 2 * np.pi + 1e-6:
         warn(f"the {theta.size} angles span only {span:.3g} deg: angles are in degrees; if these are "
-                      "radians, np.rad2deg converts them (as given, the tomography sees the specimen from one "
-                      "direction)", PlausibilityWarning, stacklevel=3)
+             "radians, np.rad2deg converts them (as given, the tomography sees the specimen from one "
+             "direction)", PlausibilityWarning, stacklevel=3)

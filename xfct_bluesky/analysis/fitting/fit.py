@@ -389,13 +389,13 @@ def fit_spectra(spectra, energy, elements: Sequence[str], *, calibration: Calibr
         dof = max(channels.stop - channels.start - int(np.count_nonzero(summed_a)), 1)
         if dev / dof > 3 and summed.sum() > 1e4:
             warn(f"the model misses the summed spectrum with this calibration: deviance {dev:.0f} over "
-                          f"{dof} degrees of freedom ({dev / dof:.2f} per degree); refine the calibration "
-                          "(refine=True) or check `elements`", SpectrumFitWarning, stacklevel=2)
+                 f"{dof} degrees of freedom ({dev / dof:.2f} per degree); refine the calibration "
+                 "(refine=True) or check `elements`", SpectrumFitWarning, stacklevel=2)
     if quality is not None and quality.deviance_per_dof > 3 and summed.sum() > 1e4:
         worst = "; ".join(f"{en:.2f} keV" for en, _ in quality.worst_residuals())
         warn(f"the calibrated model misses the summed spectrum: {quality.deviance_per_dof:.2f} deviance "
-                      f"per degree of freedom, most at {worst}: a line family missing from `elements`, "
-                      "pile-up, or a detector artefact", SpectrumFitWarning, stacklevel=2)
+             f"per degree of freedom, most at {worst}: a line family missing from `elements`, "
+             "pile-up, or a detector artefact", SpectrumFitWarning, stacklevel=2)
 
     # stage 2: the per-pixel basis
     is_bg = np.array([k == "background" for k in summed_basis.kinds])
@@ -486,8 +486,8 @@ def fit_of_pixels(amplitudes, deviance, iterations, flags, errors, *, map_shape,
     if not converged.all():
         bad = np.flatnonzero(~converged)
         warn(f"{bad.size} of {n_pix} pixels stopped before the solver's tolerance (the first at flat "
-                      f"index {int(bad[0])}, {int(iterations[bad[0]])} iterations); raise max_iter, or check "
-                      "those spectra", SpectrumFitWarning, stacklevel=stacklevel + 1)
+             f"index {int(bad[0])}, {int(iterations[bad[0]])} iterations); raise max_iter, or check "
+             "those spectra", SpectrumFitWarning, stacklevel=stacklevel + 1)
     amps = {n: amplitudes[:, k].reshape(map_shape) for k, n in enumerate(basis.names)}
     sig = {n: errors[:, k].reshape(map_shape) for k, n in enumerate(basis.names)} if errors is not None else {}
     return SpectrumFit(
